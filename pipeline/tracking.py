@@ -1,0 +1,92 @@
+"""MLflow wiring: where the store is, and one run per pipeline execution.
+
+``train`` opens the run and writes its id to a small JSON file that later stages declare as a
+dependency; ``evaluate``, ``export`` and ``gate`` reopen the same run from that file.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+from pipeline.io import read_json, write_json
+
+LOCAL_STORE = Path("mlruns")
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else the embedded sqlite store under ``./mlruns``."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    return f"sqlite:///{(LOCAL_STORE / 'mlflow.db').resolve()}"
+
+
+def _is_local_store(uri: str) -> bool:
+    return "MLFLOW_TRACKING_URI" not in os.environ and uri.startswith("sqlite:///")
+
+
+def configure(experiment: str) -> str:
+    """Point MLflow at the store and return the experiment id, creating it if needed."""
+    import mlflow
+
+    uri = tracking_uri()
+    if _is_local_store(uri):
+        LOCAL_STORE.mkdir(exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    location = (LOCAL_STORE / "artifacts").resolve().as_uri() if _is_local_store(uri) else None
+    return client.create_experiment(experiment, artifact_location=location)
+
+
+def git_commit() -> str:
+    """The checked-out commit, suffixed ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def write_run_file(path: str | Path, run_id: str, experiment_id: str) -> None:
+    write_json(path, {"run_id": run_id, "experiment_id": experiment_id})
+
+
+def read_run_id(path: str | Path) -> str:
+    try:
+        return read_json(path)["run_id"]
+    except FileNotFoundError:
+        raise PipelineError(f"run file '{path}' is missing: run the train stage first.") from None
+
+
+@contextmanager
+def resume_run(run_file: str | Path, experiment: str) -> Iterator[object]:
+    """Reopen the pipeline's MLflow run recorded in ``run_file``."""
+    import mlflow
+
+    configure(experiment)
+    run_id = read_run_id(run_file)
+    try:
+        mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise PipelineError(
+            f"MLflow run {run_id} (from '{run_file}') is not in the store at {tracking_uri()}; "
+            "rerun the train stage (`dvc repro --force train`)."
+        ) from None
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
