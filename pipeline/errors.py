@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 
@@ -23,6 +24,7 @@ def cli(stage: str) -> Callable[[Callable[..., None]], Callable[..., int]]:
     def decorate(main: Callable[..., None]) -> Callable[..., int]:
         @functools.wraps(main)
         def wrapper(*args, **kwargs) -> int:
+            _quiet_process()
             try:
                 main(*args, **kwargs)
             except PipelineError as exc:
@@ -33,3 +35,14 @@ def cli(stage: str) -> Callable[[Callable[..., None]], Callable[..., int]]:
         return wrapper
 
     return decorate
+
+
+def _quiet_process() -> None:
+    """Process-wide defaults for a stage run from the command line.
+
+    TensorFlow's C++ logging goes to stderr before any Python logging can stop it, and its
+    oneDNN kernels trade bit-for-bit reproducibility for speed; a stage wants neither.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")

@@ -63,8 +63,8 @@ def git_commit() -> str:
     return f"{sha}-dirty" if dirty else sha
 
 
-def write_run_file(path: str | Path, run_id: str, experiment_id: str) -> None:
-    write_json(path, {"run_id": run_id, "experiment_id": experiment_id})
+def write_run_file(path: str | Path, run_id: str, experiment_id: str, **extra: str) -> None:
+    write_json(path, {"run_id": run_id, "experiment_id": experiment_id, **extra})
 
 
 def read_run_id(path: str | Path) -> str:

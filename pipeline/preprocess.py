@@ -1,0 +1,141 @@
+"""``preprocess``: stratified train/validation/test split and the fitted column transformer.
+
+The transformer is fitted on the training split only. Splits keep the raw columns exactly as
+ingested; :func:`to_model_frame` is the one place that turns raw rows into model input.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from pipeline.config import load_params
+from pipeline.contract import Contract, load_contract
+from pipeline.errors import PipelineError, cli
+from pipeline.io import atomic_path, read_json, read_table, write_table
+
+#: How a missing categorical value reaches the model (ONNX string tensors cannot hold NaN).
+MISSING_CATEGORY = ""
+
+
+@dataclass(frozen=True)
+class Splits:
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+
+
+def to_model_frame(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """Select the feature columns of raw rows and give them the model's input types.
+
+    Numeric features become float64 (missing = NaN); categorical features become ``object``
+    strings with missing values as ``""``.
+    """
+    missing = [c for c in contract.feature_names if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"input is missing feature column(s): {', '.join(missing)}.")
+    out = {}
+    for name in contract.numeric_features:
+        out[name] = pd.to_numeric(frame[name], errors="raise").astype("float64").to_numpy()
+    for name in contract.categorical_features:
+        column = frame[name].astype(object)
+        out[name] = np.where(column.isna(), MISSING_CATEGORY, column.astype(str)).astype(object)
+    return pd.DataFrame(out, index=frame.index)[contract.feature_names]
+
+
+def build_preprocessor(contract: Contract) -> ColumnTransformer:
+    """Impute + scale numeric features; impute + one-hot categorical ones (unseen -> zeros)."""
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
+    categorical = Pipeline(
+        [
+            (
+                "impute",
+                SimpleImputer(missing_values=MISSING_CATEGORY, strategy="most_frequent"),
+            ),
+            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+        ]
+    )
+    transformers = []
+    if contract.numeric_features:
+        transformers.append(("num", numeric, contract.numeric_features))
+    if contract.categorical_features:
+        transformers.append(("cat", categorical, contract.categorical_features))
+    return ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=True)
+
+
+def split_data(
+    frame: pd.DataFrame, target: str, seed: int, test_size: float, val_size: float
+) -> Splits:
+    """Stratified split into train/validation/test; sizes are shares of all rows."""
+    if not 0 < test_size < 1 or not 0 < val_size < 1 or test_size + val_size >= 1:
+        raise PipelineError(
+            f"preprocess.test_size ({test_size}) and val_size ({val_size}) must be in (0, 1) "
+            "and sum to less than 1."
+        )
+    frame = frame[frame[target].notna()].reset_index(drop=True)
+    counts = frame[target].value_counts()
+    if counts.min() < 3:
+        rare = ", ".join(f"'{k}' ({v})" for k, v in counts[counts < 3].items())
+        raise PipelineError(
+            f"target '{target}': class(es) {rare} have fewer than 3 rows; a stratified "
+            "train/validation/test split needs at least 3 per class."
+        )
+    rest, test = train_test_split(
+        frame, test_size=test_size, stratify=frame[target], random_state=seed
+    )
+    train, val = train_test_split(
+        rest,
+        test_size=val_size / (1 - test_size),
+        stratify=rest[target],
+        random_state=seed,
+    )
+    return Splits(
+        train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True)
+    )
+
+
+def fit_preprocessor(train: pd.DataFrame, contract: Contract) -> ColumnTransformer:
+    preprocessor = build_preprocessor(contract)
+    preprocessor.fit(to_model_frame(train, contract))
+    return preprocessor
+
+
+@cli("preprocess")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", required=True)
+    parser.add_argument("--data", required=True, help="raw table (Parquet)")
+    parser.add_argument("--validation", required=True, help="validate's result.json")
+    parser.add_argument("--out-dir", required=True, help="where train/val/test.parquet go")
+    parser.add_argument("--preprocessor", required=True, help="fitted transformer (joblib)")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    if not read_json(args.validation).get("success"):
+        raise PipelineError(f"'{args.validation}' records a failed validation; fix the data.")
+    contract = load_contract(params.data.contract)
+    p = params.preprocess
+    splits = split_data(read_table(args.data), contract.target, p.seed, p.test_size, p.val_size)
+    preprocessor = fit_preprocessor(splits.train, contract)
+
+    out_dir = Path(args.out_dir)
+    for name in ("train", "val", "test"):
+        write_table(out_dir / f"{name}.parquet", getattr(splits, name))
+    with atomic_path(args.preprocessor) as tmp:
+        joblib.dump(preprocessor, tmp)
+    sizes = ", ".join(f"{n} {len(getattr(splits, n))}" for n in ("train", "val", "test"))
+    print(f"preprocess: {sizes} rows; {len(preprocessor.get_feature_names_out())} model features")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
