@@ -47,7 +47,7 @@ def configure(experiment: str) -> str:
 
 
 def git_commit() -> str:
-    """The checked-out commit, suffixed ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    """The checked-out commit (``-dirty`` if tracked files differ); ``unknown`` outside git."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
