@@ -32,7 +32,7 @@ def compute_metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -
     )
 
     y_true = np.asarray(y_true).astype(str)
-    unknown = sorted(set(y_true) - set(classes))
+    unknown = sorted(str(v) for v in set(y_true) - set(classes))
     if unknown:
         raise PipelineError(f"labels {unknown} are not among the model's classes {classes}.")
     predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)].astype(str)

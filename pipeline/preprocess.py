@@ -49,8 +49,12 @@ def to_model_frame(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
         out[name] = pd.to_numeric(frame[name], errors="raise").astype("float64").to_numpy()
     for name in contract.categorical_features:
         column = frame[name].astype(object)
-        out[name] = np.where(column.isna(), MISSING_CATEGORY, column.astype(str)).astype(object)
-    return pd.DataFrame(out, index=frame.index)[contract.feature_names]
+        values = np.where(column.isna(), MISSING_CATEGORY, column.astype(str))
+        out[name] = pd.Series(values, index=frame.index, dtype=object)
+    # pandas 3 would infer its own string dtype; object arrays are what sklearn and ONNX expect.
+    return pd.DataFrame(out, index=frame.index)[contract.feature_names].astype(
+        {name: object for name in contract.categorical_features}
+    )
 
 
 def build_preprocessor(contract: Contract) -> ColumnTransformer:

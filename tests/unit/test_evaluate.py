@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.evaluate import compute_metrics, curve_tables, draw_figures
+
+CLASSES = ["a", "b", "c"]
+
+
+def test_perfect_predictions():
+    y = np.array(["a", "b", "c", "a"])
+    proba = np.eye(3)[[0, 1, 2, 0]] * 0.98 + 0.01 / 1.5
+    metrics = compute_metrics(y, proba / proba.sum(1, keepdims=True), CLASSES)
+    assert metrics["accuracy"] == 1.0
+    assert metrics["f1_macro"] == 1.0
+    assert metrics["roc_auc_ovr"] == 1.0
+    assert 0 < metrics["log_loss"] < 0.05
+    assert metrics["rows"] == 4
+
+
+def test_known_values():
+    y = np.array(["a", "a", "b", "c"])
+    proba = np.array([[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.4, 0.3], [0.1, 0.1, 0.8]])
+    metrics = compute_metrics(y, proba, CLASSES)
+    assert metrics["accuracy"] == pytest.approx(0.75)
+    # per class F1: a = 2/3 (P 1, R .5), b = 2/3 (P .5, R 1), c = 1
+    assert metrics["f1_macro"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    expected = -np.mean(np.log([0.6, 0.2, 0.4, 0.8]))
+    assert metrics["log_loss"] == pytest.approx(expected)
+
+
+def test_unknown_label_is_named():
+    with pytest.raises(PipelineError, match=r"labels \['z'\] are not among"):
+        compute_metrics(np.array(["a", "z"]), np.full((2, 3), 1 / 3), CLASSES)
+
+
+def test_curves_and_figures():
+    rng = np.random.default_rng(0)
+    y = np.array(CLASSES * 10)
+    proba = rng.dirichlet([1, 1, 1], size=30)
+    confusion, roc, pr = curve_tables(y, proba, CLASSES)
+    assert list(confusion.columns) == ["actual", "predicted"] and len(confusion) == 30
+    assert set(roc) == set(pr) == set(CLASSES)
+    assert roc["a"]["fpr"].iloc[0] == 0 and roc["a"]["tpr"].iloc[-1] == 1
+    figures = draw_figures(confusion, roc, pr, CLASSES, compute_metrics(y, proba, CLASSES))
+    assert set(figures) == {"confusion_matrix.png", "roc.png", "precision_recall.png"}

@@ -1,0 +1,67 @@
+import pandas as pd
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.ingest import ingest, load_source, main
+
+
+def test_builtin_penguins_ships_with_the_package():
+    frame = load_source("builtin:penguins")
+    assert frame.shape == (344, 8)
+    assert set(frame["species"]) == {"Adelie", "Chinstrap", "Gentoo"}
+
+
+def test_csv_and_parquet_round_trip(tmp_path, tiny):
+    tiny.to_csv(tmp_path / "d.csv", index=False)
+    tiny.to_parquet(tmp_path / "d.parquet", index=False)
+    from_csv = ingest(str(tmp_path / "d.csv"))
+    from_parquet = ingest(str(tmp_path / "d.parquet"))
+    assert list(from_csv.columns) == list(tiny.columns)
+    assert len(from_csv) == len(from_parquet) == len(tiny)
+    assert from_parquet["bill_length_mm"].isna().sum() == tiny["bill_length_mm"].isna().sum()
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(PipelineError, match=r"'.*nope\.csv' does not exist"):
+        load_source(str(tmp_path / "nope.csv"))
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"this is not parquet")
+    with pytest.raises(PipelineError, match="could not be read as Parquet"):
+        load_source(str(bad))
+
+
+def test_unsupported_type_and_unknown_builtin(tmp_path):
+    with pytest.raises(PipelineError, match="unsupported file type '.xlsx'"):
+        load_source(str(tmp_path / "d.xlsx"))
+    with pytest.raises(
+        PipelineError, match="no built-in dataset 'iris'; available: builtin:penguins"
+    ):
+        load_source("builtin:iris")
+
+
+def test_empty_csv(tmp_path):
+    (tmp_path / "e.csv").write_text("a,b\n")
+    with pytest.raises(PipelineError, match="holds no rows"):
+        load_source(str(tmp_path / "e.csv"))
+
+
+def test_cli_prints_one_line_error_and_exits_1(tmp_path, capsys, repo_root):
+    params = (repo_root / "params.yaml").read_text().replace("builtin:penguins", "missing.csv")
+    (tmp_path / "params.yaml").write_text(params)
+    out = tmp_path / "raw.parquet"
+    code = main(["--params", str(tmp_path / "params.yaml"), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("ingest failed: data.source 'missing.csv' does not exist")
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_cli_writes_the_raw_table(tmp_path, repo_root):
+    out = tmp_path / "raw" / "dataset.parquet"
+    assert main(["--params", str(repo_root / "params.yaml"), "--out", str(out)]) == 0
+    assert pd.read_parquet(out).shape == (344, 8)
+    assert [p.name for p in out.parent.iterdir()] == ["dataset.parquet"]  # no temp leftovers

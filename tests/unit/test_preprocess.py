@@ -1,0 +1,60 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
+
+
+def test_model_frame_types_and_missing_values(tiny, contract):
+    frame = to_model_frame(tiny, contract)
+    assert list(frame.columns) == contract.feature_names
+    assert frame["bill_length_mm"].dtype == np.float64
+    assert frame["sex"].dtype == object
+    missing_sex = tiny["sex"].isna().to_numpy()
+    assert missing_sex.any()
+    assert (frame.loc[missing_sex, "sex"] == "").all()
+    assert "year" not in frame.columns
+
+
+def test_model_frame_names_missing_feature(tiny, contract):
+    with pytest.raises(PipelineError, match="missing feature column\\(s\\): island"):
+        to_model_frame(tiny.drop(columns="island"), contract)
+
+
+def test_split_is_stratified_seeded_and_disjoint(penguins):
+    a = split_data(penguins, "species", seed=7, test_size=0.2, val_size=0.2)
+    b = split_data(penguins, "species", seed=7, test_size=0.2, val_size=0.2)
+    pd.testing.assert_frame_equal(a.test, b.test)
+    assert (len(a.train), len(a.val), len(a.test)) == (206, 69, 69)
+    share = penguins["species"].value_counts(normalize=True)
+    test_share = a.test["species"].value_counts(normalize=True)
+    assert (test_share - share).abs().max() < 0.02
+    keys = [tuple(map(str, r)) for part in (a.train, a.val, a.test) for r in part.to_numpy()]
+    assert len(keys) == len(penguins)
+
+
+def test_split_rejects_tiny_classes(tiny):
+    two = pd.concat([tiny, tiny.iloc[:2].assign(species="Emperor")])
+    with pytest.raises(PipelineError, match="'Emperor' \\(2\\) have fewer than 3 rows"):
+        split_data(two, "species", 1, 0.2, 0.2)
+
+
+def test_split_rejects_bad_sizes(tiny):
+    with pytest.raises(PipelineError, match="sum to less than 1"):
+        split_data(tiny, "species", 1, 0.6, 0.5)
+
+
+def test_preprocessor_fits_on_train_only_and_handles_unseen(tiny, contract):
+    splits = split_data(tiny, "species", 3, 0.25, 0.25)
+    pre = fit_preprocessor(splits.train, contract)
+    names = list(pre.get_feature_names_out())
+    assert names[:4] == [f"num__{c}" for c in contract.numeric_features]
+    scaler = pre.named_transformers_["num"].named_steps["scale"]
+    expected_mean = splits.train["bill_length_mm"].mean()  # NaN rows imputed with the median
+    assert abs(scaler.mean_[0] - expected_mean) < 1.0
+    unseen = splits.test.head(1).assign(island="Atlantis", bill_length_mm=np.nan)
+    row = pre.transform(to_model_frame(unseen, contract))
+    island = [i for i, n in enumerate(names) if n.startswith("cat__island_")]
+    assert row[0, island].tolist() == [0.0] * len(island)  # unseen -> all zeros
+    assert np.isfinite(row).all()

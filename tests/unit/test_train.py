@@ -1,0 +1,66 @@
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from pipeline.config import load_params
+from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
+from pipeline.train import NativeModel, train_model
+from tests.conftest import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def data():
+    from palmerpenguins import load_penguins
+
+    from pipeline.contract import load_contract
+
+    contract = load_contract(REPO_ROOT / "data" / "contract.yaml")
+    splits = split_data(load_penguins(), "species", 42, 0.2, 0.2)
+    pre = fit_preprocessor(splits.train, contract)
+
+    def xy(frame):
+        return pre.transform(to_model_frame(frame, contract)), frame["species"].to_numpy(str)
+
+    return contract, pre, splits, xy(splits.train), xy(splits.val)
+
+
+@pytest.fixture(scope="module")
+def train_params():
+    params = load_params(REPO_ROOT / "params.yaml").train
+    # A short Keras budget keeps unit tests fast; the pipeline uses params.yaml as is.
+    return replace(params, keras_mlp=replace(params.keras_mlp, epochs=30, patience=5))
+
+
+@pytest.mark.parametrize("estimator", ["logistic_regression", "random_forest", "keras_mlp"])
+def test_each_estimator_learns_penguins(estimator, data, train_params):
+    contract, pre, splits, (x_tr, y_tr), (x_va, y_va) = data
+    result = train_model(estimator, train_params, x_tr, y_tr, x_va, y_va)
+    assert result.classes == ["Adelie", "Chinstrap", "Gentoo"]
+    assert result.val_metrics["val_accuracy"] >= 0.9
+    assert {"step", "val_accuracy", "val_log_loss"} <= set(result.history.columns)
+    assert len(result.history) >= 2  # per-epoch / per-step metrics exist
+
+    native = NativeModel(pre, result.model, result.family, estimator, result.classes, contract)
+    proba = native.predict_proba(splits.test)
+    assert proba.shape == (len(splits.test), 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)
+    accuracy = (native.predict(splits.test) == splits.test["species"].to_numpy(str)).mean()
+    assert accuracy >= 0.9
+
+
+@pytest.mark.parametrize("estimator", ["random_forest", "keras_mlp"])
+def test_training_is_deterministic(estimator, data, train_params):
+    _, _, _, (x_tr, y_tr), (x_va, y_va) = data
+    first = train_model(estimator, train_params, x_tr, y_tr, x_va, y_va)
+    second = train_model(estimator, train_params, x_tr, y_tr, x_va, y_va)
+    assert first.val_metrics == second.val_metrics
+    assert first.history.equals(second.history)
+
+
+def test_keras_early_stopping_restores_best_epoch(data, train_params):
+    _, _, _, (x_tr, y_tr), (x_va, y_va) = data
+    result = train_model("keras_mlp", train_params, x_tr, y_tr, x_va, y_va)
+    best = result.val_metrics["best_epoch"]
+    assert result.val_metrics["val_log_loss"] == pytest.approx(result.history["val_log_loss"].min())
+    assert len(result.history) <= best + 1 + train_params.keras_mlp.patience
