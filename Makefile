@@ -27,7 +27,7 @@ export GIT_PYTHON_REFRESH := quiet
         bench-pipeline bench-model bench-serve ci clean
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sort | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 # ---------------------------------------------------------------- environment
@@ -49,11 +49,15 @@ run: env ## Run the whole pipeline on the default data (dvc repro) and say where
 repro: env ## dvc repro: rerun only the stages whose inputs changed
 	$(BIN)/dvc repro
 
-ingest validate preprocess train evaluate export gate: env ## Run one DVC stage (and what it needs)
+ingest validate preprocess train evaluate export: env ## Run a DVC stage and what it needs
 	$(BIN)/dvc repro $@
 
-infer-contract: env ## Write a starting data contract from data.source: make infer-contract OUT=data/contract.yaml
-	$(BIN)/python -m pipeline.validate infer --params params.yaml --out $(or $(OUT),data/contract.inferred.yaml)
+gate: env ## Bring the pipeline up to date, then always re-check the gate (the champion may have moved)
+	$(BIN)/dvc repro export
+	$(BIN)/dvc repro --force --single-item gate
+
+infer-contract: env ## Draft a data contract from data.source: make infer-contract TARGET=col OUT=path
+	$(BIN)/python -m pipeline.validate infer --params params.yaml --target $(TARGET) --out $(or $(OUT),data/contract.inferred.yaml)
 
 # ---------------------------------------------------------------- tests and checks
 test: env ## Run the whole test suite
