@@ -77,5 +77,8 @@ format: env ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix pipeline serving tests benchmarks
 	$(BIN)/ruff format pipeline serving tests benchmarks
 
+bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change (fresh clone)
+	$(BIN)/python -m benchmarks.bench_pipeline $(if $(ESTIMATOR),--estimator $(ESTIMATOR))
+
 clean: ## Remove the environment, pipeline outputs and the local MLflow store
 	rm -rf $(VENV) .uv mlruns .pytest_cache .ruff_cache
