@@ -1,0 +1,631 @@
+"""``validate``: check the raw table against the data contract with Great Expectations.
+
+The expectation suite is built from the :class:`~pipeline.contract.Contract` alone and run by a
+real GX checkpoint in an ephemeral (in-memory) context, so no ``gx/`` project folder is ever
+created; the checkpoint's ``UpdateDataDocsAction`` writes the HTML Data Docs into the directory
+the caller names. The outcome is a :class:`ValidationReport` whose ``failures`` say, in plain
+words, which column broke which rule.
+
+``python -m pipeline.validate infer`` drafts a contract from ``data.source`` instead (like TFX
+SchemaGen); a person reviews it before it is committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import load_params
+from pipeline.contract import ColumnSpec, Contract, dump_contract, load_contract, parse_contract
+from pipeline.errors import PipelineError, cli
+from pipeline.io import atomic_path, read_table, write_json
+
+#: dtype names (and, for ``object`` columns, value types) a numeric column may hold.
+NUMERIC_TYPES = (
+    *(f"int{b}" for b in (8, 16, 32, 64)),
+    *(f"uint{b}" for b in (8, 16, 32, 64)),
+    *(f"float{b}" for b in (16, 32, 64)),
+    *(f"{k}{b}Dtype" for k in ("Int", "UInt") for b in (8, 16, 32, 64)),
+    "Float32Dtype",
+    "Float64Dtype",
+    "int",
+    "float",
+)
+
+_DOCS_SITE = "local_site"
+_EXAMPLES = 3  # offending values quoted per failed check
+
+# The order in which a column's checks are reported; table-level checks come first.
+_RULES = ("rows", "columns", "present", "type", "missing", "range", "categories")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation of the suite and what the data did with it."""
+
+    column: str | None  # None for table-level checks
+    rule: str  # one of _RULES
+    expectation: str  # the GX expectation type, e.g. "expect_column_values_to_be_between"
+    success: bool
+    threshold: dict[str, Any]
+    observed: Any = None  # observed value of aggregate checks (row count, dtype, column list)
+    unexpected_count: int | None = None
+    unexpected_percent: float | None = None
+    examples: tuple[Any, ...] = ()
+    error: str | None = None  # GX could not evaluate the expectation
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "column": self.column,
+            "rule": self.rule,
+            "expectation": self.expectation,
+            "success": self.success,
+            "threshold": self.threshold,
+            "observed": self.observed,
+            "unexpected_count": self.unexpected_count,
+            "unexpected_percent": self.unexpected_percent,
+            "examples": list(self.examples),
+            "error": self.error,
+        }
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    success: bool
+    rows: int
+    checks: tuple[Check, ...]
+    failures: tuple[str, ...]  # one plain-words sentence per broken rule
+    gx_version: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "success": self.success,
+            "rows": self.rows,
+            "failures": list(self.failures),
+            "gx_version": self.gx_version,
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+# --------------------------------------------------------------------------- the suite
+
+
+def _expectations(contract: Contract) -> list[Any]:
+    """The GX expectations that say what the contract says, in reporting order.
+
+    Each carries ``meta = {"rule", "column"}`` so its result can be read back without
+    guessing from the expectation type. Categorical values are compared as text (see
+    :func:`_as_checked`); missing values count only against ``max_missing``.
+    """
+    import great_expectations.expectations as gxe
+
+    def meta(rule: str, column: str | None = None) -> dict[str, Any]:
+        return {"rule": rule, "column": column}
+
+    suite: list[Any] = [
+        gxe.ExpectTableRowCountToBeBetween(
+            min_value=contract.min_rows, max_value=contract.max_rows, meta=meta("rows")
+        ),
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=[c.name for c in contract.columns], exact_match=True, meta=meta("columns")
+        ),
+    ]
+    for spec in contract.columns:
+        name = spec.name
+        suite.append(gxe.ExpectColumnToExist(column=name, meta=meta("present", name)))
+        if spec.is_numeric:
+            suite.append(
+                gxe.ExpectColumnValuesToBeInTypeList(
+                    column=name, type_list=list(NUMERIC_TYPES), meta=meta("type", name)
+                )
+            )
+        suite.append(
+            gxe.ExpectColumnValuesToNotBeNull(
+                column=name, mostly=_mostly(spec.max_missing), meta=meta("missing", name)
+            )
+        )
+        if spec.is_numeric and (spec.min is not None or spec.max is not None):
+            suite.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=name, min_value=spec.min, max_value=spec.max, meta=meta("range", name)
+                )
+            )
+        if not spec.is_numeric and spec.categories is not None:
+            suite.append(
+                gxe.ExpectColumnValuesToBeInSet(
+                    column=name,
+                    value_set=list(spec.categories),
+                    mostly=_mostly(_max_unknown(spec)),
+                    meta=meta("categories", name),
+                )
+            )
+    return suite
+
+
+def _max_unknown(spec: ColumnSpec) -> float:
+    """The target admits no unknown classes whatever the contract says."""
+    return 0.0 if spec.role == "target" else spec.max_unknown
+
+
+def _mostly(max_share: float) -> float:
+    return min(1.0, max(0.0, 1.0 - max_share))
+
+
+def _as_checked(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
+    """The frame as GX sees it: categorical columns as text, missing values left missing.
+
+    ``preprocess`` turns categories into strings the same way, so a contract category ``"1"``
+    matches an integer-coded column. Numeric columns are passed as they are: their type is
+    what the ``type`` rule checks.
+    """
+    out = frame.copy(deep=False)
+    for spec in contract.columns:
+        if spec.is_numeric or spec.name not in out.columns:
+            continue
+        column = out[spec.name]
+        if not (pd.api.types.is_string_dtype(column) or column.dtype == object):
+            out[spec.name] = column.astype(object).where(column.isna(), column.astype(str))
+        elif column.dtype == object:
+            out[spec.name] = column.where(column.isna(), column.map(str))
+    return out
+
+
+@contextmanager
+def _quiet_gx() -> Iterator[None]:
+    """Silence GX's loggers and library warnings for the duration of a run, then restore."""
+    logger = logging.getLogger("great_expectations")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def validate_table(
+    frame: pd.DataFrame, contract: Contract, docs_dir: Path | None = None
+) -> ValidationReport:
+    """Run the contract's expectation suite on ``frame`` with a GX checkpoint.
+
+    ``docs_dir``, when given, receives the HTML Data Docs (``index.html`` and its pages).
+    Nothing else is written: the GX context lives in memory. A failed check does not raise;
+    read ``report.success`` and ``report.failures``.
+    """
+    with _quiet_gx():
+        import great_expectations as gx
+        from great_expectations.checkpoint import UpdateDataDocsAction
+        from great_expectations.data_context.types.base import (
+            DataContextConfig,
+            InMemoryStoreBackendDefaults,
+            ProgressBarsConfig,
+        )
+
+        sites = {}
+        if docs_dir is not None:
+            sites[_DOCS_SITE] = {
+                "class_name": "SiteBuilder",
+                "show_how_to_buttons": False,
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(Path(docs_dir).resolve()),
+                },
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            }
+        config = DataContextConfig(
+            store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+            data_docs_sites=sites,
+            analytics_enabled=False,
+            progress_bars=ProgressBarsConfig(globally=False),
+        )
+        context = gx.get_context(project_config=config, mode="ephemeral")
+        batch = (
+            context.data_sources.add_pandas("raw_table")
+            .add_dataframe_asset("dataset")
+            .add_batch_definition_whole_dataframe("whole_table")
+        )
+        suite = context.suites.add(gx.ExpectationSuite(name="data_contract"))
+        for expectation in _expectations(contract):
+            suite.add_expectation(expectation)
+        definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name="data_contract_on_raw_table", data=batch, suite=suite)
+        )
+        actions = [UpdateDataDocsAction(name="data_docs", site_names=[_DOCS_SITE])] if sites else []
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name="validate",
+                validation_definitions=[definition],
+                actions=actions,
+                result_format="SUMMARY",
+            )
+        )
+        result = checkpoint.run(
+            batch_parameters={"dataframe": _as_checked(frame, contract)},
+            run_id=gx.RunIdentifier(run_name="validate"),
+        )
+
+    (suite_result,) = result.run_results.values()
+    checks = sorted(
+        (_read_result(r, contract) for r in suite_result.results),
+        key=lambda c: (
+            c.column is not None,
+            _column_order(contract, c.column),
+            _RULES.index(c.rule),
+        ),
+    )
+    success = bool(result.success) and all(c.success for c in checks)
+    failures = tuple(_explain(checks))
+    if not success and not failures:  # every failed check is explained; this is a safety net
+        failures = ("Great Expectations reported a failure; see result.json",)
+    return ValidationReport(
+        success=success,
+        rows=len(frame),
+        checks=tuple(checks),
+        failures=failures,
+        gx_version=gx.__version__,
+    )
+
+
+def _column_order(contract: Contract, column: str | None) -> int:
+    names = [c.name for c in contract.columns]
+    return names.index(column) if column in names else -1
+
+
+# --------------------------------------------------------------------------- reading results
+
+
+def _read_result(result: Any, contract: Contract) -> Check:
+    """Turn one GX ``ExpectationValidationResult`` into a :class:`Check`."""
+    config = result.expectation_config
+    rule, column = config.meta["rule"], config.meta["column"]
+    raw = result.result or {}
+    return Check(
+        column=column,
+        rule=rule,
+        expectation=config.type,
+        success=bool(result.success),
+        threshold=_threshold(rule, column, contract),
+        observed=_plain(raw.get("observed_value")),
+        unexpected_count=raw.get("unexpected_count"),
+        unexpected_percent=_plain(raw.get("unexpected_percent")),
+        examples=_examples(raw.get("partial_unexpected_list") or []),
+        error=_error_message(result.exception_info or {}),
+    )
+
+
+def _threshold(rule: str, column: str | None, contract: Contract) -> dict[str, Any]:
+    if rule == "rows":
+        return {"min": contract.min_rows, "max": contract.max_rows}
+    if rule == "columns":
+        return {"columns": [c.name for c in contract.columns], "extra_allowed": False}
+    spec = contract.column(column)
+    if rule == "present":
+        return {"role": spec.role}
+    if rule == "type":
+        return {"type": "numeric"}
+    if rule == "missing":
+        return {"max_missing_percent": 100 * spec.max_missing}
+    if rule == "range":
+        return {"min": spec.min, "max": spec.max}
+    if rule == "categories":
+        return {
+            "categories": list(spec.categories or ()),
+            "max_unknown_percent": 100 * _max_unknown(spec),
+        }
+    raise ValueError(rule)
+
+
+def _error_message(info: dict[str, Any]) -> str | None:
+    """GX reports an evaluation error either flat or keyed by the metric that failed."""
+    if "raised_exception" in info:
+        return info.get("exception_message") if info["raised_exception"] else None
+    for entry in info.values():
+        if isinstance(entry, dict) and entry.get("exception_message"):
+            return str(entry["exception_message"])
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-safe copy: numpy scalars to Python, NaN to None, odd objects to their repr."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return repr(value)
+
+
+def _examples(values: list[Any]) -> tuple[Any, ...]:
+    seen: list[Any] = []
+    for value in values:
+        value = _plain(value)
+        if value not in seen:
+            seen.append(value)
+        if len(seen) == _EXAMPLES:
+            break
+    return tuple(seen)
+
+
+# --------------------------------------------------------------------------- plain words
+
+
+def _pct(value: float | None) -> str:
+    value = value or 0.0
+    return "<0.1%" if 0 < value < 0.05 else f"{value:.1f}%"
+
+
+def _values(count: int | None, percent: float | None) -> str:
+    count = count or 0
+    return f"{count} value{'s' if count != 1 else ''} ({_pct(percent)})"
+
+
+def _eg(examples: tuple[Any, ...]) -> str:
+    return f", e.g. {', '.join(repr(v) for v in examples)}" if examples else ""
+
+
+def _explain(checks: list[Check]) -> Iterator[str]:
+    """One sentence per failed rule, naming the column and the rule.
+
+    A missing column, or a numeric column holding non-numbers, makes GX error on that
+    column's other rules; those follow-on errors are left out of the message (they stay in
+    the JSON) because the first sentence already says what to fix.
+    """
+    missing = {c.column for c in checks if not c.success and c.rule == "present"}
+    mistyped = {c.column for c in checks if not c.success and c.rule == "type" and not c.error}
+    for check in checks:
+        if check.success:
+            continue
+        if check.error is not None and (check.column in missing or check.column in mistyped):
+            continue
+        if check.rule == "columns" and not _undeclared(check):
+            continue  # only missing columns: their "present" checks name them
+        yield _sentence(check)
+
+
+def _undeclared(check: Check) -> list[str]:
+    declared = set(check.threshold["columns"])
+    return [c for c in (check.observed or []) if c not in declared]
+
+
+def _sentence(check: Check) -> str:
+    t, col = check.threshold, f"column '{check.column}'"
+    values, eg = _values(check.unexpected_count, check.unexpected_percent), _eg(check.examples)
+    if check.rule == "rows":
+        if t["min"] is not None and check.observed < t["min"]:
+            return f"table has {check.observed} rows, fewer than the minimum {t['min']}"
+        return f"table has {check.observed} rows, more than the maximum {t['max']}"
+    if check.rule == "columns":
+        names = ", ".join(f"'{c}'" for c in _undeclared(check))
+        return (
+            f"undeclared column(s) {names} not in the contract (the contract must describe "
+            "every column: add each one, with role: ignored if it is not used)"
+        )
+    if check.error is not None and check.rule != "present":
+        return f"{col}: the {check.rule} rule could not be checked ({check.error})"
+    if check.rule == "present":
+        role = t["role"]
+        return f"{col} is missing" + (f" (it is the {role})" if role != "feature" else "")
+    if check.rule == "type":
+        if check.unexpected_count is None:  # decided from the column's dtype
+            return f"{col}: expected numeric, found values of type '{check.observed}'"
+        verb = "is not a number" if check.unexpected_count == 1 else "are not numbers"
+        return f"{col}: expected numeric, but {values} {verb}{eg}"
+    if check.rule == "missing":
+        return f"{col}: {values} missing (allowed {_pct(t['max_missing_percent'])})"
+    if check.rule == "range":
+        lo, hi = t["min"], t["max"]
+        if lo is not None and hi is not None:
+            where = f"outside [{lo}, {hi}]"
+        else:
+            where = f"below {lo}" if lo is not None else f"above {hi}"
+        return f"{col}: {values} {where}{eg}"
+    if check.rule == "categories":
+        allowed = ", ".join(t["categories"])
+        return f"{col}: {values} not in [{allowed}] (allowed {_pct(t['max_unknown_percent'])}){eg}"
+    raise ValueError(check.rule)
+
+
+# --------------------------------------------------------------------------- contract inference
+
+#: A text column with more distinct values than this is treated as an identifier or free
+#: text and drafted as ``role: ignored`` rather than as a categorical feature.
+MAX_CATEGORIES = 50
+#: Numeric bounds are widened by this share of the observed span on each side.
+RANGE_MARGIN = 0.1
+
+
+def infer_contract(frame: pd.DataFrame, target: str) -> Contract:
+    """Draft a contract describing ``frame`` (like TFX SchemaGen); a person must review it.
+
+    - Types come from dtypes: numbers are ``numeric`` (integer codes with few values too: they
+      keep their order; switch them to categorical if they are labels), text and booleans are
+      ``categorical``, anything else (dates, ...) is ``role: ignored``.
+    - ``min``/``max``: the observed range widened by 10% of its span on each side, rounded
+      outward to a round number, and never below 0 for a column with no negative values.
+    - ``categories``: the observed values; ``max_unknown`` 0. A text column with more than
+      ``MAX_CATEGORIES`` distinct values is ``role: ignored``.
+    - ``max_missing``: 0 if nothing is missing, else 1.5 x the observed share rounded up to
+      the next percent.
+    - ``rows``: from half to ten times the observed row count.
+    """
+    frame = frame.rename(columns=str)
+    if target not in frame.columns:
+        raise PipelineError(
+            f"target column '{target}' is not in the data; columns: {', '.join(frame.columns)}."
+        )
+    columns = []
+    for name in frame.columns:
+        column = frame[name]
+        kind, role = _infer_kind(column)
+        if name == target:
+            if column.nunique() > MAX_CATEGORIES:
+                raise PipelineError(
+                    f"target column '{target}' has {column.nunique()} distinct values; this "
+                    f"pipeline trains a classifier (at most {MAX_CATEGORIES} classes)."
+                )
+            kind, role = "categorical", "target"
+        spec: dict[str, Any] = {"name": name, "type": kind, "role": role}
+        spec["max_missing"] = _missing_allowance(column.isna().mean())
+        present = column.dropna()
+        if kind == "numeric" and len(present):
+            spec["min"], spec["max"] = _widen(
+                float(present.min()), float(present.max()), pd.api.types.is_integer_dtype(column)
+            )
+        if kind == "categorical" and role != "ignored":
+            spec["categories"] = tuple(sorted({str(v) for v in present}))
+        columns.append(ColumnSpec(**spec))
+    n = len(frame)
+    contract = Contract(columns=tuple(columns), min_rows=max(1, n // 2), max_rows=max(1, n) * 10)
+    return parse_contract(contract.to_dict(), Path("<inferred>"))  # the same checks as a file
+
+
+def _infer_kind(column: pd.Series) -> tuple[str, str]:
+    if pd.api.types.is_bool_dtype(column):
+        return "categorical", "feature"
+    if pd.api.types.is_numeric_dtype(column):
+        return "numeric", "feature"
+    if pd.api.types.is_string_dtype(column) or column.dtype == object:
+        many = column.nunique() > MAX_CATEGORIES
+        return "categorical", "ignored" if many else "feature"
+    return "categorical", "ignored"
+
+
+def _missing_allowance(share: float) -> float:
+    if share == 0:
+        return 0.0
+    return min(1.0, math.ceil(share * 150 - 1e-9) / 100)
+
+
+def _widen(lo: float, hi: float, integer: bool) -> tuple[float, float]:
+    span = hi - lo if hi > lo else max(abs(lo), 1.0)
+    margin = RANGE_MARGIN * span
+    step = 10 ** math.floor(math.log10(span)) / 10  # a round number a tenth of the span's size
+    if integer:
+        step = max(step, 1.0)
+    low = math.floor((lo - margin) / step) * step
+    high = math.ceil((hi + margin) / step) * step
+    if lo >= 0:
+        low = max(low, 0.0)
+    digits = max(0, -math.floor(math.log10(step)))
+    return round(low, digits), round(high, digits)
+
+
+_INFERRED_HEADER = """\
+# Data contract DRAFTED by `python -m pipeline.validate infer` from {source} ({rows} rows).
+# REVIEW IT BEFORE COMMITTING: it describes this sample, not what the data should be.
+#  - types come from dtypes: numbers are numeric (integer codes too; make them categorical
+#    if they are labels), text and booleans are categorical; columns with more than {maxcat}
+#    distinct text values, or of other types, are role: ignored;
+#  - min/max are the observed range widened by 10% of its span, rounded outward;
+#  - categories are the values seen; max_unknown is 0 (raise it to tolerate new values);
+#  - max_missing is 1.5x the share seen, rounded up to a percent (0 where none were missing);
+#  - rows allow from half to ten times the rows seen.
+# The format is documented in data/contract.yaml.
+
+"""
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _failure_message(report: ValidationReport, contract_path: str, out: Path) -> str:
+    """One paragraph: a line naming the contract, then one line per broken rule."""
+    rules = len(report.failures)
+    return (
+        f"the data breaks {rules} rule{'s' if rules != 1 else ''} of the contract "
+        f"'{contract_path}':\n  "
+        + ";\n  ".join(report.failures)
+        + f".\n  Details: {out / 'result.json'} and {out / 'data_docs' / 'index.html'}."
+    )
+
+
+def _read_data(path: str) -> pd.DataFrame:
+    if not Path(path).is_file():
+        raise PipelineError(f"data file '{path}' does not exist; run the ingest stage first.")
+    try:
+        return read_table(path)
+    except Exception as exc:  # pyarrow raises several types; the message is what matters
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"data file '{path}' could not be read as Parquet: {reason}") from None
+
+
+def _validate_command(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.validate",
+        description="Check the raw table against the data contract with Great Expectations.",
+        epilog="To draft a contract from data.source: python -m pipeline.validate infer --help",
+    )
+    parser.add_argument("--params", required=True, help="params.yaml (data.contract)")
+    parser.add_argument("--data", required=True, help="raw table (Parquet)")
+    parser.add_argument("--out", required=True, help="directory for result.json and data_docs/")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    contract = load_contract(params.data.contract)
+    frame = _read_data(args.data)
+    out = Path(args.out)
+    with atomic_path(out) as tmp:
+        report = validate_table(frame, contract, tmp / "data_docs")
+        write_json(tmp / "result.json", {"contract": params.data.contract, **report.to_dict()})
+    if not report.success:  # the result and the Data Docs are written first, so people can look
+        raise PipelineError(_failure_message(report, params.data.contract, out))
+    print(
+        f"validate: {report.rows} rows pass {len(report.checks)} checks of "
+        f"'{params.data.contract}' -> {out / 'result.json'}, {out / 'data_docs' / 'index.html'}"
+    )
+
+
+def _infer_command(argv: list[str]) -> None:
+    from pipeline.ingest import ingest
+
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.validate infer",
+        description="Draft a data contract from data.source, for a person to review.",
+    )
+    parser.add_argument("--params", required=True, help="params.yaml (data.source)")
+    parser.add_argument("--target", required=True, help="the column to predict")
+    parser.add_argument("--out", required=True, help="contract YAML to write")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    frame = ingest(params.data.source)
+    contract = infer_contract(frame, args.target)
+    header = _INFERRED_HEADER.format(
+        source=params.data.source, rows=len(frame), maxcat=MAX_CATEGORIES
+    )
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(header + dump_contract(contract))
+    load_contract(args.out)  # what was written is a contract the pipeline accepts
+    print(
+        f"validate infer: drafted a contract for {len(contract.columns)} columns of "
+        f"{params.data.source} -> {args.out}; review it before committing."
+    )
+
+
+@cli("validate")
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pipeline.validate [infer] ...``: validate the raw table, or draft a contract."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["infer"]:
+        _infer_command(argv[1:])
+    else:
+        _validate_command(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

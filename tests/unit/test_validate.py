@@ -1,0 +1,365 @@
+"""The validate stage: a real GX checkpoint built from the contract, on small in-memory frames."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from pipeline.contract import Contract, dump_contract, load_contract
+from pipeline.errors import PipelineError
+from pipeline.validate import infer_contract, main, validate_table
+
+
+def _with_column(contract: Contract, name: str, **changes) -> Contract:
+    """The contract with one column's spec changed."""
+    columns = tuple(
+        dataclasses.replace(c, **changes) if c.name == name else c for c in contract.columns
+    )
+    return dataclasses.replace(contract, columns=columns)
+
+
+def _failed(report) -> set[tuple[str | None, str]]:
+    return {(c.column, c.rule) for c in report.checks if not c.success}
+
+
+def _params(tmp_path, repo_root, source: str = "builtin:penguins") -> str:
+    """A params file whose contract path is absolute, so tests can run from any cwd."""
+    text = (repo_root / "params.yaml").read_text()
+    text = text.replace("contract: data/contract.yaml", f"contract: {repo_root}/data/contract.yaml")
+    text = text.replace("source: builtin:penguins", f"source: {source}")
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+# --------------------------------------------------------------------------- the core
+
+
+def test_penguins_pass_the_repo_contract(penguins, contract):
+    report = validate_table(penguins, contract)
+    assert report.success, report.failures
+    assert report.failures == ()
+    assert report.rows == 344
+    assert all(c.success and c.error is None for c in report.checks)
+    # two table checks, then per column: present, missing, and type+range or categories
+    assert len(report.checks) == 2 + 8 * 2 + 5 * 2 + 3
+    bill = {c.rule: c for c in report.checks if c.column == "bill_length_mm"}
+    assert list(bill) == ["present", "type", "missing", "range"]
+    assert bill["missing"].unexpected_count == 2
+    assert bill["missing"].threshold == {"max_missing_percent": 5.0}
+    assert bill["range"].threshold == {"min": 25.0, "max": 70.0}
+
+
+def test_missing_target_column(penguins, contract):
+    report = validate_table(penguins.drop(columns=["species"]), contract)
+    assert not report.success
+    assert report.failures == ("column 'species' is missing (it is the target)",)
+    # GX could not evaluate the column's other rules; they are recorded, not repeated
+    assert ("species", "categories") in _failed(report)
+
+
+def test_missing_feature_column(penguins, contract):
+    report = validate_table(penguins.drop(columns=["bill_depth_mm"]), contract)
+    assert report.failures == ("column 'bill_depth_mm' is missing",)
+
+
+def test_numeric_column_of_text_is_named(penguins, contract):
+    frame = penguins.assign(body_mass_g=penguins["body_mass_g"].astype(str))
+    report = validate_table(frame, contract)
+    assert report.failures == (
+        "column 'body_mass_g': expected numeric, found values of type 'str'",
+    )
+
+
+def test_numeric_column_with_some_text_values(penguins, contract):
+    column = penguins["bill_depth_mm"].astype(object)
+    column[[3, 10]] = ["abc", "n/a"]
+    report = validate_table(penguins.assign(bill_depth_mm=column), contract)
+    assert report.failures == (
+        "column 'bill_depth_mm': expected numeric, but 2 values (0.6%) are not numbers, "
+        "e.g. 'abc', 'n/a'",
+    )
+
+
+def test_out_of_range_values(penguins, contract):
+    frame = penguins.copy()
+    frame.loc[[0, 1, 2], "bill_length_mm"] = [999.0, 5.0, 71.0]
+    report = validate_table(frame, contract)
+    assert report.failures == (
+        "column 'bill_length_mm': 3 values (0.9%) outside [25.0, 70.0], e.g. 999.0, 5.0, 71.0",
+    )
+    (check,) = [c for c in report.checks if not c.success]
+    assert check.unexpected_count == 3
+    assert check.unexpected_percent == pytest.approx(100 * 3 / 342)  # of the non-missing values
+
+
+def test_unknown_category_beyond_tolerance(penguins, contract):
+    frame = penguins.copy()
+    frame.loc[:40, "island"] = "Mars"
+    report = validate_table(frame, contract)
+    assert report.failures == (
+        "column 'island': 41 values (11.9%) not in [Biscoe, Dream, Torgersen] (allowed 0.0%), "
+        "e.g. 'Mars'",
+    )
+
+
+def test_unknown_category_within_tolerance_passes(penguins, contract):
+    tolerant = _with_column(contract, "island", max_unknown=0.05)
+    frame = penguins.copy()
+    frame.loc[:4, "island"] = "Atlantis"  # 5 of 344 = 1.5%
+    report = validate_table(frame, tolerant)
+    assert report.success, report.failures
+    (island,) = [c for c in report.checks if c.column == "island" and c.rule == "categories"]
+    assert island.unexpected_count == 5
+    assert island.threshold["max_unknown_percent"] == 5.0
+
+
+def test_target_admits_no_unknown_class_whatever_the_contract_says(penguins, contract):
+    lax = _with_column(contract, "species", max_unknown=0.5)
+    frame = penguins.copy()
+    frame.loc[0, "species"] = "Emperor"
+    report = validate_table(frame, lax)
+    assert report.failures == (
+        "column 'species': 1 value (0.3%) not in [Adelie, Chinstrap, Gentoo] (allowed 0.0%), "
+        "e.g. 'Emperor'",
+    )
+
+
+def test_integer_coded_categories_are_compared_as_text(penguins, contract):
+    coded = _with_column(contract, "island", categories=("0", "1", "2"))
+    codes = penguins["island"].map({"Biscoe": 0, "Dream": 1, "Torgersen": 2})
+    frame = penguins.assign(island=codes)
+    assert validate_table(frame, coded).success
+    assert frame["island"].dtype == "int64"  # the caller's frame is not changed
+
+
+def test_too_few_rows(penguins, contract):
+    report = validate_table(penguins.dropna().head(50), contract)
+    assert report.failures == ("table has 50 rows, fewer than the minimum 100",)
+
+
+def test_too_many_rows(penguins, contract):
+    report = validate_table(penguins, dataclasses.replace(contract, max_rows=300))
+    assert report.failures == ("table has 344 rows, more than the maximum 300",)
+
+
+def test_too_many_missing_values(penguins, contract):
+    frame = penguins.copy()
+    frame.loc[:69, "sex"] = None
+    missing = int(frame["sex"].isna().sum())
+    report = validate_table(frame, contract)
+    assert report.failures == (
+        f"column 'sex': {missing} values ({100 * missing / 344:.1f}%) missing (allowed 5.0%)",
+    )
+
+
+def test_undeclared_column_fails_and_is_named(penguins, contract):
+    report = validate_table(penguins.assign(colour="blue", ring_id=1), contract)
+    assert not report.success
+    assert report.failures == (
+        "undeclared column(s) 'colour', 'ring_id' not in the contract (the contract must describe "
+        "every column: add each one, with role: ignored if it is not used)",
+    )
+
+
+def test_several_failures_are_all_named_in_column_order(penguins, contract):
+    frame = penguins.drop(columns=["sex"])
+    frame.loc[0, "flipper_length_mm"] = 1000.0
+    frame.loc[:9, "island"] = "Mars"
+    failures = validate_table(frame, contract).failures
+    assert [f.split(":")[0].split(" is ")[0] for f in failures] == [
+        "column 'island'",
+        "column 'flipper_length_mm'",
+        "column 'sex'",
+    ]
+
+
+def test_data_docs_are_written_where_asked(penguins, contract, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    validate_table(penguins, contract, tmp_path / "docs")
+    assert (tmp_path / "docs" / "index.html").is_file()
+    assert list((tmp_path / "docs" / "validations" / "data_contract").rglob("*.html"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]  # no gx/ project folder
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def test_cli_writes_result_and_docs(penguins, tmp_path, monkeypatch, repo_root, capsys):
+    monkeypatch.chdir(tmp_path)
+    penguins.to_parquet(tmp_path / "raw.parquet", index=False)
+    params = _params(tmp_path, repo_root)
+    code = main(["--params", params, "--data", "raw.parquet", "--out", "reports/validation"])
+    assert code == 0, capsys.readouterr().err
+    out = tmp_path / "reports" / "validation"
+    result = json.loads((out / "result.json").read_text())
+    assert result["success"] is True
+    assert result["failures"] == []
+    assert result["rows"] == 344
+    range_check = next(
+        c for c in result["checks"] if c["column"] == "bill_length_mm" and c["rule"] == "range"
+    )
+    assert range_check["threshold"] == {"min": 25.0, "max": 70.0}
+    assert range_check["unexpected_percent"] == 0.0
+    assert (out / "data_docs" / "index.html").is_file()
+    assert sorted(p.name for p in out.iterdir()) == ["data_docs", "result.json"]
+    assert not (tmp_path / "gx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "raw.parquet", "reports"]
+    assert "344 rows pass 31 checks" in capsys.readouterr().out
+
+
+def test_cli_failure_writes_result_then_exits_1(penguins, tmp_path, monkeypatch, repo_root, capsys):
+    monkeypatch.chdir(tmp_path)
+    frame = penguins.copy()
+    frame.loc[[0, 1, 2], "bill_length_mm"] = 999.0
+    frame.to_parquet(tmp_path / "raw.parquet", index=False)
+    out = tmp_path / "validation"
+    (out / "data_docs").mkdir(parents=True)
+    (out / "data_docs" / "stale.html").write_text("from an earlier run")
+    code = main(
+        ["--params", _params(tmp_path, repo_root), "--data", "raw.parquet", "--out", "validation"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    contract = f"{repo_root}/data/contract.yaml"
+    assert err == (
+        f"validate failed: the data breaks 1 rule of the contract '{contract}':\n"
+        "  column 'bill_length_mm': 3 values (0.9%) outside [25.0, 70.0], e.g. 999.0.\n"
+        "  Details: validation/result.json and validation/data_docs/index.html.\n"
+    )
+    assert "Traceback" not in err
+    result = json.loads((out / "result.json").read_text())
+    assert result["success"] is False
+    assert result["failures"] == [
+        "column 'bill_length_mm': 3 values (0.9%) outside [25.0, 70.0], e.g. 999.0"
+    ]
+    assert (out / "data_docs" / "index.html").is_file()
+    assert not (out / "data_docs" / "stale.html").exists()  # the output is replaced whole
+
+
+def test_cli_missing_data_file_is_a_clear_error(tmp_path, repo_root, capsys):
+    out = tmp_path / "validation"
+    code = main(
+        [
+            "--params",
+            _params(tmp_path, repo_root),
+            "--data",
+            str(tmp_path / "no.parquet"),
+            "--out",
+            str(out),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no.parquet' does not exist" in err
+    assert "Traceback" not in err
+    assert not out.exists()
+
+
+def test_import_is_light_and_has_no_side_effects(tmp_path, repo_root):
+    code = (
+        "import sys, pipeline.validate; "
+        "print('great_expectations' in sys.modules, 'tensorflow' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(repo_root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert proc.stdout.split() == ["False", "False"]
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- infer
+
+
+def test_infer_drafts_the_penguins_contract(penguins):
+    inferred = infer_contract(penguins, "species")
+    assert inferred.target == "species"
+    assert inferred.target_spec.categories == ("Adelie", "Chinstrap", "Gentoo")
+    assert inferred.categorical_features == ["island", "sex"]
+    assert inferred.numeric_features == [
+        "bill_length_mm",
+        "bill_depth_mm",
+        "flipper_length_mm",
+        "body_mass_g",
+        "year",  # integer columns stay numeric
+    ]
+    bill = inferred.column("bill_length_mm")  # observed 32.1 .. 59.6, 2 of 344 missing
+    assert (bill.min, bill.max, bill.max_missing) == (29.0, 63.0, 0.01)
+    mass = inferred.column("body_mass_g")  # observed 2700 .. 6300
+    assert (mass.min, mass.max) == (2300.0, 6700.0)
+    year = inferred.column("year")  # observed 2007 .. 2009, integers
+    assert (year.min, year.max, year.max_missing) == (2006.0, 2010.0, 0.0)
+    sex = inferred.column("sex")  # 11 of 344 missing = 3.2%
+    assert (sex.categories, sex.max_missing, sex.max_unknown) == (("female", "male"), 0.05, 0.0)
+    assert (inferred.min_rows, inferred.max_rows) == (172, 3440)
+
+
+def test_infer_round_trips_and_validates_the_same_data(penguins, tmp_path):
+    inferred = infer_contract(penguins, "species")
+    path = tmp_path / "contract.yaml"
+    path.write_text(dump_contract(inferred))
+    assert load_contract(path) == inferred
+    report = validate_table(penguins, load_contract(path))
+    assert report.success, report.failures
+
+
+def test_infer_policies_for_other_column_kinds():
+    n = 120
+    frame = pd.DataFrame(
+        {
+            "label": ["yes", "no"] * (n // 2),
+            "flag": [True, False, True] * (n // 3),
+            "customer_id": [f"c{i:04d}" for i in range(n)],
+            "seen": pd.date_range("2024-01-01", periods=n, freq="D"),
+            "score": [-1.5 + 0.05 * i for i in range(n)],
+        }
+    )
+    inferred = infer_contract(frame, "label")
+    assert inferred.column("flag").type == "categorical"
+    assert inferred.column("flag").categories == ("False", "True")
+    assert inferred.column("customer_id").role == "ignored"  # 120 distinct strings
+    assert inferred.column("customer_id").categories is None
+    assert inferred.column("seen").role == "ignored"  # not numeric or text
+    score = inferred.column("score")  # -1.5 .. 4.45 may go below 0
+    assert (score.min, score.max) == (-2.1, 5.1)
+    assert validate_table(frame, inferred).success
+
+
+def test_infer_needs_a_target_present_and_categorical(penguins):
+    with pytest.raises(PipelineError, match="target column 'kind' is not in the data; columns: "):
+        infer_contract(penguins, "kind")
+    with pytest.raises(PipelineError, match="'body_mass_g' has 94 distinct values; .* classifier"):
+        infer_contract(penguins, "body_mass_g")
+
+
+def test_infer_cli_writes_a_reviewable_contract(penguins, tmp_path, monkeypatch, repo_root, capsys):
+    monkeypatch.chdir(tmp_path)
+    penguins.to_parquet(tmp_path / "mine.parquet", index=False)
+    params = _params(tmp_path, repo_root, source="mine.parquet")
+    out = tmp_path / "data" / "contract.inferred.yaml"
+    code = main(["infer", "--params", params, "--target", "species", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    text = out.read_text()
+    assert text.startswith("# Data contract DRAFTED by `python -m pipeline.validate infer`")
+    assert "REVIEW IT BEFORE COMMITTING" in text
+    assert load_contract(out) == infer_contract(penguins, "species")
+    assert "review it before committing" in capsys.readouterr().out
+
+
+def test_infer_cli_unknown_target_exits_1(tmp_path, repo_root, capsys):
+    out = tmp_path / "c.yaml"
+    params = _params(tmp_path, repo_root)
+    assert main(["infer", "--params", params, "--target", "kind", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("validate failed: target column 'kind' is not in the data")
+    assert not out.exists()
