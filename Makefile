@@ -82,3 +82,46 @@ bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change
 
 clean: ## Remove the environment, pipeline outputs and the local MLflow store
 	rm -rf $(VENV) .uv mlruns .pytest_cache .ruff_cache
+
+# ---------------------------------------------------------------- CI/CD
+# What CI runs before it publishes anything, in this order. .github/workflows/ci.yml and the
+# Jenkinsfile call these same targets, one per step; tests/ci checks that the three agree.
+CI_STEPS := env lint test ci-dvc-pull repro gate ci-report register image image-test
+# The revision `ci-report` compares metrics and plots with (a PR's base); HEAD when empty.
+CI_BASE ?=
+
+# CI secrets that are not set arrive as empty variables: an empty MLFLOW_TRACKING_URI means the
+# embedded store, exactly as if it were unset.
+ifeq ($(strip $(MLFLOW_TRACKING_URI)),)
+unexport MLFLOW_TRACKING_URI
+endif
+
+.PHONY: ci-dvc-pull ci-dvc-push ci-report ci-comment retag-image
+
+ci: ## Run, in order, what CI runs before publishing (CI_STEPS); stops at the first failure
+	@for step in $(CI_STEPS); do echo "==> make $$step"; $(MAKE) --no-print-directory $$step; done
+
+test-ci: env ## Static checks of the CI definitions: actionlint, hadolint, structure
+	$(BIN)/python -m pytest tests/ci $(PYTEST_ARGS)
+
+ci-dvc-pull: env ## Fetch the DVC remote's cache and run cache, when a remote is configured
+	@if [ -n "$$($(BIN)/dvc remote list)" ]; then $(BIN)/dvc pull --run-cache --allow-missing; \
+	else echo "ci-dvc-pull: no DVC remote configured; nothing to pull"; fi
+
+ci-dvc-push: env ## Push the DVC cache and run cache to the DVC remote, when one is configured
+	@if [ -n "$$($(BIN)/dvc remote list)" ]; then $(BIN)/dvc push --run-cache; \
+	else echo "ci-dvc-push: no DVC remote configured; nothing to push"; fi
+
+ci-report: env ## Write reports/ci/: metrics diff against CI_BASE, gate report, plots diff
+	.github/scripts/ci-report.sh $(BIN)/dvc reports/ci $(CI_BASE)
+
+ci-comment: ## Post or update the one report comment on pull request PR_NUMBER (gh, GH_TOKEN)
+	.github/scripts/pr-comment.sh reports/ci/comment.md
+
+push-image: env ## Push IMAGE:IMAGE_TAG, also as IMAGE:model-<registry version> (REGISTRY_USER/PASSWORD)
+	@version=$$($(BIN)/python .github/scripts/model_version.py --model-dir $(MODEL_DIR)); \
+	CONTAINER_TOOL=$(CONTAINER_TOOL) .github/scripts/image.sh push $(IMAGE) $(IMAGE_TAG) model-$$version
+
+retag-image: env ## Point IMAGE:champion at the image of the registry's @champion version
+	@version=$$($(BIN)/python .github/scripts/model_version.py --alias champion); \
+	CONTAINER_TOOL=$(CONTAINER_TOOL) .github/scripts/image.sh retag $(IMAGE) model-$$version champion
