@@ -46,3 +46,5 @@ def _quiet_process() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # MLflow's INFO lines (table migrations, environment detection) are noise in a stage log.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
