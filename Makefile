@@ -80,6 +80,11 @@ format: env ## Apply ruff fixes and formatting
 bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change (fresh clone)
 	$(BIN)/python -m benchmarks.bench_pipeline $(if $(ESTIMATOR),--estimator $(ESTIMATOR))
 
+bench-model: export ## Latency of the native model vs its ONNX export: one row and 1,000 rows
+	$(BIN)/python -m benchmarks.bench_model --params params.yaml --train-dir models/train \
+	  --preprocessor models/preprocess/preprocessor.joblib --model-dir $(MODEL_DIR) \
+	  --test data/processed/test.parquet
+
 clean: ## Remove the environment, pipeline outputs and the local MLflow store
 	rm -rf $(VENV) .uv mlruns .pytest_cache .ruff_cache
 

@@ -1,0 +1,600 @@
+"""``export``: package the trained model for serving and prove the packages compute the same thing.
+
+Writes ``models/export/`` (all or nothing):
+
+* ``model.onnx``: one graph from the raw named feature columns to ``label`` and
+  ``probabilities`` (see :mod:`pipeline.onnx_export`), for both model families;
+* ``saved_model/``: a TensorFlow SavedModel with the same raw inputs (Keras family only,
+  see :mod:`pipeline.tf_export`);
+* ``model.json``: the descriptor the server and the gate read (docs/architecture.md);
+* ``golden.json``: a few rows with their expected outputs, so any runtime can check itself;
+* ``model_card.md``.
+
+The parity check runs the native model, ONNX Runtime and (Keras) TensorFlow on the whole test
+split and on the golden rows: every row must get the same label and no probability may differ
+by more than ``export.parity_tolerance``. The result goes to the parity report; when it fails
+the stage stops, names the runtime, the worst row and the difference, and leaves the previous
+``models/export`` untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline import onnx_export
+from pipeline.config import Params, flatten, load_params
+from pipeline.contract import Contract, load_contract
+from pipeline.errors import PipelineError, cli
+from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
+from pipeline.preprocess import to_model_frame
+
+SCHEMA_VERSION = 1
+ONNX_FILE = "model.onnx"
+SAVED_MODEL_DIR = "saved_model"
+DESCRIPTOR_FILE = "model.json"
+GOLDEN_FILE = "golden.json"
+CARD_FILE = "model_card.md"
+#: A category no contract is expected to list; the golden rows use it for "unseen".
+UNSEEN_CATEGORY = "__unseen__"
+REQUIRED_METRICS = ("accuracy", "f1_macro", "roc_auc_ovr", "log_loss")
+
+
+class ParityError(PipelineError):
+    """The exported artifacts do not reproduce the native model; carries the parity report."""
+
+    def __init__(self, message: str, report: dict[str, Any]):
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a runtime returned for a batch of rows."""
+
+    labels: np.ndarray  # str [N]
+    probabilities: np.ndarray  # [N, C]
+
+
+@dataclass(frozen=True)
+class Lineage:
+    run_id: str
+    git_commit: str
+    data_sha256: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    descriptor: dict[str, Any]
+    parity: dict[str, Any]
+    golden: dict[str, Any]
+
+
+# ---------------------------------------------------------------------------- parity
+def compare_outputs(
+    native: Outputs, runtime: Outputs, classes: list[str], tolerance: float
+) -> dict[str, Any]:
+    """Largest probability difference (and where), and label mismatches, of one runtime."""
+    if runtime.probabilities.shape != native.probabilities.shape:
+        return {
+            "max_abs_diff": float("inf"),
+            "worst_row": 0,
+            "worst_class": None,
+            "native_probability": None,
+            "runtime_probability": None,
+            "label_mismatches": int(len(native.labels)),
+            "mismatched_rows": [],
+            "passed": False,
+            "error": f"probabilities have shape {list(runtime.probabilities.shape)}, "
+            f"expected {list(native.probabilities.shape)}",
+        }
+    runtime_proba = runtime.probabilities.astype(np.float64)
+    diff = np.abs(runtime_proba - native.probabilities)
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    row, col = (int(i) for i in np.unravel_index(int(np.argmax(diff)), diff.shape))
+    mismatched = np.flatnonzero(np.asarray(runtime.labels) != np.asarray(native.labels))
+    worst = float(diff[row, col])
+    return {
+        "max_abs_diff": worst,
+        "worst_row": row,
+        "worst_class": classes[col],
+        "native_probability": float(native.probabilities[row, col]),
+        "runtime_probability": float(runtime_proba[row, col]),
+        "label_mismatches": int(len(mismatched)),
+        "mismatched_rows": [int(i) for i in mismatched[:20]],
+        "passed": bool(worst <= tolerance and len(mismatched) == 0),
+    }
+
+
+def check_parity(
+    native: Outputs, runtimes: dict[str, Outputs], classes: list[str], tolerance: float
+) -> dict[str, Any]:
+    """Compare every runtime with the native model on the same rows."""
+    results = {
+        name: compare_outputs(native, outputs, classes, tolerance)
+        for name, outputs in runtimes.items()
+    }
+    return {
+        "passed": all(r["passed"] for r in results.values()),
+        "tolerance": tolerance,
+        "rows": int(len(native.labels)),
+        "max_abs_diff": max((r["max_abs_diff"] for r in results.values()), default=0.0),
+        "runtimes": results,
+    }
+
+
+def parity_failure(report: dict[str, Any], where: str) -> str | None:
+    """A one-paragraph explanation of the first failing runtime, or None if all passed."""
+    for name, r in report["runtimes"].items():
+        if r["passed"]:
+            continue
+        if "error" in r:
+            return f"parity failed on the {where}: {name} {r['error']}."
+        text = (
+            f"parity failed on the {where} ({report['rows']} rows, tolerance "
+            f"{report['tolerance']:.0e}): {name} differs from the native model by "
+            f"{r['max_abs_diff']:.3e} at row {r['worst_row']} (probability of "
+            f"'{r['worst_class']}': native {r['native_probability']:.6f}, {name} "
+            f"{r['runtime_probability']:.6f})"
+        )
+        if r["label_mismatches"]:
+            rows = ", ".join(str(i) for i in r["mismatched_rows"])
+            text += f"; {r['label_mismatches']} row(s) get a different label (rows {rows})"
+        return (
+            text + ". The exported artifact does not compute what the trained model computes; "
+            "nothing was written to the export directory."
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------- golden rows
+def golden_rows(
+    test: pd.DataFrame, contract: Contract, n: int, confidence: np.ndarray
+) -> tuple[pd.DataFrame, list[str]]:
+    """``n`` raw rows and a description of each: test rows plus two synthetic edge cases.
+
+    Test rows with missing values come first (up to half). The other test rows are spread
+    over the native model's confidence (its top probability), from the least confident row
+    up: a saturated probability hides small numeric drift, an uncertain one shows it. The
+    synthetic rows are a test row with every nullable feature missing (every feature if none
+    is nullable) and a test row with an unseen value in every categorical feature.
+    """
+    if n < 3:
+        raise PipelineError(f"export.golden_rows is {n}; it needs at least 3.")
+    if test.empty:
+        raise PipelineError("the test split is empty; there is nothing to export against.")
+    features = test[contract.feature_names]
+    synthetic = 2 if contract.categorical_features else 1
+    n_real = min(n - synthetic, len(test))
+    with_missing = np.flatnonzero(features.isna().any(axis=1).to_numpy())
+    complete = np.flatnonzero(~features.isna().any(axis=1).to_numpy())
+    picked = list(with_missing[: max(1, n_real // 2)])
+    rest = n_real - len(picked)
+    if rest > 0 and len(complete):
+        by_confidence = complete[np.argsort(confidence[complete], kind="stable")]
+        spots = np.unique(np.linspace(0, len(complete) - 1, num=rest).round().astype(int))
+        picked += list(by_confidence[spots])
+    picked = sorted(int(i) for i in picked)
+
+    rows = [test.iloc[i] for i in picked]
+    cases = []
+    for i in picked:
+        missing = [c for c in contract.feature_names if pd.isna(test.iloc[i][c])]
+        cases.append(f"test row {i}" + (f", missing {', '.join(missing)}" if missing else ""))
+
+    nullable = [c.name for c in contract.features if c.max_missing > 0]
+    blank = test.iloc[0].copy()
+    for name in nullable or contract.feature_names:
+        blank[name] = np.nan if name in contract.numeric_features else None
+    rows.append(blank)
+    cases.append(f"synthetic: missing {', '.join(nullable or contract.feature_names)}")
+    if contract.categorical_features:
+        unseen = test.iloc[0].copy()
+        for name in contract.categorical_features:
+            unseen[name] = UNSEEN_CATEGORY
+        rows.append(unseen)
+        cases.append(f"synthetic: unseen category in {', '.join(contract.categorical_features)}")
+    frame = pd.DataFrame(rows).reset_index(drop=True)
+    for name in contract.numeric_features:
+        frame[name] = pd.to_numeric(frame[name]).astype("float64")
+    return frame, cases
+
+
+def golden_payload(
+    frame: pd.DataFrame, cases: list[str], outputs: Outputs, contract: Contract, tolerance: float
+) -> dict[str, Any]:
+    """The ``golden.json`` document: raw inputs (missing = null) and expected outputs."""
+    rows = []
+    for i, case in enumerate(cases):
+        inputs = {}
+        for name in contract.feature_names:
+            value = frame[name].iloc[i]
+            if pd.isna(value):
+                inputs[name] = None
+            elif name in contract.numeric_features:
+                inputs[name] = float(value)
+            else:
+                inputs[name] = str(value)
+        rows.append(
+            {
+                "case": case,
+                "inputs": inputs,
+                "label": str(outputs.labels[i]),
+                "probabilities": [float(p) for p in outputs.probabilities[i]],
+            }
+        )
+    return {"tolerance": tolerance, "rows": rows}
+
+
+# ---------------------------------------------------------------------------- descriptor, card
+def describe_inputs(contract: Contract) -> list[dict[str, Any]]:
+    """The descriptor's ``inputs``: what the server accepts for each feature column."""
+    described = []
+    for spec in contract.features:
+        entry: dict[str, Any] = {
+            "name": spec.name,
+            "kind": spec.type,
+            "dtype": "float64" if spec.is_numeric else "string",
+            "nullable": spec.max_missing > 0,
+        }
+        if spec.is_numeric:
+            entry["min"], entry["max"] = spec.min, spec.max
+        else:
+            entry["categories"] = list(spec.categories or ())
+        described.append(entry)
+    return described
+
+
+def build_descriptor(
+    name: str,
+    native: Any,
+    contract: Contract,
+    opset: int,
+    onnx_inputs: list[str],
+    saved_model: bool,
+    metrics: dict[str, Any],
+    parity: dict[str, Any],
+    lineage: Lineage,
+) -> dict[str, Any]:
+    missing = [m for m in REQUIRED_METRICS if m not in metrics]
+    if missing:
+        raise PipelineError(f"the metrics file lacks {', '.join(missing)}; rerun evaluate.")
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "name": name,
+        "estimator": native.estimator_name,
+        "family": native.family,
+        "onnx": {
+            "file": ONNX_FILE,
+            "opset": opset,
+            "inputs": onnx_inputs,
+            "outputs": [onnx_export.LABEL, onnx_export.PROBABILITIES],
+        },
+        "saved_model": (
+            {"dir": SAVED_MODEL_DIR, "signature": "serving_default"} if saved_model else None
+        ),
+        "inputs": describe_inputs(contract),
+        "target": contract.target,
+        "classes": list(native.classes),
+        "metrics": {k: float(v) for k, v in metrics.items() if k != "rows"},
+        "parity": {
+            "passed": parity["passed"],
+            "max_abs_diff": parity["max_abs_diff"],
+            "tolerance": parity["tolerance"],
+        },
+        "lineage": {
+            "run_id": lineage.run_id,
+            "git_commit": lineage.git_commit,
+            "data_sha256": lineage.data_sha256,
+            "params": lineage.params,
+        },
+    }
+
+
+def render_model_card(descriptor: dict[str, Any], parity: dict[str, Any]) -> str:
+    """Markdown model card from the descriptor and the parity report."""
+    d = descriptor
+    classes = ", ".join(f"`{c}`" for c in d["classes"])
+    lines = [
+        f"# Model card: {d['name']}",
+        "",
+        f"`{d['estimator']}` ({d['family']} family), exported by the pipeline's `export` stage.",
+        "",
+        "## Intended use",
+        "",
+        f"Predicts `{d['target']}` (one of {classes}) for one or many rows of the raw feature "
+        "columns below, with class probabilities. Meant for the project's ONNX-based server and "
+        "for batch scoring of data that follows the same data contract as the training data. "
+        "It is a model of the training data only: not a basis for decisions about data from "
+        "another population, and not validated outside the ranges and categories listed.",
+        "",
+        "## Inputs (from the data contract)",
+        "",
+        "| column | kind | dtype | missing allowed | categories / range |",
+        "|---|---|---|---|---|",
+    ]
+    for spec in d["inputs"]:
+        if spec["kind"] == "numeric":
+            allowed = f"{spec['min']} to {spec['max']}"
+        else:
+            allowed = ", ".join(spec["categories"])
+        nullable = "yes" if spec["nullable"] else "no"
+        lines.append(
+            f"| `{spec['name']}` | {spec['kind']} | {spec['dtype']} | {nullable} | {allowed} |"
+        )
+    saved = d["saved_model"]
+    lines += [
+        "",
+        "## Artifacts",
+        "",
+        f"- `{d['onnx']['file']}`: ONNX opset {d['onnx']['opset']}; inputs "
+        + ", ".join(f"`{i}`" for i in d["onnx"]["inputs"])
+        + " (each `[N, 1]`: numeric `tensor(double)` with NaN for missing, categorical "
+        '`tensor(string)` with `""` for missing); outputs `label` `tensor(string)[N]` and '
+        "`probabilities` `tensor(float)[N, C]` in the order of the classes.",
+        (
+            f"- `{saved['dir']}/`: TensorFlow SavedModel, signature `{saved['signature']}` with "
+            "the same named inputs, one value per row (shape `[N]`); outputs `label`, "
+            "`probabilities`."
+            if saved
+            else "- No SavedModel: a scikit-learn model has no TensorFlow form; the ONNX graph "
+            "is the serving artifact."
+        ),
+        "- `model.json`: this model's descriptor; `golden.json`: rows with expected outputs.",
+        "",
+        "## Metrics on the test split",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {v:.4f} |" for k, v in d["metrics"].items()]
+    lines += [
+        "",
+        "## Parity",
+        "",
+        f"Native model vs exported artifacts on the {parity['rows']} rows of the test split, "
+        f"tolerance {parity['tolerance']:.0e} on every class probability, labels must match.",
+        "",
+        "| runtime | max abs diff | worst row | label mismatches | passed |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in parity["runtimes"].items():
+        lines.append(
+            f"| {name} | {r['max_abs_diff']:.2e} | {r['worst_row']} | "
+            f"{r['label_mismatches']} | {'yes' if r['passed'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Missing numeric values are replaced by the training median, missing categorical "
+        "values by the most frequent training category; the prediction does not say so.",
+        "- A category not seen in training is encoded as all zeros (none of the known "
+        "categories): the model still answers, with no warning of its own. Numeric values "
+        "outside the contract's range are extrapolated, not clipped.",
+        "- Probabilities are float32 and reflect the training data's class balance; they are "
+        "not calibrated for other populations.",
+        "- The test split is small, so the metrics above carry sampling noise.",
+        "",
+        "## Lineage",
+        "",
+        f"- MLflow run: `{d['lineage']['run_id']}`",
+        f"- git commit: `{d['lineage']['git_commit']}`",
+        f"- raw data sha256: `{d['lineage']['data_sha256']}`",
+        "",
+        "| param | value |",
+        "|---|---|",
+    ]
+    lines += [f"| `{k}` | `{v}` |" for k, v in d["lineage"]["params"].items()]
+    lines.append("")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- the stage core
+def _runtimes(native: Any, out_dir: Path) -> dict[str, Any]:
+    """Callables from raw rows to :class:`Outputs`, one per exported artifact in ``out_dir``."""
+    contract = native.contract
+    session = onnx_export.onnx_session(out_dir / ONNX_FILE)
+
+    def onnxruntime(raw: pd.DataFrame) -> Outputs:
+        return Outputs(*onnx_export.run_onnx(session, to_model_frame(raw, contract), contract))
+
+    runtimes = {"onnxruntime": onnxruntime}
+    if native.family == "keras":
+        from pipeline import tf_export
+
+        serve = tf_export.load_saved_model(out_dir / SAVED_MODEL_DIR)
+
+        def tensorflow(raw: pd.DataFrame) -> Outputs:
+            frame = to_model_frame(raw, contract)
+            return Outputs(*tf_export.run_saved_model(serve, frame, contract.numeric_features))
+
+        runtimes["tensorflow"] = tensorflow
+    return runtimes
+
+
+def _native_outputs(native: Any, raw: pd.DataFrame) -> Outputs:
+    proba = np.asarray(native.predict_proba(raw), dtype=np.float64)
+    return Outputs(np.asarray(native.classes, dtype=str)[proba.argmax(axis=1)], proba)
+
+
+def export_model(
+    native: Any,
+    params: Params,
+    test: pd.DataFrame,
+    metrics: dict[str, Any],
+    lineage: Lineage,
+    out_dir: Path,
+) -> ExportResult:
+    """Write every export artifact into the new directory ``out_dir`` and check parity.
+
+    Raises :class:`ParityError` (with the report) when a runtime disagrees with the native
+    model on the test split or on the golden rows.
+    """
+    contract, p = native.contract, params.export
+    out_dir.mkdir()
+    onnx_model = onnx_export.to_onnx(native, p.opset)
+    onnx_path = out_dir / ONNX_FILE
+    onnx_path.write_bytes(onnx_model.SerializeToString())
+    if native.family == "keras":
+        from pipeline import tf_export
+
+        tf_export.write_saved_model(native, out_dir / SAVED_MODEL_DIR)
+
+    runtimes = _runtimes(native, out_dir)
+    classes = list(native.classes)
+    native_test = _native_outputs(native, test)
+    report = check_parity(
+        native_test, {n: run(test) for n, run in runtimes.items()}, classes, p.parity_tolerance
+    )
+    confidence = native_test.probabilities.max(axis=1)
+    golden_frame, cases = golden_rows(test, contract, p.golden_rows, confidence)
+    native_golden = _native_outputs(native, golden_frame)
+    golden_outputs = {n: run(golden_frame) for n, run in runtimes.items()}
+    golden_report = check_parity(native_golden, golden_outputs, classes, p.parity_tolerance)
+    report["golden"] = {k: golden_report[k] for k in ("passed", "rows", "max_abs_diff", "runtimes")}
+    report["passed"] = report["passed"] and golden_report["passed"]
+    failure = parity_failure(report, "test split")
+    if not failure and not golden_report["passed"]:
+        worst = max(golden_report["runtimes"].values(), key=lambda r: r["max_abs_diff"])
+        failure = parity_failure(golden_report, "golden rows") + (
+            f" Golden row {worst['worst_row']} is the {cases[worst['worst_row']]}."
+        )
+    if failure:
+        raise ParityError(failure, report)
+
+    golden = golden_payload(
+        golden_frame, cases, golden_outputs["onnxruntime"], contract, p.parity_tolerance
+    )
+    descriptor = build_descriptor(
+        params.registry.model_name,
+        native,
+        contract,
+        p.opset,
+        [i.name for i in onnx_model.graph.input],
+        native.family == "keras",
+        metrics,
+        report,
+        lineage,
+    )
+    (out_dir / GOLDEN_FILE).write_text(json.dumps(golden, indent=2) + "\n")
+    (out_dir / DESCRIPTOR_FILE).write_text(json.dumps(descriptor, indent=2) + "\n")
+    (out_dir / CARD_FILE).write_text(render_model_card(descriptor, report))
+    return ExportResult(descriptor, report, golden)
+
+
+# ---------------------------------------------------------------------------- MLflow
+def log_export(out_dir: Path, parity_path: Path, result: ExportResult, contract: Contract):
+    """Log the export directory and the parity report as artifacts, and the ONNX model as an
+    MLflow model (pyfunc ``onnx`` flavour) that ``mlflow models serve`` can serve.
+
+    The model's signature has one named ``[-1, 1]`` tensor per feature column, so
+    ``pyfunc.predict`` accepts a DataFrame with one column per feature (numbers as float64
+    with NaN, strings with ``""`` for missing) and returns ``{"label", "probabilities"}``.
+    Returns the logged model's info.
+    """
+    import mlflow
+    import onnx
+    from mlflow.models import infer_signature
+
+    mlflow.log_artifacts(str(out_dir), artifact_path="export")
+    mlflow.log_artifact(str(parity_path), artifact_path="export")
+    parity = result.parity
+    mlflow.log_metrics(
+        {
+            "parity_max_abs_diff": parity["max_abs_diff"],
+            **{
+                f"parity_{n}_max_abs_diff": r["max_abs_diff"] for n, r in parity["runtimes"].items()
+            },
+        }
+    )
+    frame = pd.DataFrame([row["inputs"] for row in result.golden["rows"]])
+    model_frame = to_model_frame(frame, contract).reset_index(drop=True)
+    feeds = onnx_export.onnx_feeds(model_frame, contract)
+    outputs = {
+        onnx_export.LABEL: np.array([row["label"] for row in result.golden["rows"]], dtype=object),
+        onnx_export.PROBABILITIES: np.array(
+            [row["probabilities"] for row in result.golden["rows"]], dtype=np.float32
+        ),
+    }
+    complete = ~frame.isna().any(axis=1).to_numpy()
+    example_rows = np.flatnonzero(complete)[:2] if complete.any() else np.arange(1)
+    example = {name: array[example_rows] for name, array in feeds.items()}
+    info = mlflow.onnx.log_model(
+        onnx.load(str(out_dir / ONNX_FILE)),
+        name="onnx_model",
+        signature=infer_signature(feeds, outputs),
+        input_example=example,
+        pip_requirements=mlflow.onnx.get_default_pip_requirements(),
+        onnx_execution_providers=["CPUExecutionProvider"],
+        save_as_external_data=False,
+        # The server finds the descriptor and golden rows next to an MLflow ONNX model here.
+        extra_files=[str(out_dir / n) for n in (DESCRIPTOR_FILE, GOLDEN_FILE, CARD_FILE)],
+    )
+    mlflow.set_tag("export.onnx_model_uri", info.model_uri)
+    return info
+
+
+# ---------------------------------------------------------------------------- CLI
+@cli("export")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", required=True)
+    parser.add_argument("--train-dir", required=True)
+    parser.add_argument("--preprocessor", required=True)
+    parser.add_argument("--test", required=True, help="test split (Parquet)")
+    parser.add_argument("--raw", required=True, help="raw table, hashed for lineage")
+    parser.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
+    parser.add_argument("--out", required=True, help="export directory to write")
+    parser.add_argument("--parity", required=True, help="parity report (JSON) to write")
+    args = parser.parse_args(argv)
+
+    import os
+
+    from pipeline.tracking import git_commit, read_run_id, resume_run
+
+    # MLflow draws progress bars while it logs and validates the model; a stage log wants none.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    from pipeline.train import RUN_FILE, load_native_model
+
+    params = load_params(args.params)
+    contract = load_contract(params.data.contract)
+    test = read_table(args.test)
+    native = load_native_model(args.train_dir, args.preprocessor, contract)
+    run_file = Path(args.train_dir) / RUN_FILE
+    lineage = Lineage(
+        run_id=read_run_id(run_file),
+        git_commit=git_commit(),
+        data_sha256=file_sha256(args.raw),
+        params=flatten(params),
+    )
+    try:
+        with atomic_path(args.out) as tmp:
+            result = export_model(native, params, test, read_json(args.metrics), lineage, tmp)
+    except ParityError as exc:
+        write_json(args.parity, exc.report)
+        raise
+    write_json(args.parity, result.parity)
+
+    with resume_run(run_file, params.mlflow.experiment):
+        info = log_export(Path(args.out), Path(args.parity), result, contract)
+    shown = ", ".join(
+        f"{name} max |diff| {r['max_abs_diff']:.1e}"
+        for name, r in result.parity["runtimes"].items()
+    )
+    saved = " + saved_model/" if result.descriptor["saved_model"] else ""
+    print(
+        f"export: {native.estimator_name} -> {args.out} (model.onnx{saved}); parity passed on "
+        f"{result.parity['rows']} test rows ({shown}); MLflow model {info.model_uri}"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
