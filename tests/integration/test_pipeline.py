@@ -40,7 +40,8 @@ def test_full_repro_runs_every_stage_and_writes_every_output(built):
         "data/processed/val.parquet",
         "data/processed/test.parquet",
         "models/preprocess/preprocessor.joblib",
-        "models/train/estimator.joblib",
+        "models/train/network.keras",
+        "models/export/saved_model/saved_model.pb",
         "models/train/run.json",
         "reports/train_history.csv",
         "reports/plots/confusion.csv",
@@ -71,7 +72,7 @@ def test_mlflow_run_holds_params_metrics_plots_and_model(built):
     run_id = project.read_json("models/train/run.json")["run_id"]
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project.root}/mlruns/mlflow.db")
     run = client.get_run(run_id)
-    assert run.data.params["train.estimator"] == "logistic_regression"
+    assert run.data.params["train.estimator"] == "keras_mlp"
     assert run.data.params["preprocess.seed"] == "42"
     metrics = project.read_json("reports/metrics.json")
     assert run.data.metrics["test_f1_macro"] == pytest.approx(metrics["f1_macro"])
@@ -119,23 +120,25 @@ def test_same_params_and_data_give_the_same_metrics(built):
 
 def test_changing_a_train_param_reruns_only_train_and_downstream(built):
     project, _ = built
-    project.set_params(**{"train.logistic_regression.C": 0.5})
+    project.set_params(**{"train.keras_mlp.learning_rate": 0.02})
     proc = project.dvc("repro")
     ran = _ran(proc)
     assert ran[:2] == ["train", "evaluate"]
     assert not {"ingest", "validate", "preprocess"} & set(ran)
 
 
-def test_switching_to_the_keras_family_with_exp_run(built):
+def test_switching_to_the_scikit_learn_family_with_exp_run(built):
     project, _ = built
     project.commit("params before the experiment")
-    proc = project.dvc("exp", "run", "-S", "train.estimator=keras_mlp")
+    proc = project.dvc("exp", "run", "-S", "train.estimator=logistic_regression")
     assert "train" in _ran(proc)
     assert not {"ingest", "validate", "preprocess"} & set(_ran(proc))
     root = project.root
-    assert (root / "models/train/network.keras").exists()
-    assert (root / "models/export/saved_model/saved_model.pb").exists()
+    assert (root / "models/train/estimator.joblib").exists()
+    assert not (root / "models/train/network.keras").exists()
+    assert not (root / "models/export/saved_model").exists()
     descriptor = project.read_json("models/export/model.json")
-    assert descriptor["family"] == "keras" and descriptor["estimator"] == "keras_mlp"
+    assert descriptor["family"] == "sklearn"
+    assert descriptor["estimator"] == "logistic_regression"
     assert project.read_json("reports/parity.json")["passed"] is True
     assert project.read_json("reports/metrics.json")["accuracy"] > 0.9
