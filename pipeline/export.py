@@ -465,7 +465,7 @@ def export_model(
     if not failure and not golden_report["passed"]:
         worst = max(golden_report["runtimes"].values(), key=lambda r: r["max_abs_diff"])
         failure = parity_failure(golden_report, "golden rows") + (
-            f" Golden row {worst['worst_row']} is the {cases[worst['worst_row']]}."
+            f" (Golden row {worst['worst_row']}: {cases[worst['worst_row']]}.)"
         )
     if failure:
         raise ParityError(failure, report)

@@ -594,3 +594,38 @@ def test_cli_exits_1_on_a_perturbed_artifact_and_keeps_the_old_export(
     assert f"by {result['max_abs_diff']:.3e}" in err
     assert [p.name for p in old.iterdir()] == ["model.json"]  # untouched
     assert (old / "model.json").read_text() == "{}"
+
+
+def _wrong_fill_for_missing_strings(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph imputing a missing ``sex`` with the wrong category."""
+    model = copy.deepcopy(model)
+    for node in model.graph.node:
+        for attr in node.attribute:
+            if node.op_type == "LabelEncoder" and list(attr.strings) == [b"male"]:
+                attr.strings[:] = [b"female"]
+                return model
+    raise AssertionError("no most-frequent fill value for 'sex' in the graph")
+
+
+def test_golden_rows_catch_a_broken_missing_value_path_the_test_split_misses(
+    trained, data, params, lineage, tmp_path, monkeypatch
+):
+    splits, _ = data
+    assert not splits.test["sex"].isna().any()  # nothing in the test split exercises the bug
+    real = onnx_export.to_onnx
+    monkeypatch.setattr(
+        onnx_export, "to_onnx", lambda n, opset: _wrong_fill_for_missing_strings(real(n, opset))
+    )
+    with pytest.raises(ParityError) as caught:
+        export_model(
+            trained("logistic_regression"), params, splits.test, METRICS, lineage, tmp_path / "x"
+        )
+    report = caught.value.report
+    assert report["runtimes"]["onnxruntime"]["passed"] is True  # the test split agrees
+    assert report["golden"]["passed"] is False and report["passed"] is False
+    message = str(caught.value)
+    assert message.startswith("parity failed on the golden rows (8 rows, tolerance 1e-05): ")
+    assert message.endswith(
+        "(Golden row 6: synthetic: missing bill_length_mm, bill_depth_mm, "
+        "flipper_length_mm, body_mass_g, sex.)"
+    )
