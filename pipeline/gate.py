@@ -1,0 +1,491 @@
+"""``gate``: decide whether the exported model may go further, and say why.
+
+Every check is reported with its value, its threshold and whether it passed:
+
+- ``floor.<metric>``: the test metrics in ``metrics.json`` against ``gate.min``: at least the
+  bound for a higher-is-better metric, at most the bound for a lower-is-better one (``log_loss``);
+- ``parity``: the export stage's parity report passed;
+- ``validation``: the data validation passed;
+- ``vs_champion.<metric>``: when ``registry.model_name`` has a ``@champion``, the candidate may be
+  worse than the champion by at most ``gate.max_regression[metric]``. Both models are scored the
+  same way on the *current* test split: each one's registered/exported ONNX graph, run by ONNX
+  Runtime on the raw columns its own descriptor names, so the comparison is like for like even
+  when the champion was trained on older data. No champion: absolute checks only, and the
+  report says so.
+
+``gate.json`` and ``gate.md`` are written whatever the outcome (CI uploads them), logged with a
+``gate_passed`` metric and tag to the pipeline's MLflow run (``lineage.run_id`` of the
+descriptor), and a failed gate exits 1 naming each failed check with its value and threshold.
+
+Why not ``mlflow.models.MetricThreshold`` / ``mlflow.validate_evaluation_results`` (3.17): its
+baseline comparison is ``min_absolute_change``, which must be *positive* (the candidate must beat
+the champion by at least that much); a tolerance ("may be worse by at most 0.01") cannot be
+expressed except by folding ``champion - margin`` into ``threshold`` ourselves, at which point
+MLflow compares two numbers we already have. It also reports only by raising one exception with a
+joined message, while this report lists every check, passed or not. The direction rule is the
+same as MLflow's (``>=`` when greater is better, else ``<=``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import GateParams, load_params
+from pipeline.errors import PipelineError, cli
+from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
+
+#: Metrics of ``pipeline.evaluate.compute_metrics`` that a gate may name.
+GATEABLE = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr", "log_loss")
+LOWER_IS_BETTER = frozenset({"log_loss"})
+DESCRIPTOR = "model.json"
+
+
+def greater_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if isinstance(value, bool) else "n/a"
+    if isinstance(value, float | int):
+        return f"{value:.4f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the gate report."""
+
+    name: str
+    passed: bool
+    value: float | bool | None
+    threshold: float | bool | None
+    op: str  # how value is compared with threshold: ">=", "<=" or "=="
+    detail: str  # one sentence for a person
+
+
+@dataclass(frozen=True)
+class Champion:
+    """The current ``@champion`` version, scored on the current test split (or why not)."""
+
+    version: str
+    run_id: str | None
+    metrics: dict[str, float] | None = None
+    error: str | None = None
+
+
+@dataclass
+class GateReport:
+    passed: bool
+    model_name: str
+    checks: list[Check]
+    candidate: dict[str, Any]
+    champion: dict[str, Any] | None
+    note: str
+    failed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "model_name": self.model_name,
+            "compared_with_champion": self.champion is not None,
+            "champion_version": self.champion["version"] if self.champion else None,
+            "note": self.note,
+            "checks": [asdict(c) for c in self.checks],
+            "failed": self.failed,
+            "candidate": self.candidate,
+            "champion": self.champion,
+        }
+
+
+# ---------------------------------------------------------------------------- the checks
+def check_gate_params(gate: GateParams) -> None:
+    """Fail early, naming the key, when ``gate.min``/``gate.max_regression`` name no metric."""
+    for block in ("min", "max_regression"):
+        for metric, bound in getattr(gate, block).items():
+            if metric not in GATEABLE:
+                raise PipelineError(
+                    f"params: gate.{block} names unknown metric '{metric}'; "
+                    f"known: {', '.join(GATEABLE)}."
+                )
+            if not isinstance(bound, int | float) or isinstance(bound, bool):
+                raise PipelineError(
+                    f"params: gate.{block}.{metric} must be a number, not {bound!r}."
+                )
+            if block == "max_regression" and bound < 0:
+                raise PipelineError(f"params: gate.max_regression.{metric} must be >= 0.")
+
+
+def floor_checks(metrics: Mapping[str, float], minimums: Mapping[str, float]) -> list[Check]:
+    """``gate.min``: absolute bounds, in each metric's good direction."""
+    checks = []
+    for metric, bound in minimums.items():
+        name = f"floor.{metric}"
+        higher = greater_is_better(metric)
+        op = ">=" if higher else "<="
+        value = metrics.get(metric)
+        if value is None:
+            checks.append(
+                Check(name, False, None, bound, op, f"{metric} is missing from the test metrics.")
+            )
+            continue
+        passed = value >= bound if higher else value <= bound
+        if passed:
+            detail = f"{metric} {_fmt(value)} {op} {_fmt(bound)}."
+        else:
+            side = "below the minimum" if higher else "above the maximum"
+            detail = f"{metric} is {_fmt(value)}, {side} {_fmt(bound)}."
+        checks.append(Check(name, passed, float(value), float(bound), op, detail))
+    return checks
+
+
+def status_checks(parity: Mapping[str, Any], validation: Mapping[str, Any]) -> list[Check]:
+    """The export parity check and the data validation must both have passed."""
+    diff, tolerance = parity.get("max_abs_diff"), parity.get("tolerance")
+    parity_ok = parity.get("passed") is True
+    if "passed" not in parity:
+        parity_detail = "the parity report has no 'passed' field."
+    elif parity_ok:
+        parity_detail = "native, ONNX (and SavedModel) outputs agree."
+    else:
+        parity_detail = (
+            f"export parity failed: max abs difference {_fmt(diff)} > tolerance {_fmt(tolerance)}."
+            if diff is not None and tolerance is not None
+            else "export parity failed."
+        )
+    validation_ok = validation.get("success") is True
+    validation_detail = (
+        "the data validation passed."
+        if validation_ok
+        else "the data validation failed (see reports/validation)."
+    )
+    return [
+        Check(
+            "parity",
+            parity_ok,
+            None if diff is None else float(diff),
+            None if tolerance is None else float(tolerance),
+            "<=",
+            parity_detail,
+        ),
+        Check("validation", validation_ok, validation_ok, True, "==", validation_detail),
+    ]
+
+
+def champion_checks(
+    candidate: Mapping[str, float], champion: Champion, max_regression: Mapping[str, float]
+) -> list[Check]:
+    """The candidate may be worse than the champion by at most ``max_regression[metric]``."""
+    if champion.metrics is None:
+        return [
+            Check(
+                "vs_champion",
+                False,
+                None,
+                None,
+                "==",
+                f"the champion (version {champion.version}) could not be scored on the current "
+                f"test split: {champion.error}",
+            )
+        ]
+    checks = []
+    for metric, margin in max_regression.items():
+        name = f"vs_champion.{metric}"
+        value, best = candidate.get(metric), champion.metrics.get(metric)
+        higher = greater_is_better(metric)
+        op = ">=" if higher else "<="
+        if value is None or best is None:
+            whose = "candidate" if value is None else "champion"
+            checks.append(Check(name, False, value, None, op, f"{metric} missing for the {whose}."))
+            continue
+        threshold = best - margin if higher else best + margin
+        passed = value >= threshold if higher else value <= threshold
+        worse = "below" if higher else "above"
+        if passed:
+            detail = (
+                f"{metric} {_fmt(value)} vs champion v{champion.version} {_fmt(best)} "
+                f"(allowed regression {_fmt(margin)})."
+            )
+        else:
+            detail = (
+                f"{metric} is {_fmt(value)}, more than {_fmt(margin)} {worse} the champion's "
+                f"{_fmt(best)} (version {champion.version}): threshold {_fmt(threshold)}."
+            )
+        checks.append(Check(name, passed, float(value), float(threshold), op, detail))
+    return checks
+
+
+def decide(
+    metrics: Mapping[str, float],
+    parity: Mapping[str, Any],
+    validation: Mapping[str, Any],
+    gate: GateParams,
+    model_name: str,
+    candidate: Mapping[str, Any],
+    champion: Champion | None,
+    candidate_onnx_metrics: Mapping[str, float] | None = None,
+    registry_note: str = "",
+) -> GateReport:
+    """Run every check; pure, so each rule is testable on plain dicts.
+
+    ``candidate_onnx_metrics`` are the candidate's metrics computed the same way as the
+    champion's (ONNX Runtime on the current test split); the comparison uses them, falling back
+    to ``metrics`` when they are not given.
+    """
+    checks = floor_checks(metrics, gate.min) + status_checks(parity, validation)
+    if champion is not None:
+        compared = candidate_onnx_metrics if candidate_onnx_metrics is not None else metrics
+        checks += champion_checks(compared, champion, gate.max_regression)
+        note = (
+            f"Compared with the current champion of '{model_name}', version {champion.version}"
+            f" (run {champion.run_id}), both scored with ONNX Runtime on the current test split."
+        )
+        champion_info: dict[str, Any] | None = asdict(champion)
+    else:
+        note = registry_note or f"No champion of '{model_name}' in the registry yet."
+        note += " Absolute thresholds only."
+        champion_info = None
+    failed = [c.name for c in checks if not c.passed]
+    return GateReport(
+        passed=not failed,
+        model_name=model_name,
+        checks=checks,
+        candidate={**candidate, "onnx_metrics": dict(candidate_onnx_metrics or {})},
+        champion=champion_info,
+        note=note,
+        failed=failed,
+    )
+
+
+def failure_message(report: GateReport) -> str:
+    """One paragraph naming each failed check with its value and threshold."""
+    failed = [c for c in report.checks if not c.passed]
+    parts = [f"{c.name}: {c.detail}" for c in failed]
+    return (
+        f"{len(failed)} of {len(report.checks)} checks failed for '{report.model_name}': "
+        + " ".join(parts)
+        + " See reports/gate.md."
+    )
+
+
+def render_markdown(report: GateReport) -> str:
+    """The report for people: a verdict, what was compared, one table row per check."""
+    verdict = "PASSED" if report.passed else "FAILED"
+    cand = report.candidate
+    lines = [
+        f"# Model gate: {verdict}",
+        "",
+        f"Candidate for `{report.model_name}`: {cand.get('estimator', '?')} from MLflow run "
+        f"`{cand.get('run_id', '?')}`.",
+        "",
+        report.note,
+        "",
+        "| check | value | threshold | result | detail |",
+        "|---|---|---|---|---|",
+    ]
+    for c in report.checks:
+        threshold = "" if c.threshold is None else f"{c.op} {_fmt(c.threshold)}"
+        result = "pass" if c.passed else "**FAIL**"
+        lines.append(f"| `{c.name}` | {_fmt(c.value)} | {threshold} | {result} | {c.detail} |")
+    if report.champion and report.champion.get("metrics"):
+        champ = report.champion["metrics"]
+        ours = report.candidate.get("onnx_metrics") or {}
+        lines += [
+            "",
+            f"Test-split metrics (ONNX Runtime, {champ.get('rows', '?')} rows):",
+            "",
+            f"| metric | candidate | champion v{report.champion['version']} |",
+            "|---|---|---|",
+        ]
+        for metric in GATEABLE:
+            if metric in champ:
+                lines.append(f"| {metric} | {_fmt(ours.get(metric))} | {_fmt(champ[metric])} |")
+    if not report.passed:
+        lines += ["", "Failed: " + ", ".join(f"`{n}`" for n in report.failed)]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------- ONNX scoring
+def onnx_inputs(frame: pd.DataFrame, descriptor: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Raw columns as the descriptor's ONNX inputs: numeric float64 ``[N, 1]`` (NaN = missing),
+    categorical object strings ``[N, 1]`` (``""`` = missing)."""
+    missing = [i["name"] for i in descriptor["inputs"] if i["name"] not in frame.columns]
+    if missing:
+        raise PipelineError(f"the test split has no column(s) {', '.join(missing)}.")
+    feed = {}
+    for spec in descriptor["inputs"]:
+        column = frame[spec["name"]]
+        if spec["kind"] == "numeric":
+            try:
+                values = pd.to_numeric(column, errors="raise").astype("float64").to_numpy()
+            except (TypeError, ValueError):
+                raise PipelineError(f"column '{spec['name']}' is not numeric.") from None
+        else:
+            as_object = column.astype(object)
+            values = np.where(as_object.isna(), "", as_object.astype(str)).astype(object)
+        feed[spec["name"]] = values.reshape(-1, 1)
+    return feed
+
+
+def predict_onnx(
+    model_path: str | Path, descriptor: Mapping[str, Any], frame: pd.DataFrame
+) -> np.ndarray:
+    """Class probabilities ``[N, C]`` (columns in descriptor ``classes`` order)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    (proba,) = session.run(["probabilities"], onnx_inputs(frame, descriptor))
+    return np.asarray(proba, dtype="float64")
+
+
+def score_export(export_dir: str | Path, test: pd.DataFrame) -> dict[str, float]:
+    """Metrics of an exported model (``model.json`` + its ONNX file) on raw test rows."""
+    from pipeline.evaluate import compute_metrics
+
+    export_dir = Path(export_dir)
+    descriptor = read_json(export_dir / DESCRIPTOR)
+    target = descriptor["target"]
+    if target not in test.columns:
+        raise PipelineError(f"the test split has no target column '{target}'.")
+    proba = predict_onnx(export_dir / descriptor["onnx"]["file"], descriptor, test)
+    # float32 rows sum to 1 only within ~1e-7; scikit-learn's log_loss warns about that.
+    proba = proba / proba.sum(axis=1, keepdims=True)
+    return compute_metrics(test[target].astype(str).to_numpy(), proba, list(descriptor["classes"]))
+
+
+def find_export_dir(root: Path) -> Path | None:
+    """Where a downloaded registered version keeps ``model.json`` and its ONNX file."""
+    from pipeline.registry import EXPORT_ARTIFACT_DIR
+
+    preferred = [root / EXPORT_ARTIFACT_DIR / DESCRIPTOR, root / DESCRIPTOR]
+    found = [p for p in preferred if p.is_file()] or sorted(root.rglob(DESCRIPTOR))
+    return found[0].parent if found else None
+
+
+def score_champion(model_name: str, version, test: pd.DataFrame) -> Champion:
+    """Download a registered version and score it; a failure is recorded, not raised."""
+    import mlflow
+
+    run_id, number = version.run_id, str(version.version)
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        try:
+            root = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{model_name}/{number}", dst_path=tmp
+                )
+            )
+        except mlflow.exceptions.MlflowException as exc:
+            return Champion(number, run_id, error=f"download failed: {exc.message}")
+        export_dir = find_export_dir(root)
+        if export_dir is None:
+            return Champion(number, run_id, error=f"its artifacts hold no {DESCRIPTOR} descriptor.")
+        try:
+            metrics = score_export(export_dir, test)
+        except (PipelineError, RuntimeError, KeyError) as exc:
+            return Champion(number, run_id, error=str(exc))
+    return Champion(number, run_id, metrics=metrics)
+
+
+# ---------------------------------------------------------------------------- CLI
+def _read(path: str | Path, what: str) -> Any:
+    try:
+        return read_json(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{what} '{path}' does not exist; run the pipeline first.") from None
+
+
+def _log_to_run(run_id: str, passed: bool, files: list[str]) -> None:
+    import mlflow
+
+    try:
+        mlflow.get_run(run_id)
+    except mlflow.exceptions.MlflowException:
+        raise PipelineError(
+            f"MLflow run {run_id} (lineage.run_id of the exported model) is not in the store; "
+            "rerun the pipeline (`dvc repro --force train`)."
+        ) from None
+    with mlflow.start_run(run_id=run_id):
+        mlflow.log_metric("gate_passed", 1.0 if passed else 0.0)
+        mlflow.set_tag("gate_passed", str(passed).lower())
+        for path in files:
+            mlflow.log_artifact(path, artifact_path="gate")
+
+
+@cli("gate")
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", required=True)
+    parser.add_argument("--metrics", required=True, help="evaluate's metrics.json")
+    parser.add_argument("--parity", required=True, help="export's parity.json")
+    parser.add_argument("--validation", required=True, help="validate's result.json")
+    parser.add_argument("--model-dir", required=True, help="the exported model (models/export)")
+    parser.add_argument("--test", required=True, help="test split (Parquet)")
+    parser.add_argument("--out", required=True, help="gate report JSON to write")
+    parser.add_argument("--report", required=True, help="gate report Markdown to write")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    params = load_params(args.params)
+    check_gate_params(params.gate)
+    name = params.registry.model_name
+    metrics = _read(args.metrics, "metrics file")
+    parity = _read(args.parity, "parity report")
+    validation = _read(args.validation, "validation result")
+    model_dir = Path(args.model_dir)
+    descriptor = _read(model_dir / DESCRIPTOR, "model descriptor")
+    run_id = (descriptor.get("lineage") or {}).get("run_id")
+    if not run_id:
+        raise PipelineError(f"'{model_dir / DESCRIPTOR}' has no lineage.run_id; rerun export.")
+    candidate = {
+        "run_id": run_id,
+        "estimator": descriptor.get("estimator"),
+        "family": descriptor.get("family"),
+        "onnx_sha256": file_sha256(model_dir / descriptor["onnx"]["file"]),
+        "metrics": dict(metrics),
+    }
+
+    from pipeline.registry import champion_of
+    from pipeline.tracking import configure
+
+    configure(params.mlflow.experiment)
+    champion_version, registry_note = champion_of(name)
+    champion = onnx_metrics = None
+    if champion_version is not None:
+        test = read_table(args.test)
+        if test.empty:
+            raise PipelineError(f"test split '{args.test}' is empty.")
+        champion = score_champion(name, champion_version, test)
+        onnx_metrics = score_export(model_dir, test)
+
+    report = decide(
+        metrics,
+        parity,
+        validation,
+        params.gate,
+        name,
+        candidate,
+        champion,
+        onnx_metrics,
+        registry_note,
+    )
+    write_json(args.out, report.to_dict())
+    with atomic_path(args.report) as tmp:
+        tmp.write_text(render_markdown(report))
+    _log_to_run(run_id, report.passed, [args.out, args.report])
+
+    if not report.passed:
+        raise PipelineError(failure_message(report))
+    print(f"gate: all {len(report.checks)} checks passed. {report.note} -> {args.report}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,506 @@
+"""The model registry: ``register``, ``promote`` and ``rollback``.
+
+Not DVC stages: they change the MLflow registry, not files. ``python -m pipeline.registry
+<command> --help``, or ``make register``, ``make promote [VERSION=n] [REASON=...]``,
+``make rollback [REASON=...]``.
+
+- **register** turns the gated export into a new version of ``registry.model_name`` and points
+  the ``challenger`` alias at it. It refuses unless ``reports/gate.json`` passed *for this very
+  export* (same run id and ONNX file hash). The version is the ONNX MLflow model the export stage
+  logged to the pipeline run (``mlflow.onnx``, servable by ``mlflow models serve``); the whole
+  export directory (``model.onnx``, ``model.json``, ``golden.json``, the model card and, for
+  Keras, ``saved_model/``) is added under ``export/`` in that model's artifacts, so
+  ``models:/<name>@champion`` downloads everything a server, a TF Serving image or the gate
+  needs in one place. Tags record the lineage (see :func:`version_tags`). One version per
+  pipeline run: registering the same run again is a no-op that names the existing version.
+- **promote** moves ``champion`` to a version (default: the ``challenger``) whose recorded gate
+  passed, tags it with who/when/why and appends to the ``champion_history`` tag of the
+  registered model (a JSON list of promote/rollback events). Promoting the current champion
+  again does nothing.
+- **rollback** moves ``champion`` back to the champion before it, from that history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import flatten, load_params
+from pipeline.errors import PipelineError, cli
+from pipeline.io import file_sha256, read_json
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HISTORY_TAG = "champion_history"
+#: Where the export directory goes inside a registered version's artifacts.
+EXPORT_ARTIFACT_DIR = "export"
+RUN_ID_TAG = "pipeline_run_id"
+#: The run tag with which the export stage names the ONNX model it logged.
+EXPORT_MODEL_URI_TAG = "export.onnx_model_uri"
+#: Keep the history tag well under MLflow's 100,000-character limit for registry tags.
+MAX_HISTORY_EVENTS = 300
+
+
+def _client():
+    import mlflow
+
+    from pipeline.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.MlflowClient()
+
+
+def _not_found(exc: Exception) -> bool:
+    return getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+def actor() -> str:
+    """Who is acting: the CI user when there is one (GitHub Actions, Jenkins), else the login."""
+    for var in ("GITHUB_ACTOR", "BUILD_USER_ID", "GITLAB_USER_LOGIN", "USER", "LOGNAME"):
+        if os.environ.get(var):
+            return os.environ[var]
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------- lookups
+def require_model(client, name: str):
+    """The registered model, or a PipelineError naming the models that do exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as exc:
+        if not _not_found(exc):
+            raise
+    known = sorted(m.name for m in client.search_registered_models(max_results=50))
+    shown = ", ".join(f"'{n}'" for n in known) if known else "none yet"
+    raise PipelineError(
+        f"registered model '{name}' does not exist in the MLflow store (registered models: "
+        f"{shown}). Register a gated export first with `make register`, or check "
+        "registry.model_name in params.yaml and MLFLOW_TRACKING_URI."
+    )
+
+
+def _versions(client, name: str) -> list[str]:
+    found = client.search_model_versions(f"name = '{name}'")
+    return sorted((str(v.version) for v in found), key=int)
+
+
+def require_version(client, name: str, version: str | int):
+    """A version of the model, or a PipelineError listing the versions there are."""
+    from mlflow.exceptions import MlflowException
+
+    require_model(client, name)
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        if not _not_found(exc) and "INVALID_PARAMETER_VALUE" not in str(exc.error_code):
+            raise
+    shown = ", ".join(_versions(client, name)) or "none"
+    raise PipelineError(f"model '{name}' has no version '{version}' (versions: {shown}).")
+
+
+def alias_version(client, name: str, alias: str):
+    """The version an alias points to, or None when the model has no such alias."""
+    model = require_model(client, name)
+    version = (model.aliases or {}).get(alias)
+    return None if version is None else client.get_model_version(name, str(version))
+
+
+def require_alias(client, name: str, alias: str, hint: str = ""):
+    found = alias_version(client, name, alias)
+    if found is None:
+        model = require_model(client, name)
+        aliases = ", ".join(f"@{a} -> v{v}" for a, v in sorted((model.aliases or {}).items()))
+        raise PipelineError(
+            f"model '{name}' has no '@{alias}' alias (aliases: {aliases or 'none'}).{hint}"
+        )
+    return found
+
+
+def champion_of(name: str) -> tuple[Any | None, str]:
+    """The ``@champion`` version of ``name`` (None if there is none) and a sentence saying so."""
+    client = _client()
+    try:
+        version = alias_version(client, name, CHAMPION)
+    except PipelineError:
+        return None, f"Registered model '{name}' does not exist yet, so there is no champion."
+    if version is None:
+        return None, f"Registered model '{name}' has no '@{CHAMPION}' alias yet."
+    return version, ""
+
+
+# ---------------------------------------------------------------------------- history
+def load_history(model) -> list[dict[str, Any]]:
+    raw = (model.tags or {}).get(HISTORY_TAG)
+    return json.loads(raw) if raw else []
+
+
+def champion_stack(events: list[dict[str, Any]]) -> list[str]:
+    """Replay promote/rollback events into the stack of champions, current one last.
+
+    A promotion also records the champion it replaced (``from``), so an alias moved by hand
+    outside these commands is still rolled back to.
+    """
+    stack: list[str] = []
+    for event in events:
+        if event["action"] == "promote":
+            previous = event.get("from")
+            if previous and (not stack or stack[-1] != previous):
+                stack.append(previous)
+            stack.append(event["version"])
+        else:  # rollback to event["version"]
+            while stack and stack[-1] != event["version"]:
+                stack.pop()
+            if not stack:
+                stack.append(event["version"])
+    return stack
+
+
+def _save_history(client, name: str, events: list[dict[str, Any]]) -> None:
+    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(events[-MAX_HISTORY_EVENTS:]))
+
+
+# ---------------------------------------------------------------------------- register
+@dataclass(frozen=True)
+class Registered:
+    version: str
+    created: bool
+    run_id: str
+
+
+def check_gate_report(gate: dict[str, Any], descriptor: dict[str, Any], onnx_sha256: str) -> None:
+    """Refuse unless the gate passed for exactly this export."""
+    if not gate.get("passed"):
+        failed = ", ".join(gate.get("failed") or []) or "unknown checks"
+        raise PipelineError(
+            f"the gate failed for this model (failed checks: {failed}), so it cannot be "
+            "registered. Read reports/gate.md, fix the model or data, and rerun `make gate`."
+        )
+    candidate = gate.get("candidate") or {}
+    run_id = (descriptor.get("lineage") or {}).get("run_id")
+    if candidate.get("run_id") != run_id or candidate.get("onnx_sha256") != onnx_sha256:
+        raise PipelineError(
+            f"the gate report is for another export (run {candidate.get('run_id')}), not the one "
+            f"in the model directory (run {run_id}); rerun `make gate` before registering."
+        )
+
+
+def version_tags(
+    descriptor: dict[str, Any],
+    gate: dict[str, Any],
+    params: dict[str, Any],
+    dvc_lock_sha256: str,
+    onnx_sha256: str,
+    run_tags: dict[str, str],
+) -> dict[str, str]:
+    """Everything needed to trace a version back to its code, data, params and decision."""
+    lineage = descriptor.get("lineage") or {}
+    metrics = (gate.get("candidate") or {}).get("metrics") or descriptor.get("metrics") or {}
+    return {
+        RUN_ID_TAG: lineage["run_id"],
+        "git_commit": lineage.get("git_commit") or run_tags.get("git_commit", "unknown"),
+        "dvc_lock_sha256": dvc_lock_sha256,
+        "data_sha256": lineage.get("data_sha256") or run_tags.get("data_sha256", "unknown"),
+        "params": json.dumps(params, sort_keys=True),
+        "metrics": json.dumps(metrics, sort_keys=True),
+        "gate": json.dumps(gate, sort_keys=True),
+        "gate_passed": "true",
+        "estimator": str(descriptor.get("estimator")),
+        "family": str(descriptor.get("family")),
+        "onnx_sha256": onnx_sha256,
+        "saved_model": (
+            f"{EXPORT_ARTIFACT_DIR}/{descriptor['saved_model']['dir']}"
+            if descriptor.get("saved_model")
+            else "none"
+        ),
+        "registered_by": actor(),
+        "registered_at": _now(),
+    }
+
+
+def _onnx_logged_model(client, run) -> str | None:
+    """The ONNX MLflow model the export stage logged to the run.
+
+    Export tags the run with ``export.onnx_model_uri``; without that tag, the newest
+    ONNX-flavoured logged model of the run.
+    """
+    import mlflow
+
+    tagged = run.data.tags.get(EXPORT_MODEL_URI_TAG, "")
+    if tagged.startswith("models:/m-"):
+        return tagged.removeprefix("models:/")
+    models = client.search_logged_models(
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run.info.run_id}'"
+    )
+    onnx = [
+        m for m in models if "onnx" in mlflow.models.get_model_info(f"models:/{m.model_id}").flavors
+    ]
+    if not onnx:
+        return None
+    return max(onnx, key=lambda m: m.creation_timestamp).model_id
+
+
+def _log_onnx_model(run_id: str, onnx_path: Path) -> str:
+    """Log the ONNX file as an MLflow model to the run, for an export that did not."""
+    import mlflow
+    import onnx
+
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.onnx.log_model(onnx.load(str(onnx_path)), name="onnx_model")
+    return info.model_id
+
+
+def register_export(
+    name: str,
+    model_dir: str | Path,
+    gate: dict[str, Any],
+    params: dict[str, Any],
+    dvc_lock: str | Path,
+) -> Registered:
+    """Register the gated export as a new version of ``name`` with the ``challenger`` alias."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    model_dir = Path(model_dir)
+    try:
+        descriptor = read_json(model_dir / "model.json")
+    except FileNotFoundError:
+        raise PipelineError(f"'{model_dir}/model.json' is missing; run the pipeline.") from None
+    onnx_path = model_dir / descriptor["onnx"]["file"]
+    onnx_sha256 = file_sha256(onnx_path)
+    check_gate_report(gate, descriptor, onnx_sha256)
+    if not Path(dvc_lock).is_file():
+        raise PipelineError(f"'{dvc_lock}' is missing; run the pipeline with `dvc repro` first.")
+    run_id = descriptor["lineage"]["run_id"]
+
+    client = _client()
+    existing = client.search_model_versions(f"name = '{name}' and tags.{RUN_ID_TAG} = '{run_id}'")
+    if existing:
+        version = existing[0]
+        if version.tags.get("onnx_sha256") != onnx_sha256:
+            raise PipelineError(
+                f"run {run_id} is already registered as version {version.version} of '{name}' "
+                "with a different model.onnx; a pipeline run registers once. Rerun the pipeline "
+                "(`dvc repro --force train`) to get a new run."
+            )
+        return Registered(str(version.version), False, run_id)
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise PipelineError(
+            f"MLflow run {run_id} (lineage.run_id of '{model_dir}/model.json') is not in the "
+            "store; rerun the pipeline."
+        ) from None
+    model_id = _onnx_logged_model(client, run) or _log_onnx_model(run_id, onnx_path)
+    client.log_model_artifacts(model_id, str(model_dir), EXPORT_ARTIFACT_DIR)
+    tags = version_tags(descriptor, gate, params, file_sha256(dvc_lock), onnx_sha256, run.data.tags)
+    version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
+    metrics = json.loads(tags["metrics"])
+    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("f1_macro", "roc_auc_ovr") if k in metrics)
+    client.update_model_version(
+        name,
+        version.version,
+        description=f"{tags['estimator']} from pipeline run {run_id}; test {shown}.",
+    )
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return Registered(str(version.version), True, run_id)
+
+
+# ---------------------------------------------------------------------------- promote, rollback
+@dataclass(frozen=True)
+class Moved:
+    version: str
+    previous: str | None
+    changed: bool
+
+
+def promote(name: str, version: str | None, reason: str, who: str | None = None) -> Moved:
+    """Point ``champion`` at ``version`` (default: the challenger) if its gate passed."""
+    client = _client()
+    require_model(client, name)
+    if version is None:
+        target = require_alias(
+            client,
+            name,
+            CHALLENGER,
+            " Register a model first (`make register`) or name one: `make promote VERSION=n`.",
+        )
+    else:
+        target = require_version(client, name, version)
+    target_v = str(target.version)
+    if (target.tags or {}).get("gate_passed") != "true":
+        raise PipelineError(
+            f"version {target_v} of '{name}' has no passing gate recorded (tag gate_passed is "
+            f"{(target.tags or {}).get('gate_passed', 'missing')!r}); only versions registered "
+            "by `make register` after a passing gate can become champion."
+        )
+    current = alias_version(client, name, CHAMPION)
+    previous = None if current is None else str(current.version)
+    if previous == target_v:
+        return Moved(target_v, previous, False)
+
+    who = who or actor()
+    at = _now()
+    why = reason or "(no reason given)"
+    client.set_registered_model_alias(name, CHAMPION, target_v)
+    for key, value in {
+        "promoted_by": who,
+        "promoted_at": at,
+        "promotion_reason": why,
+        "previous_champion": previous or "none",
+    }.items():
+        client.set_model_version_tag(name, target_v, key, value)
+    events = load_history(require_model(client, name))
+    events.append(
+        {
+            "action": "promote",
+            "version": target_v,
+            "from": previous,
+            "by": who,
+            "at": at,
+            "reason": why,
+        }
+    )
+    _save_history(client, name, events)
+    return Moved(target_v, previous, True)
+
+
+def rollback(name: str, reason: str, who: str | None = None) -> Moved:
+    """Point ``champion`` back at the champion before the current one."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    model = require_model(client, name)
+    current = require_alias(
+        client, name, CHAMPION, " There is nothing to roll back; promote a version first."
+    )
+    current_v = str(current.version)
+    events = load_history(model)
+    stack = champion_stack(events)
+    while stack and stack[-1] == current_v:
+        stack.pop()
+    while stack:  # skip versions deleted since
+        try:
+            client.get_model_version(name, stack[-1])
+            break
+        except MlflowException:
+            stack.pop()
+    if not stack:
+        raise PipelineError(
+            f"model '{name}' has no previous champion to roll back to: its {HISTORY_TAG} "
+            f"records no champion before version {current_v}."
+        )
+    target_v = stack[-1]
+    who = who or actor()
+    at = _now()
+    why = reason or "(no reason given)"
+    client.set_registered_model_alias(name, CHAMPION, target_v)
+    for key, value in {"rolled_back_by": who, "rolled_back_at": at, "rollback_reason": why}.items():
+        client.set_model_version_tag(name, current_v, key, value)
+    events.append(
+        {
+            "action": "rollback",
+            "version": target_v,
+            "from": current_v,
+            "by": who,
+            "at": at,
+            "reason": why,
+        }
+    )
+    _save_history(client, name, events)
+    return Moved(target_v, current_v, True)
+
+
+# ---------------------------------------------------------------------------- CLI
+def _register(args: argparse.Namespace) -> None:
+    params = load_params(args.params)
+    try:
+        gate = read_json(args.gate)
+    except FileNotFoundError:
+        raise PipelineError(
+            f"gate report '{args.gate}' does not exist; run `make gate` before registering."
+        ) from None
+    from pipeline.tracking import configure
+
+    configure(params.mlflow.experiment)
+    name = params.registry.model_name
+    result = register_export(name, args.model_dir, gate, flatten(params), args.dvc_lock)
+    if not result.created:
+        print(
+            f"register: run {result.run_id} is already version {result.version} of '{name}'; "
+            "nothing to do."
+        )
+        return
+    print(
+        f"register: '{name}' version {result.version} (run {result.run_id}) is @{CHALLENGER}. "
+        f"Promote it with `make promote` (models:/{name}@{CHALLENGER})."
+    )
+
+
+def _promote(args: argparse.Namespace) -> None:
+    name = load_params(args.params).registry.model_name
+    moved = promote(name, args.version, args.reason)
+    if not moved.changed:
+        print(f"promote: version {moved.version} of '{name}' is already @{CHAMPION}; no change.")
+        return
+    print(
+        f"promote: '{name}' @{CHAMPION} -> version {moved.version} "
+        f"(was {moved.previous or 'none'}); models:/{name}@{CHAMPION}"
+    )
+
+
+def _rollback(args: argparse.Namespace) -> None:
+    name = load_params(args.params).registry.model_name
+    moved = rollback(name, args.reason)
+    print(f"rollback: '{name}' @{CHAMPION} -> version {moved.version} (was {moved.previous}).")
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "register": _register,
+    "promote": _promote,
+    "rollback": _rollback,
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    reg = sub.add_parser("register", help="register the gated export as the challenger")
+    reg.add_argument("--params", required=True)
+    reg.add_argument("--model-dir", required=True, help="the exported model (models/export)")
+    reg.add_argument("--gate", required=True, help="the gate report (reports/gate.json)")
+    reg.add_argument("--dvc-lock", required=True, help="dvc.lock, hashed into the version's tags")
+    pro = sub.add_parser("promote", help="move @champion to a version (default: @challenger)")
+    pro.add_argument("--params", required=True)
+    pro.add_argument("--version", help="version number (default: the @challenger)")
+    pro.add_argument("--reason", default="", help="why, recorded in the version's tags")
+    rol = sub.add_parser("rollback", help="move @champion back to the previous champion")
+    rol.add_argument("--params", required=True)
+    rol.add_argument("--reason", default="", help="why, recorded in the version's tags")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    return cli(args.command)(COMMANDS[args.command])(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,250 @@
+"""The gate's rules on plain dicts, and its CLI against a real (empty) MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import GateParams
+from pipeline.errors import PipelineError
+from pipeline.gate import (
+    Champion,
+    champion_checks,
+    check_gate_params,
+    decide,
+    floor_checks,
+    main,
+    onnx_inputs,
+    render_markdown,
+    status_checks,
+)
+from tests.conftest import REPO_ROOT
+
+GATE = GateParams(
+    min={"f1_macro": 0.90, "roc_auc_ovr": 0.95},
+    max_regression={"f1_macro": 0.01, "roc_auc_ovr": 0.01},
+)
+GOOD = {"accuracy": 0.97, "f1_macro": 0.96, "roc_auc_ovr": 0.99, "log_loss": 0.08, "rows": 69}
+PARITY_OK = {"passed": True, "max_abs_diff": 3e-8, "tolerance": 1e-5}
+VALID = {"success": True}
+CANDIDATE = {"run_id": "abc", "estimator": "logistic_regression"}
+
+
+def _by_name(checks):
+    return {c.name: c for c in checks}
+
+
+# ---------------------------------------------------------------------------- absolute thresholds
+def test_floors_pass_and_fail_naming_metric_value_and_threshold():
+    checks = _by_name(floor_checks({"f1_macro": 0.85, "roc_auc_ovr": 0.97}, GATE.min))
+    f1, auc = checks["floor.f1_macro"], checks["floor.roc_auc_ovr"]
+    assert not f1.passed
+    assert (f1.value, f1.threshold, f1.op) == (0.85, 0.90, ">=")
+    assert f1.detail == "f1_macro is 0.8500, below the minimum 0.9000."
+    assert auc.passed and auc.value == 0.97
+
+
+def test_a_floor_on_log_loss_is_a_ceiling():
+    (failed,) = floor_checks({"log_loss": 0.31}, {"log_loss": 0.2})
+    assert not failed.passed and failed.op == "<="
+    assert failed.detail == "log_loss is 0.3100, above the maximum 0.2000."
+    (passed,) = floor_checks({"log_loss": 0.12}, {"log_loss": 0.2})
+    assert passed.passed
+
+
+def test_a_metric_missing_from_the_metrics_fails_its_floor():
+    (check,) = floor_checks({"accuracy": 0.99}, {"f1_macro": 0.9})
+    assert not check.passed and check.value is None
+    assert "f1_macro is missing" in check.detail
+
+
+def test_unknown_or_negative_gate_params_are_named():
+    with pytest.raises(PipelineError, match=r"gate\.min names unknown metric 'f1'; known: "):
+        check_gate_params(GateParams(min={"f1": 0.9}, max_regression={}))
+    with pytest.raises(PipelineError, match=r"gate\.max_regression\.log_loss must be >= 0"):
+        check_gate_params(GateParams(min={}, max_regression={"log_loss": -0.1}))
+    check_gate_params(GATE)  # the project's own shape is fine
+
+
+def test_parity_and_validation_must_have_passed():
+    checks = _by_name(
+        status_checks({"passed": False, "max_abs_diff": 0.07, "tolerance": 1e-5}, {"success": 0})
+    )
+    assert not checks["parity"].passed and not checks["validation"].passed
+    assert checks["parity"].detail == (
+        "export parity failed: max abs difference 0.0700 > tolerance 1.00e-05."
+    )
+    assert checks["parity"].value == 0.07 and checks["parity"].threshold == 1e-5
+    ok = _by_name(status_checks(PARITY_OK, VALID))
+    assert ok["parity"].passed and ok["validation"].passed
+
+
+# ---------------------------------------------------------------------------- vs the champion
+def test_the_candidate_may_be_worse_than_the_champion_by_the_margin_and_no_more():
+    champion = Champion("3", "run3", metrics={"f1_macro": 0.95, "roc_auc_ovr": 0.99})
+    within = _by_name(
+        champion_checks({"f1_macro": 0.941, "roc_auc_ovr": 0.99}, champion, GATE.max_regression)
+    )
+    assert within["vs_champion.f1_macro"].passed
+    assert within["vs_champion.f1_macro"].threshold == pytest.approx(0.94)
+
+    beyond = _by_name(
+        champion_checks({"f1_macro": 0.93, "roc_auc_ovr": 0.995}, champion, GATE.max_regression)
+    )
+    f1 = beyond["vs_champion.f1_macro"]
+    assert not f1.passed and beyond["vs_champion.roc_auc_ovr"].passed
+    assert f1.value == 0.93 and f1.threshold == pytest.approx(0.94)
+    assert f1.detail == (
+        "f1_macro is 0.9300, more than 0.0100 below the champion's 0.9500 (version 3): "
+        "threshold 0.9400."
+    )
+
+
+def test_a_lower_is_better_metric_is_compared_the_other_way():
+    champion = Champion("2", "run2", metrics={"log_loss": 0.10})
+    margins = {"log_loss": 0.02}
+    (better,) = champion_checks({"log_loss": 0.05}, champion, margins)
+    (within,) = champion_checks({"log_loss": 0.115}, champion, margins)
+    (worse,) = champion_checks({"log_loss": 0.13}, champion, margins)
+    assert better.passed and within.passed and not worse.passed
+    assert worse.op == "<=" and worse.threshold == pytest.approx(0.12)
+    assert "log_loss is 0.1300, more than 0.0200 above the champion's 0.1000" in worse.detail
+
+
+def test_a_champion_that_cannot_be_scored_fails_the_gate():
+    champion = Champion("4", "run4", error="the test split has no column(s) bill_length_mm.")
+    report = decide(GOOD, PARITY_OK, VALID, GATE, "m", CANDIDATE, champion, GOOD)
+    assert not report.passed and report.failed == ["vs_champion"]
+    assert "could not be scored" in report.checks[-1].detail
+    assert "bill_length_mm" in report.checks[-1].detail
+
+
+def test_decide_with_a_champion_compares_the_onnx_scores_and_reports_the_version():
+    champion = Champion("5", "run5", metrics={**GOOD, "f1_macro": 0.99})
+    onnx_scores = {**GOOD, "f1_macro": 0.975}
+    report = decide(GOOD, PARITY_OK, VALID, GATE, "m", CANDIDATE, champion, onnx_scores)
+    data = report.to_dict()
+    assert data["compared_with_champion"] is True and data["champion_version"] == "5"
+    check = _by_name(report.checks)["vs_champion.f1_macro"]
+    assert check.value == 0.975 and not check.passed  # 0.975 < 0.99 - 0.01
+    assert "version 5" in report.note
+    markdown = render_markdown(report)
+    assert "# Model gate: FAILED" in markdown and "| f1_macro | 0.9750 | 0.9900 |" in markdown
+
+
+def test_without_a_champion_only_absolute_thresholds_apply_and_the_report_says_so():
+    report = decide(
+        GOOD, PARITY_OK, VALID, GATE, "m", CANDIDATE, None, registry_note="No champion yet."
+    )
+    assert report.passed and report.failed == []
+    names = [c.name for c in report.checks]
+    assert names == ["floor.f1_macro", "floor.roc_auc_ovr", "parity", "validation"]
+    data = report.to_dict()
+    assert data["compared_with_champion"] is False and data["champion_version"] is None
+    assert data["note"] == "No champion yet. Absolute thresholds only."
+    assert "Absolute thresholds only." in render_markdown(report)
+
+
+# ---------------------------------------------------------------------------- ONNX inputs
+def test_onnx_inputs_follow_the_descriptor_types_and_missing_value_conventions():
+    frame = pd.DataFrame(
+        {"island": ["Biscoe", None, np.nan], "bill": [39.1, np.nan, 40], "extra": [1, 2, 3]}
+    )
+    descriptor = {
+        "inputs": [
+            {"name": "bill", "kind": "numeric"},
+            {"name": "island", "kind": "categorical"},
+        ]
+    }
+    feed = onnx_inputs(frame, descriptor)
+    assert list(feed) == ["bill", "island"]
+    assert feed["bill"].dtype == np.float64 and feed["bill"].shape == (3, 1)
+    assert np.isnan(feed["bill"][1, 0]) and feed["bill"][2, 0] == 40.0
+    assert feed["island"].dtype == object and feed["island"].shape == (3, 1)
+    assert feed["island"][:, 0].tolist() == ["Biscoe", "", ""]
+    with pytest.raises(PipelineError, match=r"no column\(s\) sex"):
+        onnx_inputs(frame, {"inputs": [{"name": "sex", "kind": "categorical"}]})
+
+
+# ---------------------------------------------------------------------------- the CLI
+@pytest.fixture
+def stage_files(tmp_path, mlflow_store, monkeypatch):
+    """Inputs of the gate stage and a real pipeline run in a fresh store (no registered model)."""
+    monkeypatch.chdir(tmp_path)
+    # MLflow keeps the URI of the last configure() in a module global: point it here.
+    mlflow.set_tracking_uri(mlflow_store)
+    experiment = mlflow.MlflowClient().create_experiment(
+        "tabular-mlops", artifact_location=(tmp_path / "artifacts").as_uri()
+    )
+    with mlflow.start_run(experiment_id=experiment) as run:
+        pass
+    model_dir = tmp_path / "export"
+    model_dir.mkdir()
+    (model_dir / "model.onnx").write_bytes(b"not scored when there is no champion")
+    descriptor = {
+        "estimator": "logistic_regression",
+        "family": "sklearn",
+        "onnx": {"file": "model.onnx"},
+        "lineage": {"run_id": run.info.run_id},
+    }
+    (model_dir / "model.json").write_text(json.dumps(descriptor))
+    for name, payload in (("parity.json", PARITY_OK), ("result.json", VALID)):
+        (tmp_path / name).write_text(json.dumps(payload))
+    yield tmp_path, run.info.run_id
+    mlflow.set_tracking_uri(None)  # no stale store for later tests in this process
+
+
+def _run_gate(root, metrics: dict) -> int:
+    (root / "metrics.json").write_text(json.dumps(metrics))
+    return main(
+        [
+            "--params", str(REPO_ROOT / "params.yaml"), "--metrics", str(root / "metrics.json"),
+            "--parity", str(root / "parity.json"), "--validation", str(root / "result.json"),
+            "--model-dir", str(root / "export"), "--test", str(root / "test.parquet"),
+            "--out", str(root / "out" / "gate.json"), "--report", str(root / "out" / "gate.md"),
+        ]
+    )  # fmt: skip
+
+
+def test_cli_fails_naming_each_failed_check_and_still_writes_both_reports(stage_files, capsys):
+    root, run_id = stage_files
+    code = _run_gate(root, {**GOOD, "f1_macro": 0.8123, "roc_auc_ovr": 0.9})
+    assert code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("gate failed: 2 of 4 checks failed for 'penguins-classifier':")
+    assert "floor.f1_macro: f1_macro is 0.8123, below the minimum 0.9000." in err
+    assert "floor.roc_auc_ovr: roc_auc_ovr is 0.9000, below the minimum 0.9500." in err
+
+    report = json.loads((root / "out" / "gate.json").read_text())
+    assert report["passed"] is False
+    assert report["failed"] == ["floor.f1_macro", "floor.roc_auc_ovr"]
+    f1 = next(c for c in report["checks"] if c["name"] == "floor.f1_macro")
+    assert (f1["value"], f1["threshold"], f1["passed"]) == (0.8123, 0.9, False)
+    markdown = (root / "out" / "gate.md").read_text()
+    assert "# Model gate: FAILED" in markdown
+    assert "| `floor.f1_macro` | 0.8123 | >= 0.9000 | **FAIL** |" in markdown
+
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.data.metrics["gate_passed"] == 0.0 and run.data.tags["gate_passed"] == "false"
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "gate")}
+    assert logged == {"gate/gate.json", "gate/gate.md"}
+
+
+def test_cli_without_a_registered_model_passes_on_absolute_thresholds_and_says_so(
+    stage_files, capsys
+):
+    root, run_id = stage_files
+    assert _run_gate(root, GOOD) == 0
+    report = json.loads((root / "out" / "gate.json").read_text())
+    assert report["passed"] is True and report["compared_with_champion"] is False
+    assert report["note"] == (
+        "Registered model 'penguins-classifier' does not exist yet, so there is no champion. "
+        "Absolute thresholds only."
+    )
+    assert "gate: all 4 checks passed." in capsys.readouterr().out
+    run = mlflow.MlflowClient().get_run(run_id)
+    assert run.data.metrics["gate_passed"] == 1.0 and run.data.tags["gate_passed"] == "true"
