@@ -59,6 +59,22 @@ gate: env ## Bring the pipeline up to date, then always re-check the gate (the c
 infer-contract: env ## Draft a data contract from data.source: make infer-contract TARGET=col OUT=path
 	$(BIN)/python -m pipeline.validate infer --params params.yaml --target $(TARGET) --out $(or $(OUT),data/contract.inferred.yaml)
 
+# ---------------------------------------------------------------- model registry and MLflow UI
+# REASON is read from the environment by the recipe, so any text is safe: make promote REASON="..."
+register: env ## Register the gated export as a new version (alias challenger); refuses a failed gate
+	$(BIN)/python -m pipeline.registry register --params params.yaml --model-dir $(MODEL_DIR) \
+	  --gate reports/gate.json --dvc-lock dvc.lock
+
+promote: env ## Move @champion to VERSION (default: @challenger): make promote [VERSION=n] [REASON=...]
+	$(BIN)/python -m pipeline.registry promote --params params.yaml \
+	  $(if $(VERSION),--version $(VERSION)) --reason "$${REASON:-}"
+
+rollback: env ## Move @champion back to the previous champion: make rollback [REASON=...]
+	$(BIN)/python -m pipeline.registry rollback --params params.yaml --reason "$${REASON:-}"
+
+ui: env ## MLflow UI on the project's store at http://127.0.0.1:5000 (make ui UI_PORT=5001)
+	$(BIN)/python -m pipeline.ui --host 127.0.0.1 --port $(or $(UI_PORT),5000)
+
 # ---------------------------------------------------------------- tests and checks
 test: env ## Run the whole test suite
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
