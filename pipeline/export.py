@@ -44,6 +44,9 @@ CARD_FILE = "model_card.md"
 #: A category no contract is expected to list; the golden rows use it for "unseen".
 UNSEEN_CATEGORY = "__unseen__"
 REQUIRED_METRICS = ("accuracy", "f1_macro", "roc_auc_ovr", "log_loss")
+#: The params blocks that decide what the exported model computes. Gate, registry and MLflow
+#: settings do not, and DVC does not rerun this stage when they change.
+LINEAGE_BLOCKS = ("data", "preprocess", "train", "export")
 
 
 class ParityError(PipelineError):
@@ -75,6 +78,11 @@ class ExportResult:
     descriptor: dict[str, Any]
     parity: dict[str, Any]
     golden: dict[str, Any]
+
+
+def lineage_params(params: Params) -> dict[str, Any]:
+    """The flattened params that produced the model (see :data:`LINEAGE_BLOCKS`)."""
+    return {k: v for k, v in flatten(params).items() if k.split(".")[0] in LINEAGE_BLOCKS}
 
 
 # ---------------------------------------------------------------------------- parity
@@ -573,7 +581,7 @@ def main(argv: list[str] | None = None) -> None:
         run_id=read_run_id(run_file),
         git_commit=git_commit(),
         data_sha256=file_sha256(args.raw),
-        params=flatten(params),
+        params=lineage_params(params),
     )
     try:
         with atomic_path(args.out) as tmp:

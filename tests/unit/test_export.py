@@ -571,6 +571,8 @@ def test_cli_exports_a_sklearn_model_without_importing_tensorflow(stage_inputs, 
     assert descriptor["lineage"]["run_id"] == run_id
     assert descriptor["lineage"]["data_sha256"] == hashlib.sha256(b"raw bytes").hexdigest()
     assert descriptor["lineage"]["git_commit"]
+    blocks = {key.split(".")[0] for key in descriptor["lineage"]["params"]}
+    assert blocks == {"data", "preprocess", "train", "export"}  # what produced the model
     parity = json.loads((root / "reports/parity.json").read_text())
     assert parity["passed"] is True and parity["rows"] == 69
 
