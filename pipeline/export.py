@@ -574,6 +574,18 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params)
     contract = load_contract(params.data.contract)
+    for flag, path in (
+        ("--train-dir", args.train_dir),
+        ("--preprocessor", args.preprocessor),
+        ("--test", args.test),
+        ("--raw", args.raw),
+        ("--metrics", args.metrics),
+    ):
+        if not Path(path).exists():
+            raise PipelineError(
+                f"{flag} '{path}' does not exist; run the stages before export "
+                "(`dvc repro export` runs whatever is missing)."
+            )
     test = read_table(args.test)
     native = load_native_model(args.train_dir, args.preprocessor, contract)
     run_file = Path(args.train_dir) / RUN_FILE

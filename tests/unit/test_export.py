@@ -631,3 +631,12 @@ def test_golden_rows_catch_a_broken_missing_value_path_the_test_split_misses(
         "(Golden row 6: synthetic: missing bill_length_mm, bill_depth_mm, "
         "flipper_length_mm, body_mass_g, sex.)"
     )
+
+
+def test_cli_names_a_missing_input(stage_inputs, capsys):
+    root, argv, _ = stage_inputs
+    (root / "metrics.json").unlink()
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"export failed: --metrics '{root / 'metrics.json'}' does not exist; ")
+    assert not (root / "models" / "export").exists()
