@@ -17,7 +17,6 @@ IMAGE_TAG ?= latest
 MODEL_DIR ?= models/export
 PYTEST_ARGS ?=
 
-export PYTHONDONTWRITEBYTECODE := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 export GIT_PYTHON_REFRESH := quiet
 
@@ -36,7 +35,7 @@ $(UV):
 	.uv/bin/pip install --quiet uv==$(UV_VERSION)
 
 $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen --all-extras
+	$(UV) sync --frozen --all-extras --compile-bytecode
 	@touch $@
 
 env: $(VENV)/.installed ## Create or update the pinned environment in .venv (uv, from uv.lock)
