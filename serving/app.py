@@ -1,0 +1,450 @@
+"""The Flask app factory: ``create_app(config=None)``.
+
+The model loads here, once per process, never per request. Three blueprints: ``api``
+(``/predict``, ``/metadata``, ``/openapi.json``), ``health`` (``/health/live``,
+``/health/ready``) and ``ops`` (``/metrics``). A thin WSGI wrapper counts every response,
+including Flask's own 404/405, into the shared metrics.
+
+The hot path is deliberately plain: the body is read straight from ``wsgi.input`` and parsed
+with orjson, validation and the ONNX feed come from the schema precomputed at load time, and
+the response is serialised once with orjson.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import hmac
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from flask import Blueprint, Flask, Response, request
+from werkzeug.exceptions import HTTPException
+
+from serving import metrics as m
+from serving.config import ServingConfig
+from serving.metrics import MetricsStore
+from serving.model import LoadedModel, ModelError, ModelHolder, load_model
+from serving.openapi import build_openapi
+from serving.registry import POINTER, RegistryWatcher, read_pointer
+from serving.schema import RequestError
+
+log = logging.getLogger("serving")
+
+JSON = "application/json"
+#: Paths the metrics name; anything else is counted as ``other`` (bounded label values).
+ENDPOINTS = ("/predict", "/metadata", "/openapi.json", "/health/live", "/health/ready", "/metrics")
+#: How often a gunicorn worker looks at the published model pointer (a stat call).
+POINTER_CHECK_SECONDS = 1.0
+
+
+@dataclass
+class ServingState:
+    """What the views share: settings, the model holder, the metrics slot."""
+
+    config: ServingConfig
+    holder: ModelHolder
+    store: MetricsStore
+    runtime_dir: Path
+    expected_auth: bytes | None
+    cache: dict[str, tuple[LoadedModel, bytes]] = field(default_factory=dict)
+    stop: threading.Event = field(default_factory=threading.Event)
+    watcher: RegistryWatcher | None = None
+
+
+def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
+    """Build the app. ``config`` is a :class:`ServingConfig`, or field overrides on top of
+    the environment (``SERVING_*``), or ``None`` for the environment alone."""
+    if not isinstance(config, ServingConfig):
+        config = ServingConfig.from_env(**(config or {}))
+    runtime_dir = config.runtime_dir or _private_runtime_dir()
+    store = MetricsStore(runtime_dir / "metrics")
+    token = config.api_token
+    state = ServingState(
+        config=config,
+        holder=ModelHolder(),
+        store=store,
+        runtime_dir=runtime_dir,
+        expected_auth=None if token is None else b"Bearer " + token.encode("utf-8"),
+    )
+    _start_model(state)
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["serving"] = state
+    app.register_blueprint(_api_blueprint(state))
+    app.register_blueprint(_health_blueprint(state))
+    app.register_blueprint(_ops_blueprint(state))
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _internal_error)
+    app.wsgi_app = _Instrumented(app.wsgi_app, store)  # type: ignore[method-assign]
+    return app
+
+
+# ---------------------------------------------------------------------- responses
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(payload), status=status, headers=headers, content_type=JSON)
+
+
+def _error(exc: RequestError, headers: dict[str, str] | None = None) -> Response:
+    return _json(exc.body(), exc.status, headers)
+
+
+def _http_error(exc: HTTPException) -> Response:
+    response = exc.get_response()
+    status = exc.code or 500
+    rule = (exc.name or "error").lower().replace(" ", "_")
+    response.set_data(
+        orjson.dumps({"error": {"status": status, "rule": rule, "message": exc.description}})
+    )
+    response.content_type = JSON
+    return response
+
+
+def _internal_error(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return _json(
+        {
+            "error": {
+                "status": 500,
+                "rule": "internal",
+                "message": "internal error; the server log has the details",
+            }
+        },
+        500,
+    )
+
+
+# ---------------------------------------------------------------------- blueprints
+def _api_blueprint(state: ServingState) -> Blueprint:
+    api = Blueprint("api", __name__)
+    holder, store = state.holder, state.store
+    limit = state.config.max_body_bytes
+    expected = state.expected_auth
+    unauthorized_headers = {"WWW-Authenticate": 'Bearer realm="serving"'}
+
+    def check_auth(environ: dict[str, Any]) -> Response | None:
+        if expected is None:
+            return None
+        given = environ.get("HTTP_AUTHORIZATION")
+        if given is None:
+            return _error(
+                RequestError(401, "auth", "missing bearer token", "Authorization"),
+                unauthorized_headers,
+            )
+        # WSGI hands headers over as latin-1 str; compare bytes so any input is comparable.
+        if not hmac.compare_digest(given.encode("latin-1", "replace"), expected):
+            return _error(
+                RequestError(401, "auth", "invalid bearer token", "Authorization"),
+                {"WWW-Authenticate": 'Bearer realm="serving", error="invalid_token"'},
+            )
+        return None
+
+    def read_body(environ: dict[str, Any]) -> Any:
+        content_type = environ.get("CONTENT_TYPE", "")
+        if content_type != JSON and content_type.split(";", 1)[0].strip().lower() != JSON:
+            raise RequestError(415, "content_type", f"Content-Type must be {JSON}", "Content-Type")
+        length = environ.get("CONTENT_LENGTH")
+        stream = environ["wsgi.input"]
+        if length:
+            try:
+                size = int(length)
+            except ValueError:
+                raise RequestError(
+                    400, "content_length", "invalid Content-Length", "Content-Length"
+                ) from None
+            if size > limit:
+                raise RequestError(
+                    413, "max_body_bytes", f"the body is {size} bytes; the limit is {limit}"
+                )
+            raw = stream.read(size) if size else b""
+        else:  # chunked: read at most one byte past the limit
+            raw = stream.read(limit + 1)
+            if len(raw) > limit:
+                raise RequestError(413, "max_body_bytes", f"the body exceeds {limit} bytes")
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return _parse_lenient(raw, exc)
+
+    @api.post("/predict")
+    def predict() -> Response:
+        environ = request.environ
+        denied = check_auth(environ)
+        if denied is not None:
+            return denied
+        model = holder.model
+        if model is None:
+            return _not_ready(holder)
+        try:
+            body = read_body(environ)
+            n, feed = model.schema.feed_from_body(body)
+        except RequestError as exc:
+            return _error(exc)
+        labels, probabilities = model.predict(feed)
+        store.count_classes(model.class_index, labels)
+        classes = model.classes
+        # strict=False: the lengths match by construction, and the check costs ~15% of a
+        # 100-row response.
+        payload = {
+            "predictions": [
+                {"label": label, "probabilities": dict(zip(classes, probs, strict=False))}
+                for label, probs in zip(labels, probabilities, strict=False)
+            ],
+            "model": model.model_block,
+        }
+        return Response(orjson.dumps(payload), content_type=JSON)
+
+    @api.get("/metadata")
+    def metadata() -> Response:
+        denied = check_auth(request.environ)
+        if denied is not None:
+            return denied
+        model = holder.model
+        if model is None:
+            return _not_ready(holder)
+        return Response(_cached(state, "metadata", model, _metadata), content_type=JSON)
+
+    @api.get("/openapi.json")
+    def openapi() -> Response:
+        model = holder.model
+        body = _cached(state, "openapi", model, lambda mo: build_openapi(mo, state.config))
+        return Response(body, content_type=JSON)
+
+    return api
+
+
+def _health_blueprint(state: ServingState) -> Blueprint:
+    health = Blueprint("health", __name__, url_prefix="/health")
+    holder = state.holder
+
+    @health.get("/live")
+    def live() -> Response:
+        return _json({"status": "alive"})
+
+    @health.get("/ready")
+    def ready() -> Response:
+        model = holder.model
+        if model is None:
+            return _json({"status": "not ready", "reason": holder.error}, 503)
+        return _json(
+            {"status": "ready", "model": model.model_block, "golden_rows": model.golden_rows}
+        )
+
+    return health
+
+
+def _ops_blueprint(state: ServingState) -> Blueprint:
+    ops = Blueprint("ops", __name__)
+
+    @ops.get("/metrics")
+    def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(m.render(state.store), content_type=CONTENT_TYPE_LATEST)
+
+    return ops
+
+
+def _not_ready(holder: ModelHolder) -> Response:
+    return _json(
+        {
+            "error": {
+                "status": 503,
+                "rule": "model_not_loaded",
+                "message": f"no model is loaded: {holder.error}",
+            }
+        },
+        503,
+    )
+
+
+def _cached(state: ServingState, key: str, model: LoadedModel | None, build) -> bytes:
+    hit = state.cache.get(key)
+    if hit is not None and hit[0] is model:
+        return hit[1]
+    body = orjson.dumps(build(model))
+    state.cache[key] = (model, body)  # type: ignore[assignment]
+    return body
+
+
+def _metadata(model: LoadedModel) -> dict[str, Any]:
+    d = model.descriptor
+    return {
+        "name": model.name,
+        "version": model.version,
+        "source": model.source,
+        "inputs": d["inputs"],
+        "classes": list(model.classes),
+        "target": d.get("target"),
+        "estimator": d.get("estimator"),
+        "family": d.get("family"),
+        "onnx": d.get("onnx"),
+        "metrics": d.get("metrics"),
+        "parity": d.get("parity"),
+        "lineage": d.get("lineage"),
+        "golden_rows": model.golden_rows,
+        "load_seconds": round(model.load_seconds, 4),
+    }
+
+
+def _parse_lenient(raw: bytes, error: orjson.JSONDecodeError) -> Any:
+    """Second chance for bodies orjson refuses: Python's json reads ``NaN``/``Infinity`` and
+    overflowing numbers, so validation can name the field that holds them (422, not 400)."""
+    try:
+        body = json.loads(raw)
+        orjson.dumps(body)  # refuses lone surrogates and the like, which ONNX could not take
+    except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError):
+        raise RequestError(
+            400,
+            "json",
+            f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}",
+        ) from None
+    return body
+
+
+# ---------------------------------------------------------------------- metrics wrapper
+class _Instrumented:
+    """WSGI wrapper: one counter increment and one histogram observation per response."""
+
+    def __init__(self, app, store: MetricsStore):
+        self.app = app
+        self.store = store
+        self.endpoints = {path: path for path in ENDPOINTS}
+
+    def __call__(self, environ, start_response):
+        started = time.perf_counter()
+        status: list[str] = []
+
+        def capture(code, headers, exc_info=None):
+            status.append(code)
+            return start_response(code, headers, exc_info)
+
+        result = self.app(environ, capture)
+        self.store.observe_request(
+            self.endpoints.get(environ.get("PATH_INFO"), "other"),
+            int(status[0][:3]) if status else 500,
+            time.perf_counter() - started,
+        )
+        return result
+
+
+# ---------------------------------------------------------------------- model lifecycle
+def _private_runtime_dir() -> Path:
+    path = Path(tempfile.mkdtemp(prefix="serving-runtime-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
+def _install(state: ServingState, model: LoadedModel) -> None:
+    """Make ``model`` the one served: metric series first, then one atomic swap."""
+    store = state.store
+    model.class_index = {c: store.index(m.PREDICTIONS, (("class", c),)) for c in model.classes}
+    info = store.index(
+        m.MODEL_INFO, (("name", model.name), ("version", model.version), ("source", model.source))
+    )
+    old = state.holder.swap(model)
+    if old is not None:
+        store.set(
+            store.index(
+                m.MODEL_INFO, (("name", old.name), ("version", old.version), ("source", old.source))
+            ),
+            0.0,
+        )
+        store.inc(store.index(m.RELOADS))
+        log.info("model %s version %s replaced version %s", model.name, model.version, old.version)
+    store.set(info, 1.0)
+    store.set(store.index(m.READY), 1.0)
+
+
+def _failed(state: ServingState, step: str, message: str, *, startup: bool) -> None:
+    state.store.inc(state.store.index(m.RELOAD_FAILURES, (("step", step),)))
+    if startup or state.holder.model is None:
+        state.holder.error = message
+    log.error("model %s failed (%s); %s", "load" if startup else "reload", step, message)
+
+
+def _start_model(state: ServingState) -> None:
+    config, store = state.config, state.store
+    for step in ("load", "golden"):  # the failure series exist from the start, at 0
+        store.index(m.RELOAD_FAILURES, (("step", step),))
+    store.index(m.RELOADS)
+    store.set(store.index(m.READY), 0.0)
+    if config.model_uri is None:
+        try:
+            _install(state, load_model(config.model_dir, config))
+        except ModelError as exc:
+            _failed(state, exc.step, str(exc), startup=True)
+        return
+    if config.follow_published:  # gunicorn's master does the registry work
+        _follow_pointer(state)
+        return
+
+    cache = config.model_cache_dir or state.runtime_dir / "models"
+
+    def accept(version: str, path: Path) -> None:
+        _install(state, load_model(path, config, version=version, source="registry"))
+
+    def on_failure(step: str, message: str) -> None:
+        _failed(state, step, message, startup=state.holder.model is None)
+
+    watcher = RegistryWatcher(config.model_uri, cache, config.reload_interval, accept, on_failure)
+    state.holder.error = f"waiting for {config.model_uri}"
+    watcher.poll_once()
+    state.watcher = watcher
+    watcher.start()
+
+
+def _follow_pointer(state: ServingState) -> None:
+    """Load the version the master published, then follow the pointer file as it moves."""
+    config = state.config
+    pointer_path = state.runtime_dir / POINTER
+    refused: set[str] = set()
+    state.holder.error = f"waiting for the first version of {config.model_uri}"
+
+    def check() -> None:
+        pointer = read_pointer(state.runtime_dir)
+        model = state.holder.model
+        if pointer is None or pointer["version"] in refused:
+            return
+        if model is not None and pointer["version"] == model.version:
+            return
+        try:
+            _install(
+                state,
+                load_model(
+                    Path(pointer["path"]), config, version=pointer["version"], source="registry"
+                ),
+            )
+        except ModelError as exc:
+            refused.add(pointer["version"])
+            _failed(state, exc.step, str(exc), startup=model is None)
+
+    seen = _stat_key(pointer_path)
+    check()
+
+    def follow() -> None:
+        nonlocal seen
+        while not state.stop.wait(POINTER_CHECK_SECONDS):
+            key = _stat_key(pointer_path)
+            if key != seen:
+                seen = key
+                check()
+
+    threading.Thread(target=follow, name="model-pointer", daemon=True).start()
+
+
+def _stat_key(path: Path) -> tuple[int, int] | None:
+    with contextlib.suppress(OSError):
+        st = os.stat(path)
+        return st.st_mtime_ns, st.st_ino
+    return None

@@ -1,0 +1,141 @@
+"""Serving configuration: one frozen dataclass, filled from the environment.
+
+Every knob is an environment variable so the same code runs under the test client, under
+gunicorn on a laptop and in the image. ``create_app(config)`` takes a :class:`ServingConfig`
+or a mapping of field overrides on top of the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REJECT, ACCEPT = "reject", "accept"
+#: Set by the gunicorn config when its master publishes registry versions for the workers.
+PUBLISHED_ENV = "SERVING_MODEL_PUBLISHED"
+
+
+class ConfigError(ValueError):
+    """A setting that cannot work; the message names the variable and what it accepts."""
+
+
+@dataclass(frozen=True)
+class ServingConfig:
+    #: Exported model directory (``model.onnx``, ``model.json``, ``golden.json``).
+    model_dir: Path | None = Path("models/export")
+    #: ``models:/<name>@<alias>`` (or ``models:/<name>/<version>``); wins over ``model_dir``.
+    model_uri: str | None = None
+    #: Where registry versions are downloaded; a temporary directory when unset.
+    model_cache_dir: Path | None = None
+    #: Seconds between polls of the registry alias; 0 turns reloading off.
+    reload_interval: float = 30.0
+    #: The version reported for a directory model; the ONNX file's hash when unset.
+    model_version: str | None = None
+    #: Bearer token required by the API endpoints; auth is off when ``None``.
+    api_token: str | None = dataclasses.field(default=None, repr=False)
+    max_rows: int = 1000
+    max_body_bytes: int = 1 << 20
+    #: ``reject`` (422 naming the allowed values) or ``accept`` (the model one-hot encodes an
+    #: unseen category as all zeros).
+    unknown_categories: str = REJECT
+    #: ``reject`` (422 naming the range) or ``accept`` numbers outside the descriptor's min/max.
+    out_of_range: str = REJECT
+    ort_intra_op_threads: int = 1
+    ort_inter_op_threads: int = 1
+    #: Shared by the processes of one server: metrics slots and the published model pointer.
+    #: The gunicorn config creates one per server; a private temporary directory when unset.
+    runtime_dir: Path | None = None
+    #: True when another process (gunicorn's master) resolves ``model_uri`` and publishes
+    #: each checked version to ``runtime_dir``; this process then only follows it.
+    follow_published: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServingConfig:
+        """Read ``SERVING_*`` variables, then apply ``overrides`` (field names)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if "SERVING_MODEL_DIR" in env:
+            values["model_dir"] = (
+                Path(env["SERVING_MODEL_DIR"]) if env["SERVING_MODEL_DIR"] else None
+            )
+        values["model_uri"] = env.get("SERVING_MODEL_URI") or None
+        if env.get("SERVING_MODEL_CACHE_DIR"):
+            values["model_cache_dir"] = Path(env["SERVING_MODEL_CACHE_DIR"])
+        values["model_version"] = env.get("SERVING_MODEL_VERSION") or None
+        values["api_token"] = _read_token(env)
+        for field, var, kind in (
+            ("reload_interval", "SERVING_RELOAD_INTERVAL", float),
+            ("max_rows", "SERVING_MAX_ROWS", int),
+            ("max_body_bytes", "SERVING_MAX_BODY_BYTES", int),
+            ("ort_intra_op_threads", "SERVING_ORT_INTRA_OP_THREADS", int),
+            ("ort_inter_op_threads", "SERVING_ORT_INTER_OP_THREADS", int),
+        ):
+            if env.get(var):
+                try:
+                    values[field] = kind(env[var])
+                except ValueError:
+                    raise ConfigError(f"{var} must be a number, not {env[var]!r}.") from None
+        for field, var in (
+            ("unknown_categories", "SERVING_UNKNOWN_CATEGORIES"),
+            ("out_of_range", "SERVING_OUT_OF_RANGE"),
+        ):
+            if env.get(var):
+                values[field] = env[var].strip().lower()
+        if env.get("SERVING_RUNTIME_DIR"):
+            values["runtime_dir"] = Path(env["SERVING_RUNTIME_DIR"])
+        values["follow_published"] = env.get(PUBLISHED_ENV) == "1"
+        values.update(overrides)
+        for key in ("model_dir", "model_cache_dir", "runtime_dir"):
+            if isinstance(values.get(key), str):
+                values[key] = Path(values[key])
+        config = cls(**values)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, naming the variable."""
+        if self.model_uri is None and self.model_dir is None:
+            raise ConfigError("set SERVING_MODEL_DIR or SERVING_MODEL_URI: there is no model.")
+        if self.model_uri is not None and not self.model_uri.startswith("models:/"):
+            raise ConfigError(
+                f"SERVING_MODEL_URI must look like models:/<name>@<alias>, not {self.model_uri!r}."
+            )
+        for name, value in (
+            ("SERVING_UNKNOWN_CATEGORIES", self.unknown_categories),
+            ("SERVING_OUT_OF_RANGE", self.out_of_range),
+        ):
+            if value not in (REJECT, ACCEPT):
+                raise ConfigError(f"{name} must be 'reject' or 'accept', not {value!r}.")
+        for name, value in (
+            ("SERVING_MAX_ROWS", self.max_rows),
+            ("SERVING_MAX_BODY_BYTES", self.max_body_bytes),
+            ("SERVING_ORT_INTRA_OP_THREADS", self.ort_intra_op_threads),
+            ("SERVING_ORT_INTER_OP_THREADS", self.ort_inter_op_threads),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name} must be at least 1, not {value}.")
+        if self.reload_interval < 0:
+            raise ConfigError("SERVING_RELOAD_INTERVAL must be 0 (off) or a number of seconds.")
+        if self.follow_published and self.runtime_dir is None:
+            raise ConfigError(f"{PUBLISHED_ENV}=1 needs SERVING_RUNTIME_DIR (where it publishes).")
+        if self.api_token is not None and not self.api_token:
+            raise ConfigError("the API token is empty: unset it to turn auth off.")
+
+
+def _read_token(env: Mapping[str, str]) -> str | None:
+    token = env.get("SERVING_API_TOKEN")
+    path = env.get("SERVING_API_TOKEN_FILE")
+    if token and path:
+        raise ConfigError("set SERVING_API_TOKEN or SERVING_API_TOKEN_FILE, not both.")
+    if path:
+        try:
+            token = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"SERVING_API_TOKEN_FILE {path!r}: {exc.strerror}.") from None
+        if not token:
+            raise ConfigError(f"SERVING_API_TOKEN_FILE {path!r} is empty.")
+    return token or None

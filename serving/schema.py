@@ -1,0 +1,332 @@
+"""Request validation against the model descriptor, and the ONNX feed it produces.
+
+Everything the hot path needs is worked out once per model in :class:`InputSchema`; a request
+is then one pass per column in plain Python that checks each value and builds that column's
+``[N, 1]`` input array. The first problem found becomes a :class:`RequestError` naming the
+field and the rule; values sent by the client are never echoed back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Request body keys this server accepts: ours, then MLflow's two scoring formats.
+FORMATS = ("instances", "dataframe_records", "dataframe_split")
+#: How a missing string reaches the graph (ONNX string tensors cannot hold NaN).
+MISSING_STRING = ""
+_NAN = math.nan
+_NUMBER_TYPES = frozenset((float, int))
+_STR_TYPE = frozenset((str,))
+_TYPE_NAMES = {
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    list: "an array",
+    dict: "an object",
+}
+
+
+class RequestError(Exception):
+    """A client error: HTTP status, the rule that failed, the field it failed on."""
+
+    def __init__(self, status: int, rule: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.rule = rule
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"status": self.status, "rule": self.rule}
+        if self.field is not None:
+            error["field"] = self.field
+        error["message"] = self.message
+        return {"error": error}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One model input as the descriptor describes it."""
+
+    name: str
+    kind: str  # "numeric" | "categorical"
+    nullable: bool
+    categories: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+    @classmethod
+    def from_descriptor(cls, spec: Mapping[str, Any]) -> Column:
+        kind = spec["kind"]
+        if kind not in ("numeric", "categorical"):
+            raise ValueError(f"input {spec.get('name')!r}: unknown kind {kind!r}")
+        return cls(
+            name=str(spec["name"]),
+            kind=kind,
+            nullable=bool(spec.get("nullable", False)),
+            categories=tuple(str(c) for c in spec.get("categories") or ()),
+            min=None if spec.get("min") is None else float(spec["min"]),
+            max=None if spec.get("max") is None else float(spec["max"]),
+        )
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return _TYPE_NAMES.get(type(value), "an unsupported type")
+
+
+def _short(name: Any) -> str:
+    text = str(name)
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+class InputSchema:
+    """Validates request bodies for one model and turns them into its ONNX feed."""
+
+    def __init__(
+        self,
+        columns: Sequence[Column],
+        *,
+        max_rows: int,
+        reject_unknown_categories: bool = True,
+        reject_out_of_range: bool = True,
+    ):
+        self.columns = tuple(columns)
+        self.names = tuple(c.name for c in self.columns)
+        self.name_set = frozenset(self.names)
+        self.max_rows = max_rows
+        self.reject_unknown_categories = reject_unknown_categories
+        self.reject_out_of_range = reject_out_of_range
+        self._required = ", ".join(self.names)
+        self._converters = []
+        for column in self.columns:
+            if column.kind == "numeric":
+                self._converters.append((column.name, self._numeric_converter(column)))
+            else:
+                self._converters.append((column.name, self._categorical_converter(column)))
+
+    # ------------------------------------------------------------------ request bodies
+    def feed_from_body(self, body: Any) -> tuple[int, dict[str, np.ndarray]]:
+        """Return ``(rows, feed)`` for a parsed JSON body in any accepted format."""
+        if type(body) is not dict or len(body) != 1:
+            raise RequestError(
+                400,
+                "format",
+                "the body must be a JSON object with exactly one of the keys " + ", ".join(FORMATS),
+            )
+        ((key, payload),) = body.items()
+        if key == "instances" or key == "dataframe_records":
+            return self.feed_from_records(payload, key)
+        if key == "dataframe_split":
+            return self.feed_from_split(payload)
+        raise RequestError(
+            400,
+            "format",
+            f"unknown key {_short(key)!r}: the body must have exactly one of " + ", ".join(FORMATS),
+        )
+
+    def feed_from_records(
+        self, rows: Any, where: str = "instances"
+    ) -> tuple[int, dict[str, np.ndarray]]:
+        """Rows as a list of ``{column: value}`` objects."""
+        if type(rows) is not list:
+            raise RequestError(400, "format", "must be an array of row objects", where)
+        n = self._check_count(len(rows), where)
+        names = self.name_set
+        for i, row in enumerate(rows):
+            if type(row) is not dict:
+                raise RequestError(
+                    422,
+                    "type",
+                    f"each row must be an object mapping column names to values, "
+                    f"got {_type_name(row)}",
+                    f"{where}[{i}]",
+                )
+            if row.keys() != names:
+                self._raise_column_error(row.keys(), f"{where}[{i}].{{}}")
+        prefix = where + "["
+        feed = {}
+        for name, convert in self._converters:
+            feed[name] = convert([row[name] for row in rows], prefix)
+        return n, feed
+
+    def feed_from_split(self, split: Any) -> tuple[int, dict[str, np.ndarray]]:
+        """MLflow's ``dataframe_split``: ``{"columns": [...], "data": [[...], ...]}``."""
+        where = "dataframe_split"
+        if type(split) is not dict:
+            raise RequestError(400, "format", 'must be an object with "columns" and "data"', where)
+        unknown = set(split) - {"columns", "data", "index"}
+        if unknown:
+            raise RequestError(
+                400,
+                "format",
+                f"unknown key {_short(sorted(map(str, unknown))[0])!r}; "
+                'allowed: "columns", "data", "index"',
+                where,
+            )
+        columns, data = split.get("columns"), split.get("data")
+        if type(columns) is not list or not all(type(c) is str for c in columns):
+            raise RequestError(
+                400, "format", "must be an array of column names", f"{where}.columns"
+            )
+        if type(data) is not list:
+            raise RequestError(400, "format", "must be an array of row arrays", f"{where}.data")
+        if len(set(columns)) != len(columns):
+            raise RequestError(
+                422, "duplicate_column", "column names must be unique", f"{where}.columns"
+            )
+        if set(columns) != self.name_set:
+            self._raise_column_error(columns, f"{where}.columns")
+        n = self._check_count(len(data), f"{where}.data")
+        width = len(columns)
+        for i, row in enumerate(data):
+            if type(row) is not list or len(row) != width:
+                raise RequestError(
+                    422,
+                    "row_shape",
+                    f"each row must be an array of {width} values in the order of "
+                    f'"columns", got {_type_name(row) if type(row) is not list else len(row)}'
+                    f"{'' if type(row) is not list else ' values'}",
+                    f"{where}.data[{i}]",
+                )
+        position = {name: j for j, name in enumerate(columns)}
+        prefix = f"{where}.data["
+        feed = {}
+        for name, convert in self._converters:
+            j = position[name]
+            feed[name] = convert([row[j] for row in data], prefix)
+        return n, feed
+
+    # ------------------------------------------------------------------ helpers
+    def _check_count(self, n: int, where: str) -> int:
+        if n == 0:
+            raise RequestError(422, "min_rows", "the batch is empty: send at least one row", where)
+        if n > self.max_rows:
+            raise RequestError(
+                413,
+                "max_rows",
+                f"the batch has {n} rows; at most {self.max_rows} are accepted per request",
+                where,
+            )
+        return n
+
+    def _raise_column_error(self, keys: Any, field: str) -> None:
+        """Name the first missing (else unknown) column; ``{}`` in ``field`` takes its name."""
+        present = set(keys)
+        missing = [name for name in self.names if name not in present]
+        if missing:
+            raise RequestError(
+                422,
+                "required",
+                f"column {missing[0]!r} is missing; every row needs: {self._required}",
+                field.format(missing[0]),
+            )
+        extra = sorted(str(k) for k in present - self.name_set)
+        name = _short(extra[0])
+        raise RequestError(
+            422,
+            "unknown_column",
+            f"column {name!r} is not a model input; the inputs are: {self._required}",
+            field.format(name),
+        )
+
+    def _numeric_converter(self, column: Column):
+        name, nullable = column.name, column.nullable
+        lo = -math.inf if column.min is None else column.min
+        hi = math.inf if column.max is None else column.max
+        check_range = self.reject_out_of_range and (
+            column.min is not None or column.max is not None
+        )
+        range_text = f"[{column.min if column.min is not None else '-inf'}, " + (
+            f"{column.max if column.max is not None else 'inf'}]"
+        )
+
+        def convert(values: list, prefix: str) -> np.ndarray:
+            if len(values) > 8 and _NUMBER_TYPES.issuperset(map(type, values)):
+                # Batch fast path: all plain numbers; vectorised finiteness and range.
+                array = np.array(values, dtype=np.float64)
+                ok = (array >= lo) & (array <= hi) if check_range else np.isfinite(array)
+                if ok.all():
+                    return array.reshape(-1, 1)
+            for i, v in enumerate(values):
+                t = type(v)
+                if t is float:
+                    if v - v != 0.0:  # inf or nan
+                        raise RequestError(
+                            422, "finite", "must be a finite number", f"{prefix}{i}].{name}"
+                        )
+                elif t is not int:
+                    if v is None:
+                        if not nullable:
+                            raise RequestError(
+                                422, "not_null", "must not be null", f"{prefix}{i}].{name}"
+                            )
+                        values[i] = _NAN
+                        continue
+                    raise RequestError(
+                        422,
+                        "type",
+                        f"must be a number, got {_type_name(v)}",
+                        f"{prefix}{i}].{name}",
+                    )
+                if check_range and not lo <= v <= hi:
+                    raise RequestError(
+                        422, "range", f"must be within {range_text}", f"{prefix}{i}].{name}"
+                    )
+            return np.array(values, dtype=np.float64).reshape(-1, 1)
+
+        return convert
+
+    def _categorical_converter(self, column: Column):
+        name, nullable = column.name, column.nullable
+        allowed = frozenset(column.categories)
+        reject = self.reject_unknown_categories and bool(allowed)
+        allowed_text = ", ".join(column.categories)
+
+        def convert(values: list, prefix: str) -> np.ndarray:
+            if (
+                len(values) > 8
+                and (
+                    allowed.issuperset(values)
+                    if reject
+                    else _STR_TYPE.issuperset(map(type, values))
+                )
+                and (nullable or MISSING_STRING not in values)
+            ):
+                return np.array(values, dtype=object).reshape(-1, 1)
+            for i, v in enumerate(values):
+                if type(v) is str:
+                    if v in allowed:
+                        continue
+                    if v != MISSING_STRING:
+                        if reject:
+                            raise RequestError(
+                                422,
+                                "category",
+                                f"must be one of: {allowed_text}",
+                                f"{prefix}{i}].{name}",
+                            )
+                        continue
+                elif v is not None:
+                    raise RequestError(
+                        422,
+                        "type",
+                        f"must be a string, got {_type_name(v)}",
+                        f"{prefix}{i}].{name}",
+                    )
+                # null or "" (the graph's missing string)
+                if not nullable:
+                    raise RequestError(
+                        422, "not_null", "must not be null or empty", f"{prefix}{i}].{name}"
+                    )
+                values[i] = MISSING_STRING
+            return np.array(values, dtype=object).reshape(-1, 1)
+
+        return convert

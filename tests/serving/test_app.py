@@ -1,0 +1,532 @@
+"""The app through Flask's test client: every endpoint, every bad input, auth, formats."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.serving.conftest import FEATURES, MODEL_NAME, metric_samples, tamper_golden
+
+ALLOWED_ISLANDS = "Biscoe, Dream, Torgersen"
+
+
+def predict(client, body, headers=None, **kwargs):
+    if isinstance(body, (dict, list)):
+        kwargs["json"] = body
+    else:
+        kwargs.setdefault("content_type", "application/json")
+        kwargs["data"] = body
+    return client.post("/predict", headers=headers or {}, **kwargs)
+
+
+def error_of(response, status: int, rule: str, field: str | None = None) -> str:
+    """Assert the status and the JSON error shape; return the message."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    error = response.get_json()["error"]
+    assert error["status"] == status
+    assert error["rule"] == rule
+    if field is not None:
+        assert error["field"] == field
+    return error["message"]
+
+
+# ---------------------------------------------------------------------- predict
+
+
+def test_predict_reproduces_every_known_golden_row(client, golden):
+    rows = [r for r in golden["rows"] if r["inputs"]["island"] != "Atlantis"]
+    response = predict(client, {"instances": [r["inputs"] for r in rows]})
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["model"]["name"] == MODEL_NAME
+    assert body["model"]["version"].startswith("sha256:")
+    classes = ["Adelie", "Chinstrap", "Gentoo"]
+    assert len(body["predictions"]) == len(rows)
+    for expected, got in zip(rows, body["predictions"], strict=True):
+        assert got["label"] == expected["label"]
+        assert list(got["probabilities"]) == classes
+        for value, want in zip(
+            got["probabilities"].values(), expected["probabilities"], strict=True
+        ):
+            assert value == pytest.approx(want, abs=golden["tolerance"])
+
+
+def test_predict_one_row_returns_label_probabilities_and_version(client, row):
+    response = predict(client, {"instances": [row]})
+    assert response.status_code == 200
+    (prediction,) = response.get_json()["predictions"]
+    assert prediction["label"] == "Adelie"
+    assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_null_means_missing_where_nullable(client, row):
+    as_null = predict(client, {"instances": [{**row, "sex": None, "body_mass_g": None}]})
+    as_empty = predict(client, {"instances": [{**row, "sex": "", "body_mass_g": None}]})
+    assert as_null.status_code == as_empty.status_code == 200
+    assert as_null.get_json()["predictions"] == as_empty.get_json()["predictions"]
+    assert (
+        as_null.get_json()["predictions"]
+        != predict(client, {"instances": [row]}).get_json()["predictions"]
+    )
+
+
+def test_integers_are_numbers(client, row):
+    response = predict(client, {"instances": [{**row, "body_mass_g": 3750}]})
+    assert response.status_code == 200
+    assert response.get_json() == predict(client, {"instances": [row]}).get_json()
+
+
+def test_mlflow_dataframe_records_and_split_match_instances(client, golden):
+    rows = [r["inputs"] for r in golden["rows"][:4]]
+    ours = predict(client, {"instances": rows}).get_json()
+    records = predict(client, {"dataframe_records": rows}).get_json()
+    columns = list(reversed(FEATURES))  # any column order
+    split = predict(
+        client,
+        {
+            "dataframe_split": {
+                "index": list(range(len(rows))),
+                "columns": columns,
+                "data": [[r[c] for c in columns] for r in rows],
+            }
+        },
+    ).get_json()
+    assert ours == records == split
+
+
+def test_content_type_with_charset_is_accepted(client, row):
+    response = predict(
+        client, json.dumps({"instances": [row]}), content_type="application/json; charset=utf-8"
+    )
+    assert response.status_code == 200
+
+
+def test_large_batch_takes_the_vectorised_path_with_the_same_answers(client, golden):
+    rows = [r["inputs"] for r in golden["rows"] if r["inputs"]["island"] != "Atlantis"]
+    batch = (rows * 20)[:100]
+    body = predict(client, {"instances": batch}).get_json()
+    assert len(body["predictions"]) == 100
+    single = [predict(client, {"instances": [r]}).get_json()["predictions"][0] for r in rows]
+    for got, want in zip(body["predictions"], single * 20, strict=False):
+        assert got["label"] == want["label"]
+        # float32 kernels may round differently for a batch than for one row
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-6)
+
+
+# ---------------------------------------------------------------------- bad input
+
+
+def test_malformed_json_is_400_without_echo(client):
+    response = predict(client, '{"instances": [{"island": "hunter2-secret"')
+    message = error_of(response, 400, "json")
+    assert message.startswith("the body is not valid JSON: unexpected end of data")
+    assert "hunter2" not in response.get_data(as_text=True)
+
+
+def test_empty_body_is_400(client):
+    message = error_of(predict(client, ""), 400, "json")
+    assert "empty document" in message
+
+
+@pytest.mark.parametrize(
+    ("content_type", "data"),
+    [("text/plain", "{}"), ("application/x-www-form-urlencoded", "a=b"), (None, "{}")],
+)
+def test_wrong_content_type_is_415(client, content_type, data):
+    kwargs = {"data": data}
+    if content_type:
+        kwargs["content_type"] = content_type
+    response = client.post("/predict", **kwargs)
+    message = error_of(response, 415, "content_type", "Content-Type")
+    assert message == "Content-Type must be application/json"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ([1, 2], None, "exactly one of the keys instances, dataframe_records, dataframe_split"),
+        ({"rows": []}, None, "unknown key 'rows'"),
+        ({"instances": [], "dataframe_records": []}, None, "exactly one of the keys"),
+        ({"instances": {"island": "Dream"}}, "instances", "must be an array of row objects"),
+        ({"dataframe_split": [1]}, "dataframe_split", 'must be an object with "columns"'),
+        ({"dataframe_split": {"columns": [1], "data": []}}, "dataframe_split.columns", "names"),
+    ],
+)
+def test_body_in_no_accepted_format_is_400(client, body, field, message):
+    response = predict(client, body)
+    assert message in error_of(response, 400, "format", field)
+
+
+def test_missing_column_is_422_naming_it(client, row):
+    del row["bill_depth_mm"]
+    response = predict(client, {"instances": [dict(row)] * 2 + [row]})
+    message = error_of(response, 422, "required", "instances[0].bill_depth_mm")
+    assert message == (
+        "column 'bill_depth_mm' is missing; every row needs: island, bill_length_mm, "
+        "bill_depth_mm, flipper_length_mm, body_mass_g, sex"
+    )
+
+
+def test_unknown_column_is_422_naming_it(client, row):
+    response = predict(client, {"instances": [row, {**row, "year": 2008}]})
+    message = error_of(response, 422, "unknown_column", "instances[1].year")
+    assert message.startswith("column 'year' is not a model input; the inputs are: island,")
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "message"),
+    [
+        ("bill_length_mm", "39.1", "must be a number, got a string"),
+        ("bill_length_mm", True, "must be a number, got a boolean"),
+        ("bill_length_mm", [39.1], "must be a number, got an array"),
+        ("island", 3, "must be a string, got an integer"),
+        ("sex", {"v": "male"}, "must be a string, got an object"),
+    ],
+)
+def test_wrong_type_is_422(client, row, column, value, message):
+    response = predict(client, {"dataframe_records": [row, {**row, column: value}]})
+    assert error_of(response, 422, "type", f"dataframe_records[1].{column}") == message
+
+
+def test_row_that_is_not_an_object_is_422(client, row):
+    response = predict(client, {"instances": [row, [1, 2]]})
+    message = error_of(response, 422, "type", "instances[1]")
+    assert message.endswith("got an array")
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_number_is_422_naming_the_field(client, row, literal):
+    body = json.dumps({"instances": [row]}).replace("3750.0", literal)
+    response = predict(client, body)
+    assert error_of(response, 422, "finite", "instances[0].body_mass_g") == (
+        "must be a finite number"
+    )
+
+
+def test_out_of_range_number_is_422_naming_the_range(client, row):
+    response = predict(client, {"instances": [{**row, "body_mass_g": 65000.0}]})
+    message = error_of(response, 422, "range", "instances[0].body_mass_g")
+    assert message == "must be within [2500.0, 6500.0]"
+
+
+def test_out_of_range_accepted_when_configured(make_app, row):
+    client = make_app(out_of_range="accept").test_client()
+    assert predict(client, {"instances": [{**row, "body_mass_g": 65000.0}]}).status_code == 200
+
+
+def test_null_where_not_nullable_is_422(client, row):
+    response = predict(client, {"instances": [{**row, "island": None}]})
+    assert error_of(response, 422, "not_null", "instances[0].island") == (
+        "must not be null or empty"
+    )
+
+
+def test_unknown_category_is_422_naming_the_allowed_values_without_echo(client, row):
+    response = predict(client, {"instances": [{**row, "island": "Secret Island 42"}]})
+    message = error_of(response, 422, "category", "instances[0].island")
+    assert message == f"must be one of: {ALLOWED_ISLANDS}"
+    assert "Secret" not in response.get_data(as_text=True)
+
+
+def test_unknown_category_accepted_when_configured_reproduces_golden(make_app, golden):
+    client = make_app(unknown_categories="accept").test_client()
+    (unseen,) = [r for r in golden["rows"] if r["inputs"]["island"] == "Atlantis"]
+    response = predict(client, {"instances": [unseen["inputs"]]})
+    assert response.status_code == 200
+    (prediction,) = response.get_json()["predictions"]
+    assert prediction["label"] == unseen["label"]
+    assert list(prediction["probabilities"].values()) == pytest.approx(
+        unseen["probabilities"], abs=golden["tolerance"]
+    )
+
+
+def test_empty_batch_is_422(client):
+    for key in ("instances", "dataframe_records"):
+        message = error_of(predict(client, {key: []}), 422, "min_rows", key)
+        assert message == "the batch is empty: send at least one row"
+    response = predict(client, {"dataframe_split": {"columns": FEATURES, "data": []}})
+    error_of(response, 422, "min_rows", "dataframe_split.data")
+
+
+def test_too_many_rows_is_413(make_app, row):
+    client = make_app(max_rows=5).test_client()
+    assert predict(client, {"instances": [row] * 5}).status_code == 200
+    message = error_of(predict(client, {"instances": [row] * 6}), 413, "max_rows", "instances")
+    assert message == "the batch has 6 rows; at most 5 are accepted per request"
+
+
+def test_body_too_large_is_413(make_app, row):
+    client = make_app(max_body_bytes=1000).test_client()
+    body = json.dumps({"instances": [row] * 10})
+    message = error_of(predict(client, body), 413, "max_body_bytes")
+    assert message == f"the body is {len(body)} bytes; the limit is 1000"
+
+
+def test_chunked_body_too_large_is_413(make_app, row):
+    import io
+
+    client = make_app(max_body_bytes=1000).test_client()
+    body = json.dumps({"instances": [row] * 10}).encode()
+    response = client.post(
+        "/predict",
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"CONTENT_LENGTH": "", "wsgi.input_terminated": True},
+    )
+    assert error_of(response, 413, "max_body_bytes") == "the body exceeds 1000 bytes"
+
+
+def test_split_rows_must_match_columns(client, row):
+    body = {"dataframe_split": {"columns": FEATURES, "data": [[row[c] for c in FEATURES][:-1]]}}
+    message = error_of(predict(client, body), 422, "row_shape", "dataframe_split.data[0]")
+    assert (
+        message == 'each row must be an array of 6 values in the order of "columns", got 5 values'
+    )
+
+
+def test_split_missing_and_duplicate_columns_are_422(client, row):
+    columns = FEATURES[:-1]
+    body = {"dataframe_split": {"columns": columns, "data": [[row[c] for c in columns]]}}
+    message = error_of(predict(client, body), 422, "required", "dataframe_split.columns")
+    assert message.startswith("column 'sex' is missing")
+    columns = [*FEATURES, "island"]
+    body = {"dataframe_split": {"columns": columns, "data": [[row[c] for c in columns]]}}
+    error_of(predict(client, body), 422, "duplicate_column", "dataframe_split.columns")
+
+
+def test_client_errors_never_500(client, row):
+    bodies = [
+        b"\xff\xfe\x00",
+        b'{"instances": [{"island": "\\ud800"}]}',
+        b"[" * 5000,
+        json.dumps({"instances": [{**row, "island": "\ud83d\udc27"}]}).encode(),
+        json.dumps({"instances": [{**row, "bill_length_mm": 10**40}]}).encode(),
+        json.dumps({"instances": [None]}).encode(),
+        b"null",
+        b'"instances"',
+    ]
+    for body in bodies:
+        response = client.post("/predict", data=body, content_type="application/json")
+        assert 400 <= response.status_code < 500, (body[:40], response.get_data(as_text=True))
+        assert "error" in response.get_json()
+
+
+def test_unknown_path_and_wrong_method_are_json(client):
+    response = client.get("/nope")
+    assert error_of(response, 404, "not_found").startswith("The requested URL was not found")
+    response = client.get("/predict")
+    error_of(response, 405, "method_not_allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+# ---------------------------------------------------------------------- auth
+
+
+@pytest.fixture
+def secured(make_app):
+    return make_app(api_token="correct horse battery staple").test_client()
+
+
+def test_auth_missing_header_is_401(secured, row):
+    response = predict(secured, {"instances": [row]})
+    assert error_of(response, 401, "auth", "Authorization") == "missing bearer token"
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="serving"'
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer wrong",
+        "Bearer correct horse battery stapl",
+        "Basic Y29ycmVjdA==",
+        "correct horse battery staple",
+        "Bearer corréct horse battery staple",
+    ],
+)
+def test_auth_wrong_token_is_401(secured, row, header):
+    response = predict(secured, {"instances": [row]}, headers={"Authorization": header})
+    assert error_of(response, 401, "auth", "Authorization") == "invalid bearer token"
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+
+
+def test_auth_right_token_is_200(secured, row):
+    headers = {"Authorization": "Bearer correct horse battery staple"}
+    assert predict(secured, {"instances": [row]}, headers=headers).status_code == 200
+    assert secured.get("/metadata", headers=headers).status_code == 200
+
+
+def test_auth_checked_before_the_body(secured):
+    response = predict(secured, "not json")
+    error_of(response, 401, "auth")
+
+
+def test_auth_protects_metadata_but_not_probes_metrics_or_openapi(secured):
+    error_of(secured.get("/metadata"), 401, "auth")
+    for path in ("/health/live", "/health/ready", "/metrics", "/openapi.json"):
+        assert secured.get(path).status_code == 200, path
+
+
+def test_auth_off_without_token(client, row):
+    assert (
+        predict(client, {"instances": [row]}, headers={"Authorization": "Bearer x"}).status_code
+        == 200
+    )
+
+
+def test_token_file(tmp_path, exported_model, row):
+    from serving.app import create_app
+    from serving.config import ServingConfig
+
+    token_file = tmp_path / "token"
+    token_file.write_text("from-a-file\n")
+    config = ServingConfig.from_env(
+        {
+            "SERVING_API_TOKEN_FILE": str(token_file),
+            "SERVING_MODEL_DIR": str(exported_model),
+            "SERVING_RUNTIME_DIR": str(tmp_path / "rt"),
+        }
+    )
+    client = create_app(config).test_client()
+    assert predict(client, {"instances": [row]}).status_code == 401
+    ok = predict(client, {"instances": [row]}, headers={"Authorization": "Bearer from-a-file"})
+    assert ok.status_code == 200
+
+
+# ---------------------------------------------------------------------- health, metadata, openapi
+
+
+def test_health_live_and_ready(client):
+    assert client.get("/health/live").get_json() == {"status": "alive"}
+    ready = client.get("/health/ready")
+    assert ready.status_code == 200
+    body = ready.get_json()
+    assert body["status"] == "ready"
+    assert body["model"]["name"] == MODEL_NAME
+    assert body["golden_rows"] == 7
+
+
+def test_not_ready_when_golden_examples_do_not_reproduce(make_app, exported_model, tmp_path, row):
+    broken = tamper_golden(exported_model, tmp_path / "broken")
+    client = make_app(model_dir=broken).test_client()
+    assert client.get("/health/live").status_code == 200
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.get_json()["status"] == "not ready"
+    assert ready.get_json()["reason"].startswith("golden row 1: probabilities differ by")
+    message = error_of(predict(client, {"instances": [row]}), 503, "model_not_loaded")
+    assert "golden row 1" in message
+    samples = metric_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples[("serving_model_reload_failures_total", (("step", "golden"),))] == 1.0
+    assert samples[("serving_ready_workers", ())] == 0.0
+
+
+def test_not_ready_when_the_model_directory_is_missing(make_app, tmp_path):
+    client = make_app(model_dir=tmp_path / "nowhere").test_client()
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.get_json()["reason"] == f"model directory '{tmp_path / 'nowhere'}' does not exist"
+
+
+def test_metadata(client):
+    body = client.get("/metadata").get_json()
+    assert body["name"] == MODEL_NAME
+    assert body["source"] == "directory"
+    assert body["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
+    assert [i["name"] for i in body["inputs"]] == FEATURES
+    assert body["inputs"][0]["categories"] == ["Biscoe", "Dream", "Torgersen"]
+    assert body["lineage"]["run_id"] == "standin"
+    assert body["golden_rows"] == 7
+
+
+def test_model_version_from_config(make_app):
+    client = make_app(model_version="7").test_client()
+    assert client.get("/metadata").get_json()["version"] == "7"
+
+
+def test_openapi_is_generated_from_the_descriptor(client):
+    doc = client.get("/openapi.json").get_json()
+    assert doc["openapi"] == "3.1.0"
+    assert doc["info"]["title"] == f"{MODEL_NAME} prediction service"
+    body = doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    formats = body["schema"]["oneOf"]
+    assert [f["required"] for f in formats] == [
+        ["instances"],
+        ["dataframe_records"],
+        ["dataframe_split"],
+    ]
+    rows = formats[0]["properties"]["instances"]
+    assert rows["maxItems"] == 1000 and rows["minItems"] == 1
+    item = rows["items"]
+    assert item["required"] == FEATURES
+    assert item["additionalProperties"] is False
+    assert item["properties"]["island"] == {
+        "type": "string",
+        "enum": ["Biscoe", "Dream", "Torgersen"],
+    }
+    assert item["properties"]["sex"] == {
+        "type": ["string", "null"],
+        "enum": ["female", "male", None],
+    }
+    assert item["properties"]["body_mass_g"] == {
+        "type": ["number", "null"],
+        "minimum": 2500.0,
+        "maximum": 6500.0,
+    }
+    responses = doc["paths"]["/predict"]["post"]["responses"]
+    assert set(responses) == {"200", "400", "413", "415", "422", "503"}  # no 401 without auth
+    label = doc["components"]["schemas"]["Predictions"]["properties"]["predictions"]["items"]
+    assert label["properties"]["label"]["enum"] == ["Adelie", "Chinstrap", "Gentoo"]
+    assert "securitySchemes" not in doc["components"]
+
+
+def test_openapi_declares_bearer_auth_when_on(secured):
+    doc = secured.get("/openapi.json").get_json()
+    assert doc["components"]["securitySchemes"] == {
+        "bearerAuth": {"type": "http", "scheme": "bearer"}
+    }
+    assert doc["paths"]["/predict"]["post"]["security"] == [{"bearerAuth": []}]
+    assert "401" in doc["paths"]["/predict"]["post"]["responses"]
+
+
+def test_openapi_under_accept_policies_drops_enum_and_range(make_app):
+    doc = make_app(unknown_categories="accept", out_of_range="accept").test_client()
+    item = doc.get("/openapi.json").get_json()["paths"]["/predict"]["post"]["requestBody"][
+        "content"
+    ]["application/json"]["schema"]["oneOf"][0]["properties"]["instances"]["items"]
+    assert "enum" not in item["properties"]["island"]
+    assert "minimum" not in item["properties"]["body_mass_g"]
+
+
+# ---------------------------------------------------------------------- metrics
+
+
+def test_metrics_count_requests_latency_classes_and_version(client, golden, row):
+    rows = [r["inputs"] for r in golden["rows"][:3]]  # Adelie, Chinstrap, Gentoo
+    assert predict(client, {"instances": rows}).status_code == 200
+    assert predict(client, {"instances": [row]}).status_code == 200
+    assert predict(client, {"instances": []}).status_code == 422
+    client.get("/nope")
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    samples = metric_samples(response.get_data(as_text=True))
+    req = "serving_requests_total"
+    assert samples[(req, (("endpoint", "/predict"), ("status", "200")))] == 2.0
+    assert samples[(req, (("endpoint", "/predict"), ("status", "422")))] == 1.0
+    assert samples[(req, (("endpoint", "other"), ("status", "404")))] == 1.0
+    assert samples[("serving_predictions_total", (("class", "Adelie"),))] == 2.0
+    assert samples[("serving_predictions_total", (("class", "Chinstrap"),))] == 1.0
+    assert samples[("serving_predictions_total", (("class", "Gentoo"),))] == 1.0
+    latency = "serving_request_duration_seconds"
+    assert samples[(latency + "_count", (("endpoint", "/predict"),))] == 3.0
+    assert samples[(latency + "_bucket", (("endpoint", "/predict"), ("le", "+Inf")))] == 3.0
+    assert samples[(latency + "_sum", (("endpoint", "/predict"),))] > 0.0
+    version = client.get("/metadata").get_json()["version"]
+    info = (("name", MODEL_NAME), ("source", "directory"), ("version", version))
+    assert samples[("serving_model_info", info)] == 1.0
+    assert samples[("serving_ready_workers", ())] == 1.0
+    assert samples[("serving_model_reload_failures_total", (("step", "load"),))] == 0.0
+    assert samples[("serving_model_reloads_total", ())] == 0.0

@@ -1,0 +1,167 @@
+"""Serving from the MLflow registry (a real sqlite store): start-up, reload, refusal."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import requests
+
+from tests.serving.conftest import metric_samples, tamper_golden
+
+pytestmark = pytest.mark.serving
+
+
+@pytest.fixture
+def versions(registry, exported_model, second_model, tmp_path, request):
+    """A registered model with v1 (ONNX flavour), v2 (another fit) and v3 (v2, bad golden)."""
+    name = f"penguins-{request.node.name[-40:].replace('[', '-').replace(']', '')}"
+    v1 = registry.register_onnx_flavor(name, exported_model)
+    v2 = registry.register_directory(name, second_model)
+    v3 = registry.register_directory(name, tamper_golden(second_model, tmp_path / "v3"))
+    registry.point(name, "champion", v1)
+    return name, v1, v2, v3
+
+
+def test_in_process_registry_start_reload_and_refusal(
+    make_app, registry, versions, monkeypatch, golden
+):
+    name, v1, v2, v3 = versions
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
+    app = make_app(model_uri=f"models:/{name}@champion", reload_interval=3600)
+    client = app.test_client()
+    watcher = app.extensions["serving"].watcher
+    row = golden["rows"][0]["inputs"]
+
+    ready = client.get("/health/ready").get_json()
+    assert ready["model"]["version"] == v1
+    assert client.get("/metadata").get_json()["source"] == "registry"
+    first = client.post("/predict", json={"instances": [row]}).get_json()
+    assert first["model"]["version"] == v1
+
+    registry.point(name, "champion", v2)
+    assert watcher.poll_once() is True
+    second = client.post("/predict", json={"instances": [row]}).get_json()
+    assert second["model"]["version"] == v2
+    assert second["predictions"] != first["predictions"]  # really another model
+
+    registry.point(name, "champion", v3)
+    assert watcher.poll_once() is False
+    assert watcher.poll_once() is False  # a refused version is not retried
+    third = client.post("/predict", json={"instances": [row]}).get_json()
+    assert third == second
+    assert client.get("/health/ready").status_code == 200
+
+    samples = metric_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples[("serving_model_reload_failures_total", (("step", "golden"),))] == 1.0
+    assert samples[("serving_model_reloads_total", ())] == 1.0
+    info = (("name", "penguins-classifier"), ("source", "registry"), ("version", v2))
+    assert samples[("serving_model_info", info)] == 1.0
+    old = (("name", "penguins-classifier"), ("source", "registry"), ("version", v1))
+    assert samples[("serving_model_info", old)] == 0.0
+
+
+def test_unknown_alias_leaves_the_server_live_but_not_ready(
+    make_app, registry, versions, monkeypatch
+):
+    name = versions[0]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
+    client = make_app(model_uri=f"models:/{name}@nobody", reload_interval=0).test_client()
+    assert client.get("/health/live").status_code == 200
+    ready = client.get("/health/ready")
+    assert ready.status_code == 503
+    assert ready.get_json()["reason"].startswith(f"models:/{name}@nobody: ")
+    samples = metric_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples[("serving_model_reload_failures_total", (("step", "resolve"),))] == 1.0
+
+
+class Hammer:
+    """Sends one-row predictions back to back, remembering every status and version."""
+
+    def __init__(self, url: str, row: dict):
+        self.url, self.row = url, row
+        self.results: list[tuple[int, str | None]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with requests.Session() as session:
+            while not self.stop.is_set():
+                response = session.post(
+                    self.url + "/predict", json={"instances": [self.row]}, timeout=10
+                )
+                version = response.json().get("model", {}).get("version")
+                self.results.append((response.status_code, version))
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+
+def wait_for(predicate, what: str, deadline_s: float = 90.0):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+def test_gunicorn_follows_the_alias_without_failing_requests(
+    gunicorn_server, registry, versions, golden
+):
+    name, v1, v2, v3 = versions
+    server = gunicorn_server(
+        SERVING_MODEL_URI=f"models:/{name}@champion",
+        MLFLOW_TRACKING_URI=registry.uri,
+        SERVING_RELOAD_INTERVAL="1",
+        SERVING_WORKERS="2",
+    )
+    assert requests.get(server.url + "/health/ready").json()["model"]["version"] == v1
+
+    def metrics():
+        return metric_samples(requests.get(server.url + "/metrics").text)
+
+    def workers_on(version):
+        key = (
+            "serving_model_info",
+            (("name", "penguins-classifier"), ("source", "registry"), ("version", version)),
+        )
+        return metrics().get(key) == 2.0
+
+    with Hammer(server.url, golden["rows"][0]["inputs"]) as hammer:
+        wait_for(lambda: len(hammer.results) > 20, "requests on v1")
+        registry.point(name, "champion", v2)
+        wait_for(lambda: workers_on(v2), "both workers on v2")
+        seen_v2 = len(hammer.results)
+        wait_for(lambda: len(hammer.results) > seen_v2 + 20, "requests on v2")
+
+        registry.point(name, "champion", v3)
+        failures = ("serving_model_reload_failures_total", (("step", "golden"),))
+        wait_for(lambda: metrics().get(failures, 0) >= 1.0, "v3 refused")
+        refused_at = len(hammer.results)
+        wait_for(lambda: len(hammer.results) > refused_at + 20, "requests after the refusal")
+
+    statuses = {status for status, _ in hammer.results}
+    assert statuses == {200}, f"failed requests during reload: {statuses}"
+    served = [version for _, version in hammer.results]
+    assert served[0] == v1 and served[-1] == v2
+    assert v3 not in served
+    first_v2 = served.index(v2)
+    assert set(served[:first_v2]) == {v1}
+    assert set(served[refused_at:]) == {v2}
+    samples = metrics()
+    assert samples[("serving_model_reloads_total", ())] == 2.0  # one swap per worker
+    assert samples[failures] == 1.0  # refused once, by the master, before any worker saw it
+    assert workers_on(v2)
+    assert f"published version {v2} of models:/{name}@champion" in server.log()
+    assert f"registry golden failed, serving what we have: version {v3}: golden row 1" in (
+        server.log()
+    )
+    assert "onnxruntime" not in server.master_maps()
