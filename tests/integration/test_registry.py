@@ -1,7 +1,7 @@
 """Gate, register, promote and rollback against a real MLflow sqlite store.
 
-One module-scoped project runs the real pipeline stages three times (see ``chain.py``): a good
-model, a deliberately worse one (``C=1e-4`` starves the logistic regression) and an equal one
+One module-scoped project runs the real pipeline stages three times (see ``chain.py``) with the
+logistic regression: a good model, a deliberately worse one (``C=1e-4`` starves it) and an equal one
 (the good params again, a new run). Each test then works on its *own* registered-model name in
 the shared store, so the tests do not depend on each other's order.
 """
@@ -44,6 +44,8 @@ def world(tmp_path_factory):
         env.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         env.setenv("USER", "registry-test")
         chain = new_chain(root / "project")
+        # logistic regression: seconds to train, and C is the knob that cripples it
+        chain.set_params(**{"train.estimator": "logistic_regression"})
         chain.prepare()
         good = chain.candidate("good", root / "candidates")
         chain.set_params(**{"train.logistic_regression.C": 1e-4})

@@ -49,6 +49,7 @@ def store(tmp_path_factory) -> Store:
         env.delenv("MLFLOW_TRACKING_URI", raising=False)  # the copy's own mlruns/mlflow.db
         env.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         chain = new_chain(root / "project")
+        chain.set_params(**{"train.estimator": "logistic_regression"})  # the fastest to train
         chain.prepare()
         candidate = chain.candidate("good", root / "candidates")
         params = chain.root / "params.yaml"
