@@ -17,6 +17,8 @@ IMAGE_TAG ?= latest
 MODEL_DIR ?= models/export
 PYTEST_ARGS ?=
 
+# DVC stages call `python -m pipeline.<stage>`: that must be the project's environment.
+export PATH := $(abspath $(BIN)):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export GIT_PYTHON_REFRESH := quiet
 

@@ -35,14 +35,16 @@ def configure(experiment: str) -> str:
     import mlflow
 
     uri = tracking_uri()
-    if _is_local_store(uri):
+    # Decide before set_tracking_uri(), which also exports MLFLOW_TRACKING_URI.
+    local = _is_local_store(uri)
+    if local:
         LOCAL_STORE.mkdir(exist_ok=True)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         return found.experiment_id
-    location = (LOCAL_STORE / "artifacts").resolve().as_uri() if _is_local_store(uri) else None
+    location = (LOCAL_STORE / "artifacts").resolve().as_uri() if local else None
     return client.create_experiment(experiment, artifact_location=location)
 
 

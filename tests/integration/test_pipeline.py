@@ -82,15 +82,16 @@ def test_mlflow_run_holds_params_metrics_plots_and_model(built):
     assert len(history) >= 2  # per-step metrics, not just a final value
     artifacts = {a.path for a in client.list_artifacts(run_id, "evaluate/figures")}
     assert "evaluate/figures/confusion_matrix.png" in artifacts
-    models = mlflow.search_logged_models(
+    models = client.search_logged_models(
         experiment_ids=[run.info.experiment_id],
         filter_string=f"source_run_id = '{run_id}'",
-        output_format="list",
     )
-    names = {m.name for m in models}
-    assert "model" in names
-    model_info = mlflow.models.get_model_info(f"models:/{models[0].model_id}")
-    assert model_info.signature is not None
+    by_name = {m.name: m for m in models}
+    assert {"model", "onnx_model"} <= set(by_name)  # the trained network and the export
+    for logged in by_name.values():
+        assert (project.root / "mlruns" / "artifacts").as_uri() in logged.artifact_location
+        model = mlflow.models.Model.load(f"{logged.artifact_location}/MLmodel")
+        assert model.signature is not None
 
 
 def test_repro_right_after_a_run_does_nothing(built):
