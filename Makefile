@@ -102,6 +102,34 @@ bench-model: export ## Latency of the native model vs its ONNX export: one row a
 	  --preprocessor models/preprocess/preprocessor.joblib --model-dir $(MODEL_DIR) \
 	  --test data/processed/test.parquet
 
+# ---------------------------------------------------------------- serving
+SERVE_PORT ?= 8000
+# Empty: the server reports the ONNX file's hash as the model version.
+MODEL_VERSION ?=
+BENCH_SERVE_ARGS ?=
+
+serve: env ## Serve MODEL_DIR with gunicorn on 127.0.0.1:SERVE_PORT (SERVING_* variables apply)
+	@test -f $(MODEL_DIR)/model.json || test -n "$${SERVING_MODEL_URI:-}" || \
+	  { echo "serve: no $(MODEL_DIR)/model.json; run the pipeline (make run) or set MODEL_DIR"; exit 1; }
+	SERVING_MODEL_DIR=$(MODEL_DIR) SERVING_BIND=$${SERVING_BIND:-127.0.0.1:$(SERVE_PORT)} \
+	  $(BIN)/gunicorn -c serving/gunicorn.conf.py 'serving.app:create_app()'
+
+image: ## Build the serving image IMAGE:IMAGE_TAG with MODEL_DIR baked in (CONTAINER_TOOL)
+	@test -f $(MODEL_DIR)/model.json || \
+	  { echo "image: no $(MODEL_DIR)/model.json; run the pipeline (make run) first"; exit 1; }
+	$(CONTAINER_TOOL) build -t $(IMAGE):$(IMAGE_TAG) -f serving/Dockerfile \
+	  --build-arg MODEL_DIR=$(MODEL_DIR) $(if $(MODEL_VERSION),--build-arg MODEL_VERSION=$(MODEL_VERSION)) .
+
+image-test: image env ## Build and run the image; check health, non-root user, golden and bad requests
+	$(BIN)/python -m tests.serving.image_smoke --tool $(CONTAINER_TOOL) \
+	  --image $(IMAGE):$(IMAGE_TAG) --model-dir $(MODEL_DIR)
+
+bench-serve: export ## wrk: our server vs mlflow models serve (1 and 100 rows), 60 s soak, time to ready
+	$(BIN)/python -m benchmarks.bench_serve --model-dir $(MODEL_DIR) $(BENCH_SERVE_ARGS)
+
+test-serving: env ## Serving tests: Flask test client, real gunicorn, registry reload
+	$(BIN)/python -m pytest tests/serving $(PYTEST_ARGS)
+
 clean: ## Remove the environment, pipeline outputs and the local MLflow store
 	rm -rf $(VENV) .uv mlruns .pytest_cache .ruff_cache
 

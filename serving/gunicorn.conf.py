@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 
@@ -123,7 +124,18 @@ def on_starting(server) -> None:
 def when_ready(server) -> None:
     if _publisher is not None:
         _publisher.start()
-    server.log.info("serving on %s with %d %s worker(s)", ",".join(bind), workers, worker_class)
+    addresses = [
+        "%s:%s" % listener.sock.getsockname()[:2]  # noqa: UP031 (IPv4 and IPv6 tuples)
+        for listener in server.LISTENERS
+        if listener.sock.family in (socket.AF_INET, socket.AF_INET6)
+    ]
+    # Where the image's HEALTHCHECK (serving/healthcheck.py) finds the port actually bound.
+    if os.environ.get("SERVING_ADDRESS_FILE") and addresses:
+        with open(os.environ["SERVING_ADDRESS_FILE"], "w") as handle:
+            handle.write(addresses[0] + "\n")
+    server.log.info(
+        "serving on %s with %d %s worker(s)", ",".join(addresses), workers, worker_class
+    )
 
 
 def on_exit(server) -> None:

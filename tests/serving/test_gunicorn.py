@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -56,8 +58,22 @@ def test_predict_health_metrics_across_workers(gunicorn_server, exported_model, 
         SERVING_MODEL_DIR=str(exported_model),
         SERVING_API_TOKEN=TOKEN,
         SERVING_RUNTIME_DIR=str(runtime),
+        SERVING_ADDRESS_FILE=str(tmp_path / "address"),
         HOME="/nonexistent",  # gunicorn 26's control socket would need a writable home
     )
+    # The image's HEALTHCHECK finds the bound port in the address file, not in SERVING_BIND.
+    assert (tmp_path / "address").read_text() == f"127.0.0.1:{server.port}\n"
+    healthcheck = subprocess.run(
+        [sys.executable, "-m", "serving.healthcheck"],
+        env={
+            **os.environ,
+            "SERVING_ADDRESS_FILE": str(tmp_path / "address"),
+            "SERVING_BIND": "127.0.0.1:1",
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert healthcheck.returncode == 0, healthcheck.stderr
     rows = [r for r in golden["rows"] if r["inputs"]["island"] != "Atlantis"]
 
     def call(i: int):
@@ -130,6 +146,14 @@ def test_predict_health_metrics_across_workers(gunicorn_server, exported_model, 
     assert "Control server error" not in server.log()
 
     assert server.stop() == 0  # SIGTERM: graceful shutdown, clean exit
+    healthcheck = subprocess.run(
+        [sys.executable, "-m", "serving.healthcheck"],
+        env={**os.environ, "SERVING_ADDRESS_FILE": str(tmp_path / "address")},
+        capture_output=True,
+        text=True,
+    )
+    assert healthcheck.returncode == 1
+    assert f"http://127.0.0.1:{server.port}/health/ready: " in healthcheck.stderr
     assert "Shutting down: Master" in server.log()
     assert not runtime.joinpath("current.json").exists()
 
