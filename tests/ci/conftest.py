@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.ci.structure import Makefile, load_jenkinsfile, load_workflow, read_makefile
+from tests.ci.structure import (
+    Makefile,
+    load_jenkinsfile,
+    load_workflow,
+    read_makefile,
+    without_make_state,
+)
 from tests.conftest import REPO_ROOT
 
 WORKFLOWS = REPO_ROOT / ".github" / "workflows"
@@ -20,10 +27,17 @@ WORKFLOW_FILES = sorted([*WORKFLOWS.glob("*.yml"), *WORKFLOWS.glob("*.yaml")])
 VENV_BIN = REPO_ROOT / ".venv" / "bin"
 
 
-def run_tool(*args: str | Path, cwd: Path = REPO_ROOT, **kwargs) -> subprocess.CompletedProcess:
-    """Run a linter or script and capture its output as text."""
+def run_tool(
+    *args: str | Path, cwd: Path = REPO_ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """Run a linter or script and capture its output as text.
+
+    The environment is this process's (or ``env``) without what a calling `make` leaves in it
+    (``make test`` runs these tests), so a `make` started here behaves as from a shell.
+    """
+    env = without_make_state(os.environ if env is None else env)
     return subprocess.run(
-        [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=120, **kwargs
+        [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
     )
 
 

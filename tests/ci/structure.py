@@ -10,9 +10,10 @@ a deliberately broken copy is caught.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,11 @@ def compare_sequences(name: str, expected: list[str], actual: list[str]) -> list
 
 
 # ------------------------------------------------------------------------------------ Makefile
+def without_make_state(environ: Mapping[str, str]) -> dict[str, str]:
+    """An environment without the flags a parent `make` passes down (MAKEFLAGS, MAKELEVEL...)."""
+    return {k: v for k, v in environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+
 @dataclass(frozen=True)
 class Makefile:
     targets: frozenset[str]
@@ -89,6 +95,7 @@ def read_makefile(root: Path) -> Makefile:
     """Targets and simply-expanded variables from GNU make's own database (``make -pRrq``)."""
     proc = subprocess.run(
         ["make", "-pRrq", "-C", str(root), "--no-print-directory"],
+        env=without_make_state(os.environ),
         capture_output=True,
         text=True,
         timeout=60,

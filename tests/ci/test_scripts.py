@@ -107,7 +107,13 @@ def test_pr_comment_needs_the_report_first(fake_bin, tmp_path):
 
 # ------------------------------------------------------ image.sh (make push-image, retag-image)
 def _image(fake_bin, *args: str, fail_on: str = "", **env: str) -> subprocess.CompletedProcess:
-    fake_bin.add("fake-docker", f'[ -n "{fail_on}" ] && [ "$1" = "{fail_on}" ] && exit 1; exit 0')
+    """image.sh with a stand-in container tool; `login` keeps what it reads on stdin."""
+    password = fake_bin.dir / "password"
+    fake_bin.add(
+        "fake-docker",
+        f'[ "$1" = login ] && cat > "{password}"\n'
+        f'[ -n "{fail_on}" ] && [ "$1" = "{fail_on}" ] && exit 1; exit 0',
+    )
     return run_tool(
         SCRIPTS / "image.sh",
         *args,
@@ -133,6 +139,7 @@ def test_push_logs_in_pushes_every_tag_and_logs_out(fake_bin):
         "fake-docker push ghcr.io/acme/models:model-4",
         "fake-docker logout ghcr.io",
     ]
+    assert (fake_bin.dir / "password").read_text() == "s3cret"  # on stdin, not in argv
     assert "s3cret" not in proc.stdout + proc.stderr
     assert "pushed ghcr.io/acme/models:abc123 as well as ghcr.io/acme/models:model-4" in (
         proc.stdout
@@ -165,6 +172,7 @@ def test_a_failed_push_fails_and_still_logs_out(fake_bin):
         ("tabular-mlops-serving", "names no registry host; set IMAGE, e.g. ghcr.io/OWNER/REPO"),
         ("ghcr.io/Acme/Models", "has capitals; registries take lowercase repository names"),
     ],
+    ids=["no-registry", "capitals"],
 )
 def test_push_refuses_an_image_name_a_registry_would_reject(fake_bin, image, message):
     proc = _image(fake_bin, "push", image, "abc123")
