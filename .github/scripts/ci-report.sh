@@ -13,6 +13,8 @@ set -euo pipefail
 dvc=${1:?usage: ci-report.sh DVC OUT_DIR [BASE]}
 out=${2:?usage: ci-report.sh DVC OUT_DIR [BASE]}
 base=${3:-}
+# The test metrics; the gate's and the parity check's numbers are in the gate report below.
+metrics_file=${CI_METRICS_FILE:-reports/metrics.json}
 
 if [ -z "$base" ] || ! git rev-parse --verify --quiet "$base^{commit}" >/dev/null; then
   [ -z "$base" ] || echo "ci-report: '$base' is not a commit in this clone; comparing with HEAD" >&2
@@ -44,7 +46,8 @@ fi
   echo
   echo "### Metrics against \`$base_short\`"
   echo
-  if metrics=$("$dvc" metrics diff --md --all "$base" 2>"$out/metrics-diff.log") && [ -n "$metrics" ]; then
+  if metrics=$("$dvc" metrics diff "$base" --targets "$metrics_file" --md --all 2>"$out/metrics-diff.log") \
+    && [ -n "$metrics" ]; then
     echo "$metrics"
   else
     echo "_No metrics to compare: the pipeline stopped before \`evaluate\` (see the job log)._"
