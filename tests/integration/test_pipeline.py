@@ -7,6 +7,8 @@ no-op, determinism, a params change and finally a switch to the other family.
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -90,7 +92,8 @@ def test_mlflow_run_holds_params_metrics_plots_and_model(built):
     assert {"model", "onnx_model"} <= set(by_name)  # the trained network and the export
     for logged in by_name.values():
         assert (project.root / "mlruns" / "artifacts").as_uri() in logged.artifact_location
-        model = mlflow.models.Model.load(f"{logged.artifact_location}/MLmodel")
+        local = Path(urlparse(logged.artifact_location).path)
+        model = mlflow.models.Model.load(str(local / "MLmodel"))
         assert model.signature is not None
 
 
