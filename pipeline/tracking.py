@@ -19,7 +19,10 @@ LOCAL_STORE = Path("mlruns")
 
 
 def tracking_uri() -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else the embedded sqlite store under ``./mlruns``."""
+    """``MLFLOW_TRACKING_URI`` if set and not empty, else the embedded store under ``./mlruns``.
+
+    An empty value counts as unset: CI systems pass an unset secret as an empty string.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
@@ -27,7 +30,7 @@ def tracking_uri() -> str:
 
 
 def _is_local_store(uri: str) -> bool:
-    return "MLFLOW_TRACKING_URI" not in os.environ and uri.startswith("sqlite:///")
+    return not os.environ.get("MLFLOW_TRACKING_URI") and uri.startswith("sqlite:///")
 
 
 def configure(experiment: str) -> str:

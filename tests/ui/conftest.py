@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,8 +25,31 @@ import requests
 from tests.conftest import REPO_ROOT
 from tests.integration.chain import new_chain
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+
+def _find(env_var: str, candidates: tuple[str, ...]) -> str:
+    """The browser or driver: $ENV_VAR, else the first candidate path or command that exists.
+
+    Debian's packages put them in /usr/bin; GitHub's Ubuntu runners ship Google Chrome and
+    keep a matching chromedriver under $CHROMEWEBDRIVER.
+    """
+    if os.environ.get(env_var):
+        return os.environ[env_var]
+    for candidate in candidates:
+        found = candidate if os.path.isabs(candidate) else shutil.which(candidate)
+        if found and os.path.exists(found):
+            return found
+    return candidates[0]
+
+
+CHROMIUM = _find("CHROME_BIN", ("/usr/bin/chromium", "chromium", "google-chrome"))
+CHROMEDRIVER = _find(
+    "CHROMEDRIVER_BIN",
+    (
+        "/usr/bin/chromedriver",
+        os.path.join(os.environ.get("CHROMEWEBDRIVER", "/nonexistent"), "chromedriver"),
+        "chromedriver",
+    ),
+)
 SCREENSHOTS = REPO_ROOT / "test-artifacts" / "ui"
 #: The server took ~14 s to answer /health on this machine; allow for a busy one.
 SERVER_START_LIMIT_S = 240
