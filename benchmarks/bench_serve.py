@@ -1,0 +1,628 @@
+"""Load test of the prediction server against ``mlflow models serve``, in one run.
+
+    python -m benchmarks.bench_serve --model-dir models/export
+
+With wrk (``apt-get install wrk``) on 127.0.0.1, the load generator on the same machine:
+
+1. time to ready: from starting gunicorn to the first ``/health/ready`` 200, and to every
+   worker ready (``serving_ready_workers``), over a few cold starts;
+2. our server (``serving/gunicorn.conf.py`` defaults, bearer token on, validation and metrics
+   always on, JSON access log to a file): one-row and 100-row requests at 16 connections;
+3. ``mlflow models serve`` (2 uvicorn workers, ``--env-manager local``), same requests:
+   ``mlflow-onnx`` serves the same ONNX file saved as an MLflow ONNX model (one ``[-1, 1]``
+   tensor per feature, as the export stage logs it; same JSON body as ours);
+   ``mlflow-native`` serves the model the train stage logged to the pipeline's run (the
+   scikit-learn pipeline on raw columns, or the Keras network on transformed features), with
+   rows from its saved serving input example. ``mlflow-native`` is the peer of the anchor in
+   ENVIRONMENT.md and the one the 30x target is checked against;
+4. a soak of our server: 64 connections for 60 s after a warm-up, counting errors and 5xx,
+   and the resident memory of the server's processes after warm-up and at the end.
+
+Prints a Markdown table for BENCHMARKS.md and writes the numbers to
+``.bench/serve/results.json``. Exits 1 when a target of issue 5 is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import runpy
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TOKEN = "bench-token-" + os.urandom(6).hex()
+
+TARGET_RPS = 3000.0
+TARGET_P99_MS = 10.0
+TARGET_RATIO = 30.0
+TARGET_READY_S = 2.0
+TARGET_RSS_GROWTH = 0.10
+
+
+# ---------------------------------------------------------------------- wrk
+@dataclass
+class WrkResult:
+    label: str
+    connections: int
+    seconds: int
+    requests: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int = 0
+    socket_errors: int = 0
+    load_before: float = 0.0
+    load_after: float = 0.0
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if not match:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def run_wrk(
+    url: str,
+    body: str,
+    headers: dict[str, str],
+    *,
+    connections: int,
+    seconds: int,
+    label: str,
+    threads: int = 2,
+    timeout_s: int = 10,
+) -> WrkResult:
+    lua = "\n".join(
+        ['wrk.method = "POST"']
+        + [f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items()]
+        + [f"wrk.body = [==[{body}]==]"]
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(lua)
+    load_before = os.getloadavg()[0]
+    try:
+        proc = subprocess.run(
+            [
+                "wrk",
+                f"-t{threads}",
+                f"-c{connections}",
+                f"-d{seconds}s",
+                f"--timeout={timeout_s}s",
+                "--latency",
+                "-s",
+                handle.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+        )
+    finally:
+        os.unlink(handle.name)
+    out = proc.stdout
+    if proc.returncode != 0 or "Requests/sec" not in out:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {out}\n{proc.stderr}")
+    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)\s*$", out, re.M))
+    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return WrkResult(
+        label=label,
+        connections=connections,
+        seconds=seconds,
+        requests=int(re.search(r"(\d+) requests in", out)[1]),
+        rps=float(re.search(r"Requests/sec:\s+([\d.]+)", out)[1]),
+        p50_ms=_ms(latency["50"]),
+        p99_ms=_ms(latency["99"]),
+        non_2xx=int(non_2xx[1]) if non_2xx else 0,
+        socket_errors=sum(int(x) for x in errors.groups()) if errors else 0,
+        load_before=load_before,
+        load_after=os.getloadavg()[0],
+    )
+
+
+# ---------------------------------------------------------------------- processes
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http(url: str, timeout: float = 2.0) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its descendants, MiB."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+        total += int(match[1]) if match else 0
+    return total / 1024
+
+
+class Server:
+    def __init__(self, cmd: list[str], env: dict[str, str], port: int, log: Path):
+        self.port, self.log = port, log
+        self._log = open(log, "w")  # noqa: SIM115 (closed in stop)
+        self.started = time.monotonic()
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait(self, path: str, done, deadline_s: float = 120.0) -> float:
+        """Seconds from start until ``done(status, body)`` holds for GET ``path``."""
+        while time.monotonic() - self.started < deadline_s:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
+            try:
+                status, body = http(f"http://127.0.0.1:{self.port}{path}", timeout=1.0)
+                if done(status, body):
+                    return time.monotonic() - self.started
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError(f"server not ready in {deadline_s} s: {self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()
+
+
+def start_ours(model_dir: Path, work: Path, extra_env: dict[str, str]) -> Server:
+    port = free_port()
+    env = {
+        **os.environ,
+        "SERVING_MODEL_DIR": str(model_dir),
+        "SERVING_BIND": f"127.0.0.1:{port}",
+        "SERVING_API_TOKEN": TOKEN,
+        "SERVING_ACCESS_LOG": str(work / f"access-{port}.log"),
+        **extra_env,
+    }
+    cmd = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_app()"]
+    return Server(cmd, env, port, work / f"gunicorn-{port}.log")
+
+
+def ready_workers(status: int, body: str) -> float:
+    if status != 200:
+        return 0.0
+    match = re.search(r"^serving_ready_workers (\S+)$", body, re.M)
+    return float(match[1]) if match else 0.0
+
+
+def start_mlflow(model_path: Path, work: Path, name: str) -> Server:
+    port = free_port()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [
+        str(BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        str(model_path),
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-w",
+        "2",
+    ]
+    return Server(cmd, env, port, work / f"mlflow-{name}.log")
+
+
+# ---------------------------------------------------------------------- peers' models
+def save_onnx_peer(model_dir: Path, out: Path, rows: list[dict[str, Any]]) -> Path:
+    """The exported ONNX file as an MLflow ONNX model with a tensor signature, as the export
+    stage logs it (one ``[-1, 1]`` tensor per feature)."""
+    import mlflow
+    import numpy as np
+    import onnx
+    from mlflow.models import infer_signature
+
+    descriptor = json.loads((model_dir / "model.json").read_text())
+    feeds = {}
+    for spec in descriptor["inputs"]:
+        values = [row[spec["name"]] for row in rows]
+        if spec["kind"] == "numeric":
+            feeds[spec["name"]] = np.array(values, dtype=np.float64).reshape(-1, 1)
+        else:
+            feeds[spec["name"]] = np.array(values, dtype=object).reshape(-1, 1)
+    outputs = {
+        "label": np.array([descriptor["classes"][0]] * len(rows), dtype=object),
+        "probabilities": np.zeros((len(rows), len(descriptor["classes"])), dtype=np.float32),
+    }
+    path = out / "mlflow-onnx"
+    mlflow.onnx.save_model(
+        onnx.load(str(model_dir / "model.onnx")),
+        str(path),
+        signature=infer_signature(feeds, outputs),
+        pip_requirements=["onnxruntime"],
+        onnx_execution_providers=["CPUExecutionProvider"],
+        save_as_external_data=False,
+    )
+    return path
+
+
+def native_peer(model_dir: Path, out: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The native model the train stage logged to the pipeline's MLflow run (the run named in
+    the descriptor's lineage), downloaded for ``mlflow models serve``, and its saved serving
+    input example. That model is what MLflow itself serves for this pipeline: the fitted
+    scikit-learn pipeline on raw columns, or the Keras network on transformed features."""
+    import mlflow
+
+    from pipeline.tracking import tracking_uri
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    descriptor = json.loads((model_dir / "model.json").read_text())
+    run_id = (descriptor.get("lineage") or {}).get("run_id")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri())
+    try:
+        run = client.get_run(run_id)
+    except Exception:  # no store, no run: nothing to compare with
+        return None
+    logged = [
+        m
+        for m in client.search_logged_models(
+            [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'"
+        )
+        if m.name == "model"
+    ]
+    if not logged:
+        return None
+    mlflow.set_tracking_uri(tracking_uri())
+    path = Path(
+        mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{logged[0].model_id}", dst_path=str(out / "mlflow-native")
+        )
+    )
+    example = json.loads((path / "serving_input_example.json").read_text())
+    return path, example
+
+
+def example_bodies(example: dict[str, Any], sizes: dict[str, int]) -> dict[str, str]:
+    """Bodies of ``n`` rows in the format of an MLflow serving input example."""
+    ((key, value),) = example.items()
+    bodies = {}
+    for label, n in sizes.items():
+        if key == "dataframe_split":
+            rows = (value["data"] * n)[:n]
+            bodies[label] = json.dumps({key: {"columns": value["columns"], "data": rows}})
+        else:  # "inputs", "instances" or "dataframe_records": a list of rows
+            bodies[label] = json.dumps({key: (value * n)[:n]})
+    return bodies
+
+
+# ---------------------------------------------------------------------- the run
+@dataclass
+class Report:
+    machine: dict[str, Any] = field(default_factory=dict)
+    ready_first_s: list[float] = field(default_factory=list)
+    ready_all_s: list[float] = field(default_factory=list)
+    runs: list[WrkResult] = field(default_factory=list)
+    soak: WrkResult | None = None
+    rss_after_warmup_mb: float = 0.0
+    rss_end_mb: float = 0.0
+    soak_5xx: float = 0.0
+    soak_recycles: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def run(self, label: str) -> WrkResult | None:
+        return next((r for r in self.runs if r.label == label), None)
+
+
+def bench_server(
+    report: Report,
+    name: str,
+    url: str,
+    headers: dict[str, str],
+    bodies: dict[str, str],
+    seconds: int,
+    warmup: int,
+) -> None:
+    run_wrk(url, bodies["1 row"], headers, connections=16, seconds=warmup, label="warm-up")
+    for rows, body in bodies.items():
+        result = run_wrk(
+            url, body, headers, connections=16, seconds=seconds, label=f"{name}, {rows}"
+        )
+        report.runs.append(result)
+        print(
+            f"  {result.label}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "
+            f"p99 {result.p99_ms:.2f} ms, non-2xx {result.non_2xx}, "
+            f"socket errors {result.socket_errors} (load {result.load_before:.2f})",
+            flush=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=Path("models/export"))
+    parser.add_argument("--train-dir", type=Path, default=Path("models/train"))
+    parser.add_argument(
+        "--preprocessor", type=Path, default=Path("models/preprocess/preprocessor.joblib")
+    )
+    parser.add_argument("--seconds", type=int, default=15, help="each measured wrk run")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--soak-seconds", type=int, default=60)
+    parser.add_argument("--starts", type=int, default=3, help="cold starts timed")
+    parser.add_argument("--no-mlflow", action="store_true", help="skip the MLflow peers")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="extra environment for our server (e.g. SERVING_WORKER_CLASS=gthread)",
+    )
+    parser.add_argument("--out", type=Path, default=Path(".bench/serve/results.json"))
+    args = parser.parse_args(argv)
+
+    if shutil.which("wrk") is None:
+        print("bench-serve: wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 1
+    model_dir = args.model_dir.resolve()
+    if not (model_dir / "model.json").is_file():
+        print(f"bench-serve: no {model_dir}/model.json; run the pipeline first", file=sys.stderr)
+        return 1
+    extra_env = dict(kv.split("=", 1) for kv in args.env)
+    golden = json.loads((model_dir / "golden.json").read_text())
+    descriptor = json.loads((model_dir / "model.json").read_text())
+    known = {i["name"]: set(i.get("categories") or ()) for i in descriptor["inputs"]}
+    complete = [
+        r["inputs"]
+        for r in golden["rows"]
+        if all(v is not None for v in r["inputs"].values())
+        and all(not cats or r["inputs"][c] in cats for c, cats in known.items())
+    ]
+    one = {"dataframe_records": complete[:1]}
+    hundred = {"dataframe_records": (complete * 100)[:100]}
+    bodies = {"1 row": json.dumps(one), "100 rows": json.dumps(hundred)}
+
+    report = Report(
+        machine={
+            "cpus": len(os.sched_getaffinity(0)),
+            "load_at_start": os.getloadavg()[0],
+            "python": sys.version.split()[0],
+            "model": "{} ({}, {})".format(
+                descriptor["name"], descriptor.get("estimator"), descriptor.get("family")
+            ),
+            "server_env": extra_env,
+        }
+    )
+    work = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    auth = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
+    plain = {"Content-Type": "application/json"}
+    print(
+        f"bench-serve: {report.machine['model']}, {report.machine['cpus']} CPUs, "
+        f"load {report.machine['load_at_start']:.2f}; scratch {work}",
+        flush=True,
+    )
+    try:
+        # 1. time to ready
+        conf = runpy.run_path(str(REPO_ROOT / "serving" / "gunicorn.conf.py"))
+        workers = float(extra_env.get("SERVING_WORKERS") or conf["workers"])
+        for _ in range(args.starts):
+            server = start_ours(model_dir, work, extra_env)
+            try:
+                report.ready_first_s.append(server.wait("/health/ready", lambda s, b: s == 200))
+                report.ready_all_s.append(
+                    server.wait("/metrics", lambda s, b: ready_workers(s, b) >= workers)
+                )
+            finally:
+                server.stop()
+        print(
+            f"  time to ready: first worker {statistics.median(report.ready_first_s):.2f} s, "
+            f"all workers {statistics.median(report.ready_all_s):.2f} s (median of "
+            f"{args.starts})",
+            flush=True,
+        )
+
+        # 2. ours
+        server = start_ours(model_dir, work, extra_env)
+        try:
+            server.wait("/health/ready", lambda s, b: s == 200)
+            bench_server(
+                report,
+                "ours",
+                f"http://127.0.0.1:{server.port}/predict",
+                auth,
+                bodies,
+                args.seconds,
+                args.warmup,
+            )
+        finally:
+            server.stop()
+
+        # 3. the MLflow peers: the same ONNX file, and the native model the pipeline logged
+        if not args.no_mlflow:
+            peers = [("mlflow-onnx", save_onnx_peer(model_dir, work, complete), bodies)]
+            native = native_peer(model_dir, work)
+            if native is None:
+                report.notes.append("the pipeline's MLflow run is not in the store: no native peer")
+            else:
+                peers.append(
+                    (
+                        "mlflow-native",
+                        native[0],
+                        example_bodies(native[1], {"1 row": 1, "100 rows": 100}),
+                    )
+                )
+            for name, path, peer_bodies in peers:
+                peer = start_mlflow(path, work, name)
+                try:
+                    peer.wait("/ping", lambda s, b: s == 200)
+                    bench_server(
+                        report,
+                        name,
+                        f"http://127.0.0.1:{peer.port}/invocations",
+                        plain,
+                        peer_bodies,
+                        args.seconds,
+                        args.warmup,
+                    )
+                finally:
+                    peer.stop()
+
+        # 4. soak
+        server = start_ours(model_dir, work, extra_env)
+        try:
+            server.wait("/health/ready", lambda s, b: s == 200)
+            url = f"http://127.0.0.1:{server.port}/predict"
+            run_wrk(url, bodies["1 row"], auth, connections=64, seconds=10, label="soak warm-up")
+            report.rss_after_warmup_mb = tree_rss_mb(server.proc.pid)
+            report.soak = run_wrk(
+                url,
+                bodies["1 row"],
+                auth,
+                connections=64,
+                seconds=args.soak_seconds,
+                label="ours, soak, 1 row",
+            )
+            report.rss_end_mb = tree_rss_mb(server.proc.pid)
+            report.soak_recycles = server.log.read_text().count("Autorestarting worker")
+            _, metrics = http(f"http://127.0.0.1:{server.port}/metrics")
+            report.soak_5xx = sum(
+                float(v)
+                for v in re.findall(
+                    r'^serving_requests_total\{[^}]*status="5\d\d"[^}]*\} (\S+)$', metrics, re.M
+                )
+            )
+        finally:
+            server.stop()
+        s = report.soak
+        print(
+            f"  soak: {s.rps:,.0f} req/s at 64 connections for {s.seconds} s, "
+            f"{s.socket_errors} socket errors, {s.non_2xx} non-2xx, {report.soak_5xx:.0f} 5xx; "
+            f"RSS {report.rss_after_warmup_mb:.1f} -> {report.rss_end_mb:.1f} MiB",
+            flush=True,
+        )
+    finally:
+        report.machine["load_at_end"] = os.getloadavg()[0]
+        shutil.rmtree(work, ignore_errors=True)
+
+    failures = verdict(report)
+    print()
+    print(markdown(report, failures))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({**asdict(report), "failures": failures}, indent=2) + "\n")
+    return 1 if failures else 0
+
+
+def verdict(report: Report) -> list[str]:
+    failures = []
+    ours = report.run("ours, 1 row")
+    if ours.rps < TARGET_RPS:
+        failures.append(f"one-row throughput {ours.rps:,.0f} req/s < {TARGET_RPS:,.0f}")
+    if ours.p99_ms > TARGET_P99_MS:
+        failures.append(f"one-row p99 {ours.p99_ms:.2f} ms > {TARGET_P99_MS} ms")
+    for run in report.runs:
+        if run.label.startswith("ours") and (run.non_2xx or run.socket_errors):
+            failures.append(f"{run.label}: {run.non_2xx} non-2xx, {run.socket_errors} errors")
+    peer = report.run("mlflow-native, 1 row") or report.run("mlflow-onnx, 1 row")
+    if peer is not None and ours.rps < TARGET_RATIO * peer.rps:
+        failures.append(
+            f"{ours.rps / peer.rps:.1f}x {peer.label.split(',')[0]}, below {TARGET_RATIO:.0f}x"
+        )
+    soak = report.soak
+    if soak.non_2xx or soak.socket_errors or report.soak_5xx:
+        failures.append(
+            f"soak: {soak.socket_errors} socket errors, {soak.non_2xx} non-2xx, "
+            f"{report.soak_5xx:.0f} 5xx"
+        )
+    growth = report.rss_end_mb / report.rss_after_warmup_mb - 1
+    if abs(growth) > TARGET_RSS_GROWTH:
+        failures.append(f"soak RSS changed by {growth:+.1%}")
+    if statistics.median(report.ready_all_s) > TARGET_READY_S:
+        failures.append(f"ready after {statistics.median(report.ready_all_s):.2f} s")
+    return failures
+
+
+def markdown(report: Report, failures: list[str]) -> str:
+    ours = {r.label.split(", ", 1)[1]: r for r in report.runs if r.label.startswith("ours")}
+    lines = [
+        f"Model {report.machine['model']}; {report.machine['cpus']} CPUs; load average "
+        f"{report.machine['load_at_start']:.2f} at start, {report.machine['load_at_end']:.2f} "
+        "at end; wrk -t2, 16 connections, "
+        f"{report.runs[0].seconds} s per row.",
+        "",
+        "| server | rows/request | requests/s | p50 ms | p99 ms | ours is x faster |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for run in report.runs:
+        server, rows = run.label.split(", ", 1)
+        ratio = "" if server == "ours" else f"{ours[rows].rps / run.rps:.1f}x"
+        lines.append(
+            f"| {server} | {rows.split()[0]} | {run.rps:,.0f} | {run.p50_ms:.2f} | "
+            f"{run.p99_ms:.2f} | {ratio} |"
+        )
+    s = report.soak
+    lines += [
+        "",
+        f"Soak, ours, 1 row, 64 connections, {s.seconds} s: {s.rps:,.0f} requests/s, "
+        f"{s.requests:,} requests, {s.socket_errors} socket errors, {s.non_2xx} non-2xx, "
+        f"{report.soak_5xx:.0f} 5xx, {report.soak_recycles} worker(s) recycled by max_requests "
+        f"during warm-up and soak; RSS of master + workers {report.rss_after_warmup_mb:.1f} MiB "
+        f"after warm-up, {report.rss_end_mb:.1f} MiB at the end "
+        f"({report.rss_end_mb / report.rss_after_warmup_mb - 1:+.1%}).",
+        "",
+        "Time to ready from process start (median of "
+        f"{len(report.ready_first_s)}): first worker "
+        f"{statistics.median(report.ready_first_s):.2f} s, every worker "
+        f"{statistics.median(report.ready_all_s):.2f} s.",
+    ]
+    lines += [f"Note: {n}." for n in report.notes]
+    lines.append("")
+    lines.append("Targets: " + ("all met." if not failures else "MISSED: " + "; ".join(failures)))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
