@@ -158,6 +158,8 @@ def _api_blueprint(state: ServingState) -> Blueprint:
         if length:
             try:
                 size = int(length)
+                if size < 0:
+                    raise ValueError(length)
             except ValueError:
                 raise RequestError(
                     400, "content_length", "invalid Content-Length", "Content-Length"

@@ -279,6 +279,17 @@ def test_chunked_body_too_large_is_413(make_app, row):
     assert error_of(response, 413, "max_body_bytes") == "the body exceeds 1000 bytes"
 
 
+@pytest.mark.parametrize("length", ["-5", "ten"])
+def test_invalid_content_length_is_400(client, length):
+    response = client.post(
+        "/predict",
+        data=b"{}",
+        content_type="application/json",
+        environ_overrides={"CONTENT_LENGTH": length},
+    )
+    assert error_of(response, 400, "content_length", "Content-Length") == "invalid Content-Length"
+
+
 def test_split_rows_must_match_columns(client, row):
     body = {"dataframe_split": {"columns": FEATURES, "data": [[row[c] for c in FEATURES][:-1]]}}
     message = error_of(predict(client, body), 422, "row_shape", "dataframe_split.data[0]")
