@@ -143,7 +143,12 @@ class RegistryWatcher:
             return False
         if version in (self.current, self.refused):
             return False
-        log.info("%s now points at version %s (serving %s)", self.uri, version, self.current)
+        log.info(
+            "%s now points at version %s (serving %s)",
+            self.uri,
+            version,
+            self.current or "nothing yet",
+        )
         try:
             path = download_version(self.ref, version, self.cache_dir)
             self.accept(version, path)
