@@ -133,6 +133,10 @@ class RegistryWatcher:
         self.refused: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Held while polling. gunicorn's master forks workers while this thread may be
+        # mid-poll; a child must not inherit a lock (a log stream, the import lock) that the
+        # poll holds, so a fork waits for the poll to finish (see start()).
+        self._busy = threading.Lock()
 
     def poll_once(self) -> bool:
         """One poll; True when a new version was accepted."""
@@ -165,6 +169,11 @@ class RegistryWatcher:
     def start(self) -> None:
         if self.interval <= 0 or self._thread is not None:
             return
+        os.register_at_fork(
+            before=self._busy.acquire,
+            after_in_parent=self._busy.release,
+            after_in_child=self._busy.release,
+        )
         self._thread = threading.Thread(target=self._run, name="registry-watcher", daemon=True)
         self._thread.start()
 
@@ -173,7 +182,8 @@ class RegistryWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                self.poll_once()
-            except Exception:  # never let the watcher die silently
-                log.exception("registry poll failed")
+            with self._busy:
+                try:
+                    self.poll_once()
+                except Exception:  # never let the watcher die silently
+                    log.exception("registry poll failed")

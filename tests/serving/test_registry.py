@@ -122,6 +122,9 @@ def test_gunicorn_follows_the_alias_without_failing_requests(
         MLFLOW_TRACKING_URI=registry.uri,
         SERVING_RELOAD_INTERVAL="1",
         SERVING_WORKERS="2",
+        # Recycle workers often, so the master forks while its registry watcher is running.
+        SERVING_MAX_REQUESTS="150",
+        SERVING_MAX_REQUESTS_JITTER="20",
     )
     assert requests.get(server.url + "/health/ready").json()["model"]["version"] == v1
 
@@ -155,11 +158,15 @@ def test_gunicorn_follows_the_alias_without_failing_requests(
     assert v3 not in served
     first_v2 = served.index(v2)
     assert set(served[:first_v2]) == {v1}
+    assert v1 not in served[refused_at:]
     assert set(served[refused_at:]) == {v2}
     samples = metrics()
-    assert samples[("serving_model_reloads_total", ())] == 2.0  # one swap per worker
+    # Workers were recycled throughout (forked by a master running its watcher thread);
+    # whether a worker swapped or started on v2 is a race, so swaps are counted in the
+    # in-process test above.
+    assert server.log().count("Autorestarting worker") >= 2
     assert samples[failures] == 1.0  # refused once, by the master, before any worker saw it
-    assert workers_on(v2)
+    wait_for(lambda: workers_on(v2), "both workers on v2 after the last recycle")
     assert f"published version {v2} of models:/{name}@champion" in server.log()
     assert f"registry golden failed, serving what we have: version {v3}: golden row 1" in (
         server.log()
