@@ -86,9 +86,15 @@ class Container:
 
     def uids(self) -> set[int]:
         """Real user ids of the server's processes inside the container."""
-        if not self.is_oci:
-            out = self._run("exec", self.name, "sh", "-c", "ps -o uid= -e 2>/dev/null || id -u")
-            return {int(x) for x in out.stdout.split()}
+        if not self.is_oci:  # every process in the container's PID namespace (no ps in slim)
+            out = self._run(
+                "exec",
+                self.name,
+                "sh",
+                "-c",
+                'for s in /proc/[0-9]*/status; do grep "^Uid:" "$s"; done',
+            )
+            return {int(line.split()[1]) for line in out.stdout.splitlines() if line.strip()}
         # oci: the container's processes share the process group recorded in its pid file.
         pgid = int(Path(f"/run/oci/{self.name}.pid").read_text())
         found = set()
