@@ -404,14 +404,23 @@ class Registry:
         import mlflow
         import onnx
 
-        mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(experiment_id=self.experiment_id):
-            info = mlflow.onnx.log_model(
-                onnx.load(model_dir / "model.onnx"),
-                name="model",
-                extra_files=[str(model_dir / "model.json"), str(model_dir / "golden.json")],
-                registered_model_name=name,
-            )
+        # Through the environment, not mlflow.set_tracking_uri: a process-wide setting would
+        # leak into every later test of the session.
+        previous = os.environ.get("MLFLOW_TRACKING_URI")
+        os.environ["MLFLOW_TRACKING_URI"] = self.uri
+        try:
+            with mlflow.start_run(experiment_id=self.experiment_id):
+                info = mlflow.onnx.log_model(
+                    onnx.load(model_dir / "model.onnx"),
+                    name="model",
+                    extra_files=[str(model_dir / "model.json"), str(model_dir / "golden.json")],
+                    registered_model_name=name,
+                )
+        finally:
+            if previous is None:
+                del os.environ["MLFLOW_TRACKING_URI"]
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous
         return str(info.registered_model_version)
 
     def register_directory(self, name: str, model_dir: Path) -> str:
