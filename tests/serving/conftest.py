@@ -1,9 +1,8 @@
 """Serving fixtures: an exported model directory, the Flask app and a real gunicorn process.
 
-``build_standin_export`` writes a model directory exactly per the export contract in
-``docs/architecture.md`` (``model.onnx``, ``model.json``, ``golden.json``). It stands in for the
-real ``export`` stage so these tests never depend on ``models/export`` existing; swap the body
-of :func:`exported_model` for the stage's core once it lands.
+``build_export`` trains a small model and writes its directory with the export stage's own
+core (``model.onnx``, ``model.json``, ``golden.json``), so these tests serve exactly what the
+pipeline ships and never depend on ``models/export`` existing in the checkout.
 """
 
 from __future__ import annotations
@@ -20,13 +19,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import requests
 
+from pipeline.export import UNSEEN_CATEGORY
 from tests.conftest import REPO_ROOT
 
 MODEL_NAME = "penguins-classifier"
+RUN_ID = "serving-tests"
 NUMERIC = {
     "bill_length_mm": (25.0, 70.0),
     "bill_depth_mm": (10.0, 25.0),
@@ -39,179 +39,65 @@ FEATURES = ["island", *NUMERIC, "sex"]
 TARGET = "species"
 
 
-def build_standin_export(out_dir: Path, *, c: float = 1.0, name: str = MODEL_NAME) -> Path:
-    """Train a small scikit-learn pipeline on Palmer Penguins and export it like ``export`` does.
+def build_export(out_dir: Path, *, c: float = 1.0, name: str = MODEL_NAME) -> Path:
+    """Train logistic regression on Palmer Penguins and export it with the real export core.
 
-    ``c`` is LogisticRegression's C, so two calls give two genuinely different model versions.
+    The same code path as the pipeline's ``train`` and ``export`` stages, minus MLflow, so
+    the server is tested on exactly what the pipeline ships. ``c`` is LogisticRegression's C,
+    so two calls give two genuinely different model versions.
     """
-    import onnxruntime as ort
-    import pandas as pd
+    from dataclasses import replace
+
     from palmerpenguins import load_penguins
-    from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    raw = load_penguins().dropna(subset=[TARGET]).reset_index(drop=True)
-    frame = pd.DataFrame({name: raw[name].astype("float64") for name in NUMERIC})
-    for column in CATEGORICAL:
-        frame[column] = np.where(raw[column].isna(), "", raw[column].astype(str)).astype(object)
-    frame = frame[FEATURES]
-    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
-    categorical = Pipeline(
-        [
-            ("impute", SimpleImputer(missing_values="", strategy="most_frequent")),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-        ]
+    from pipeline.config import load_params
+    from pipeline.contract import load_contract
+    from pipeline.evaluate import compute_metrics
+    from pipeline.export import Lineage, export_model, lineage_params
+    from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
+    from pipeline.train import NativeModel, train_model
+
+    params = load_params(REPO_ROOT / "params.yaml")
+    train = replace(
+        params.train,
+        estimator="logistic_regression",
+        logistic_regression=replace(params.train.logistic_regression, C=c),
     )
-    classifier = LogisticRegression(C=c, max_iter=1000)
-    model = Pipeline(
-        [
-            (
-                "prep",
-                ColumnTransformer(
-                    [("num", numeric, list(NUMERIC)), ("cat", categorical, list(CATEGORICAL))]
-                ),
-            ),
-            ("clf", classifier),
-        ]
-    ).fit(frame, raw[TARGET].astype(str))
+    params = replace(params, train=train, registry=replace(params.registry, model_name=name))
+    contract = load_contract(REPO_ROOT / "data" / "contract.yaml")
+    p = params.preprocess
+    splits = split_data(load_penguins(), contract.target, p.seed, p.test_size, p.val_size)
+    preprocessor = fit_preprocessor(splits.train, contract)
 
-    initial_types = [
-        (col, StringTensorType([None, 1]) if col in CATEGORICAL else FloatTensorType([None, 1]))
-        for col in FEATURES
-    ]
-    onx = convert_sklearn(
-        model,
-        initial_types=initial_types,
-        target_opset=17,
-        options={id(classifier): {"zipmap": False}},
-        final_types=[
-            ("label", StringTensorType([None])),
-            ("probabilities", FloatTensorType([None, len(model.classes_)])),
-        ],
+    def features(frame):
+        return preprocessor.transform(to_model_frame(frame, contract))
+
+    def labels(frame):
+        return frame[contract.target].astype(str).to_numpy()
+
+    result = train_model(
+        train.estimator,
+        train,
+        features(splits.train),
+        labels(splits.train),
+        features(splits.val),
+        labels(splits.val),
     )
-    _take_double_inputs(onx, list(NUMERIC))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "model.onnx").write_bytes(onx.SerializeToString())
-
-    classes = [str(x) for x in model.classes_]
-    inputs = []
-    for col in FEATURES:
-        if col in CATEGORICAL:
-            inputs.append(
-                {
-                    "name": col,
-                    "kind": "categorical",
-                    "dtype": "string",
-                    "nullable": NULLABLE[col],
-                    "categories": CATEGORICAL[col],
-                }
-            )
-        else:
-            lo, hi = NUMERIC[col]
-            inputs.append(
-                {
-                    "name": col,
-                    "kind": "numeric",
-                    "dtype": "float64",
-                    "nullable": NULLABLE[col],
-                    "min": lo,
-                    "max": hi,
-                }
-            )
-    descriptor = {
-        "schema_version": 1,
-        "name": name,
-        "estimator": "logistic_regression",
-        "family": "sklearn",
-        "onnx": {
-            "file": "model.onnx",
-            "opset": 17,
-            "inputs": FEATURES,
-            "outputs": ["label", "probabilities"],
-        },
-        "saved_model": None,
-        "inputs": inputs,
-        "target": TARGET,
-        "classes": classes,
-        "metrics": {"accuracy": 0.99, "f1_macro": 0.99, "roc_auc_ovr": 0.99, "log_loss": 0.05},
-        "parity": {"passed": True, "max_abs_diff": 1e-7, "tolerance": 1e-5},
-        "lineage": {
-            "run_id": "standin",
-            "git_commit": "unknown",
-            "data_sha256": "unknown",
-            "params": {"train.estimator": "logistic_regression", "C": c},
-        },
-    }
-    (out_dir / "model.json").write_text(json.dumps(descriptor, indent=2) + "\n")
-
-    # Golden rows: one per species, rows with missing values, and an unseen category.
-    picks = [raw.index[raw[TARGET] == s][0] for s in classes]
-    picks += list(raw.index[raw["sex"].isna()][:2]) + list(
-        raw.index[raw["bill_length_mm"].isna()][:1]
+    native = NativeModel(
+        preprocessor, result.model, result.family, train.estimator, result.classes, contract
     )
-    rows = []
-    for i in picks:
-        rows.append({col: _json_value(raw.at[i, col]) for col in FEATURES})
-    unseen = dict(rows[0])
-    unseen["island"] = "Atlantis"
-    rows.append(unseen)
-    session = ort.InferenceSession(str(out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-    feed = {}
-    for col in FEATURES:
-        values = [r[col] for r in rows]
-        if col in CATEGORICAL:
-            feed[col] = np.array(["" if v is None else v for v in values], dtype=object).reshape(
-                -1, 1
-            )
-        else:
-            feed[col] = np.array(
-                [np.nan if v is None else v for v in values], dtype=np.float64
-            ).reshape(-1, 1)
-    labels, probs = session.run(["label", "probabilities"], feed)
-    golden = {
-        "tolerance": 1e-5,
-        "rows": [
-            {"inputs": r, "label": str(lab), "probabilities": [float(p) for p in prob]}
-            for r, lab, prob in zip(rows, labels, probs, strict=True)
-        ],
-    }
-    (out_dir / "golden.json").write_text(json.dumps(golden, indent=2) + "\n")
+    metrics = compute_metrics(
+        labels(splits.test), native.predict_proba(splits.test), native.classes
+    )
+    lineage = Lineage(RUN_ID, "unknown", "unknown", lineage_params(params))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    export_model(native, params, splits.test, metrics, lineage, out_dir)
     return out_dir
 
 
-def _json_value(value):
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    return value
-
-
-def _take_double_inputs(onx, names: list[str]) -> None:
-    """Make numeric graph inputs ``tensor(double)`` as the contract says, casting inside the graph.
-
-    ONNX Runtime has no double kernel for the ``Imputer`` op skl2onnx emits, so the stand-in
-    converts with float inputs and prepends one ``Cast`` per numeric input.
-    """
-    from onnx import TensorProto, helper
-
-    casts = []
-    for graph_input in onx.graph.input:
-        if graph_input.name in names:
-            inner = f"{graph_input.name}__float"
-            for node in onx.graph.node:
-                node.input[:] = [inner if x == graph_input.name else x for x in node.input]
-            casts.append(
-                helper.make_node("Cast", [graph_input.name], [inner], to=TensorProto.FLOAT)
-            )
-            graph_input.type.tensor_type.elem_type = TensorProto.DOUBLE
-    for node in reversed(casts):
-        onx.graph.node.insert(0, node)
+def is_unseen(golden_row: dict) -> bool:
+    """The golden row the export stage made with an unseen value in every categorical column."""
+    return golden_row["inputs"]["island"] == UNSEEN_CATEGORY
 
 
 # ---------------------------------------------------------------------- fixtures
@@ -219,14 +105,14 @@ def _take_double_inputs(onx, names: list[str]) -> None:
 
 @pytest.fixture(scope="session")
 def exported_model(tmp_path_factory) -> Path:
-    """The model directory the server serves (swap for the real export core when it lands)."""
-    return build_standin_export(tmp_path_factory.mktemp("export") / "model")
+    """The model directory the server serves, written by the real export core."""
+    return build_export(tmp_path_factory.mktemp("export") / "model")
 
 
 @pytest.fixture(scope="session")
 def second_model(tmp_path_factory) -> Path:
     """A genuinely different version of the same model (another regularisation strength)."""
-    return build_standin_export(tmp_path_factory.mktemp("export-v2") / "model", c=0.02)
+    return build_export(tmp_path_factory.mktemp("export-v2") / "model", c=0.02)
 
 
 @pytest.fixture(scope="session")
@@ -235,9 +121,19 @@ def golden(exported_model) -> dict:
 
 
 @pytest.fixture
-def row(golden) -> dict:
-    """A complete, valid raw row (the first golden row)."""
-    return dict(golden["rows"][0]["inputs"])
+def golden_row(golden) -> dict:
+    """The first golden row with every value present and known categories."""
+    return next(
+        r
+        for r in golden["rows"]
+        if not is_unseen(r) and all(v is not None for v in r["inputs"].values())
+    )
+
+
+@pytest.fixture
+def row(golden_row) -> dict:
+    """A complete, valid raw row."""
+    return dict(golden_row["inputs"])
 
 
 def metric_samples(text: str) -> dict[tuple, float]:

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 
 import pytest
 
-from tests.serving.conftest import FEATURES, MODEL_NAME, metric_samples, tamper_golden
+from tests.serving.conftest import (
+    FEATURES,
+    MODEL_NAME,
+    RUN_ID,
+    is_unseen,
+    metric_samples,
+    tamper_golden,
+)
 
 ALLOWED_ISLANDS = "Biscoe, Dream, Torgersen"
 
@@ -36,7 +44,7 @@ def error_of(response, status: int, rule: str, field: str | None = None) -> str:
 
 
 def test_predict_reproduces_every_known_golden_row(client, golden):
-    rows = [r for r in golden["rows"] if r["inputs"]["island"] != "Atlantis"]
+    rows = [r for r in golden["rows"] if not is_unseen(r)]
     response = predict(client, {"instances": [r["inputs"] for r in rows]})
     assert response.status_code == 200
     body = response.get_json()
@@ -53,11 +61,11 @@ def test_predict_reproduces_every_known_golden_row(client, golden):
             assert value == pytest.approx(want, abs=golden["tolerance"])
 
 
-def test_predict_one_row_returns_label_probabilities_and_version(client, row):
+def test_predict_one_row_returns_label_probabilities_and_version(client, row, golden_row):
     response = predict(client, {"instances": [row]})
     assert response.status_code == 200
     (prediction,) = response.get_json()["predictions"]
-    assert prediction["label"] == "Adelie"
+    assert prediction["label"] == golden_row["label"]
     assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -73,7 +81,9 @@ def test_null_means_missing_where_nullable(client, row):
 
 
 def test_integers_are_numbers(client, row):
-    response = predict(client, {"instances": [{**row, "body_mass_g": 3750}]})
+    whole = int(row["body_mass_g"])
+    assert whole == row["body_mass_g"]  # penguins weigh whole grams
+    response = predict(client, {"instances": [{**row, "body_mass_g": whole}]})
     assert response.status_code == 200
     assert response.get_json() == predict(client, {"instances": [row]}).get_json()
 
@@ -104,7 +114,7 @@ def test_content_type_with_charset_is_accepted(client, row):
 
 
 def test_large_batch_takes_the_vectorised_path_with_the_same_answers(client, golden):
-    rows = [r["inputs"] for r in golden["rows"] if r["inputs"]["island"] != "Atlantis"]
+    rows = [r["inputs"] for r in golden["rows"] if not is_unseen(r)]
     batch = (rows * 20)[:100]
     body = predict(client, {"instances": batch}).get_json()
     assert len(body["predictions"]) == 100
@@ -198,7 +208,7 @@ def test_row_that_is_not_an_object_is_422(client, row):
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_non_finite_number_is_422_naming_the_field(client, row, literal):
-    body = json.dumps({"instances": [row]}).replace("3750.0", literal)
+    body = json.dumps({"instances": [{**row, "body_mass_g": 4321.5}]}).replace("4321.5", literal)
     response = predict(client, body)
     assert error_of(response, 422, "finite", "instances[0].body_mass_g") == (
         "must be a finite number"
@@ -232,7 +242,7 @@ def test_unknown_category_is_422_naming_the_allowed_values_without_echo(client, 
 
 def test_unknown_category_accepted_when_configured_reproduces_golden(make_app, golden):
     client = make_app(unknown_categories="accept").test_client()
-    (unseen,) = [r for r in golden["rows"] if r["inputs"]["island"] == "Atlantis"]
+    (unseen,) = [r for r in golden["rows"] if is_unseen(r)]
     response = predict(client, {"instances": [unseen["inputs"]]})
     assert response.status_code == 200
     (prediction,) = response.get_json()["predictions"]
@@ -409,14 +419,14 @@ def test_token_file(tmp_path, exported_model, row):
 # ---------------------------------------------------------------------- health, metadata, openapi
 
 
-def test_health_live_and_ready(client):
+def test_health_live_and_ready(client, golden):
     assert client.get("/health/live").get_json() == {"status": "alive"}
     ready = client.get("/health/ready")
     assert ready.status_code == 200
     body = ready.get_json()
     assert body["status"] == "ready"
     assert body["model"]["name"] == MODEL_NAME
-    assert body["golden_rows"] == 7
+    assert body["golden_rows"] == len(golden["rows"])
 
 
 def test_not_ready_when_golden_examples_do_not_reproduce(make_app, exported_model, tmp_path, row):
@@ -441,15 +451,15 @@ def test_not_ready_when_the_model_directory_is_missing(make_app, tmp_path):
     assert ready.get_json()["reason"] == f"model directory '{tmp_path / 'nowhere'}' does not exist"
 
 
-def test_metadata(client):
+def test_metadata(client, golden):
     body = client.get("/metadata").get_json()
     assert body["name"] == MODEL_NAME
     assert body["source"] == "directory"
     assert body["classes"] == ["Adelie", "Chinstrap", "Gentoo"]
     assert [i["name"] for i in body["inputs"]] == FEATURES
     assert body["inputs"][0]["categories"] == ["Biscoe", "Dream", "Torgersen"]
-    assert body["lineage"]["run_id"] == "standin"
-    assert body["golden_rows"] == 7
+    assert body["lineage"]["run_id"] == RUN_ID
+    assert body["golden_rows"] == len(golden["rows"])
 
 
 def test_model_version_from_config(make_app):
@@ -514,8 +524,9 @@ def test_openapi_under_accept_policies_drops_enum_and_range(make_app):
 # ---------------------------------------------------------------------- metrics
 
 
-def test_metrics_count_requests_latency_classes_and_version(client, golden, row):
-    rows = [r["inputs"] for r in golden["rows"][:3]]  # Adelie, Chinstrap, Gentoo
+def test_metrics_count_requests_latency_classes_and_version(client, golden, row, golden_row):
+    rows = [r["inputs"] for r in golden["rows"][:3]]
+    expected = Counter([r["label"] for r in golden["rows"][:3]] + [golden_row["label"]])
     assert predict(client, {"instances": rows}).status_code == 200
     assert predict(client, {"instances": [row]}).status_code == 200
     assert predict(client, {"instances": []}).status_code == 422
@@ -528,9 +539,8 @@ def test_metrics_count_requests_latency_classes_and_version(client, golden, row)
     assert samples[(req, (("endpoint", "/predict"), ("status", "200")))] == 2.0
     assert samples[(req, (("endpoint", "/predict"), ("status", "422")))] == 1.0
     assert samples[(req, (("endpoint", "other"), ("status", "404")))] == 1.0
-    assert samples[("serving_predictions_total", (("class", "Adelie"),))] == 2.0
-    assert samples[("serving_predictions_total", (("class", "Chinstrap"),))] == 1.0
-    assert samples[("serving_predictions_total", (("class", "Gentoo"),))] == 1.0
+    for name in ("Adelie", "Chinstrap", "Gentoo"):
+        assert samples[("serving_predictions_total", (("class", name),))] == expected[name]
     latency = "serving_request_duration_seconds"
     assert samples[(latency + "_count", (("endpoint", "/predict"),))] == 3.0
     assert samples[(latency + "_bucket", (("endpoint", "/predict"), ("le", "+Inf")))] == 3.0
