@@ -16,9 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from tests.integration.conftest import Project, make_project
+from tests.integration.conftest import Project, make_project, write_params
 
 SPLITS = "data/processed"
 TEST_SPLIT = "data/processed/test.parquet"
@@ -67,15 +65,7 @@ class Chain:
 
     def write_params(self, path: Path, **dotted: Any) -> Path:
         """A params file like the project's with some values changed (e.g. the model name)."""
-        raw = yaml.safe_load((self.root / "params.yaml").read_text())
-        for key, value in dotted.items():
-            node = raw
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
-        return path
+        return write_params(self.root / "params.yaml", path, **dotted)
 
     def prepare(self) -> None:
         """ingest, validate, preprocess: the data every candidate shares."""

@@ -53,15 +53,7 @@ class Project:
         return self.run(sys.executable, *args, check=check)
 
     def set_params(self, **dotted) -> None:
-        path = self.root / "params.yaml"
-        raw = yaml.safe_load(path.read_text())
-        for key, value in dotted.items():
-            node = raw
-            *parents, leaf = key.split(".")
-            for part in parents:
-                node = node[part]
-            node[leaf] = value
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        write_params(self.root / "params.yaml", self.root / "params.yaml", **dotted)
 
     def commit(self, message: str = "state") -> None:
         self.run("git", "add", "-A")
@@ -71,6 +63,19 @@ class Project:
         import json
 
         return json.loads((self.root / rel).read_text())
+
+
+def write_params(source: Path, dest: Path, **dotted) -> Path:
+    """Write ``source``'s params to ``dest`` with dotted keys (``train.seed=1``) changed."""
+    raw = yaml.safe_load(source.read_text())
+    for key, value in dotted.items():
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    dest.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return dest
 
 
 def make_project(dest: Path) -> Project:
