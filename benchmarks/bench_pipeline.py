@@ -58,9 +58,9 @@ def main() -> None:
     parser.add_argument("--repo", default=".", help="repository to clone (committed state)")
     args = parser.parse_args()
     repo = Path(args.repo).resolve()
-    estimator = args.estimator or yaml.safe_load((repo / "params.yaml").read_text())["train"][
-        "estimator"
-    ]
+    estimator = (
+        args.estimator or yaml.safe_load((repo / "params.yaml").read_text())["train"]["estimator"]
+    )
     load = os.getloadavg()[0]
     print(f"pipeline benchmark: estimator {estimator}, {os.cpu_count()} CPUs, load {load:.2f}")
     for label, seconds, ran in bench(repo, args.estimator):
