@@ -117,8 +117,15 @@ serve: env ## Serve MODEL_DIR with gunicorn on 127.0.0.1:SERVE_PORT (SERVING_* v
 image: ## Build the serving image IMAGE:IMAGE_TAG with MODEL_DIR baked in (CONTAINER_TOOL)
 	@test -f $(MODEL_DIR)/model.json || \
 	  { echo "image: no $(MODEL_DIR)/model.json; run the pipeline (make run) first"; exit 1; }
+	@# The image reports MODEL_VERSION; by default the registry version of this export, if any
+	@# (after `make register`), else the server falls back to the ONNX file's hash.
+	version='$(MODEL_VERSION)'; \
+	if [ -z "$$version" ] && [ -x $(BIN)/python ]; then \
+	  version=$$($(BIN)/python .github/scripts/model_version.py --model-dir $(MODEL_DIR) \
+	    2>/dev/null) || version=''; \
+	fi; \
 	$(CONTAINER_TOOL) build -t $(IMAGE):$(IMAGE_TAG) -f serving/Dockerfile \
-	  --build-arg MODEL_DIR=$(MODEL_DIR) $(if $(MODEL_VERSION),--build-arg MODEL_VERSION=$(MODEL_VERSION)) .
+	  --build-arg MODEL_DIR=$(MODEL_DIR) $${version:+--build-arg MODEL_VERSION=$$version} .
 
 image-test: image env ## Build and run the image; check health, non-root user, golden and bad requests
 	$(BIN)/python -m tests.serving.image_smoke --tool $(CONTAINER_TOOL) \
