@@ -24,7 +24,7 @@ def cli(stage: str) -> Callable[[Callable[..., None]], Callable[..., int]]:
     def decorate(main: Callable[..., None]) -> Callable[..., int]:
         @functools.wraps(main)
         def wrapper(*args, **kwargs) -> int:
-            _quiet_process()
+            quiet_process()
             try:
                 main(*args, **kwargs)
             except PipelineError as exc:
@@ -37,7 +37,7 @@ def cli(stage: str) -> Callable[[Callable[..., None]], Callable[..., int]]:
     return decorate
 
 
-def _quiet_process() -> None:
+def quiet_process() -> None:
     """Process-wide defaults for a stage run from the command line.
 
     TensorFlow's C++ logging goes to stderr before any Python logging can stop it, and its

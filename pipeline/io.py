@@ -61,13 +61,6 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def frame_sha256(frame: pd.DataFrame) -> str:
-    """Content hash of a table that does not depend on the file format it came from."""
-    hashed = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    header = "\x1f".join(f"{c}:{t}" for c, t in frame.dtypes.astype(str).items())
-    return hashlib.sha256(header.encode() + hashed.tobytes()).hexdigest()
-
-
 def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return value.item()

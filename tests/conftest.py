@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
+from pipeline.errors import quiet_process
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-# The same quiet, reproducible TensorFlow set-up a stage gets from its CLI wrapper.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+# The same quiet, reproducible TensorFlow and MLflow set-up a stage gets from its CLI wrapper.
+quiet_process()
 
 
 @pytest.fixture(scope="session")
