@@ -182,3 +182,46 @@ push-image: env ## Push IMAGE:IMAGE_TAG, also as IMAGE:model-<registry version> 
 retag-image: env ## Point IMAGE:champion at the image of the registry's @champion version
 	@version=$$($(BIN)/python .github/scripts/model_version.py --alias champion); \
 	CONTAINER_TOOL=$(CONTAINER_TOOL) .github/scripts/image.sh retag $(IMAGE) model-$$version champion
+
+# ---------------------------------------------------------------- monitoring
+# The monitor step reads the prediction and feedback logs in monitor.log_dir (params.yaml) and
+# writes reports/monitoring/ (summary.json, report.html, and a `retrain` file when drift is
+# found). PUSHGATEWAY: push its numbers for the alert rules; PREDICTION_LOG_URI: where CI fetches
+# the team's logs from (any fsspec directory URL).
+PUSHGATEWAY ?=
+PREDICTION_LOG_URI ?=
+PROMTOOL ?= promtool
+
+.PHONY: monitor monitor-fetch monitor-push monitor-flag retrain test-monitoring bench-monitor \
+        monitoring-rules
+
+monitor: env ## Drift, volume and live metric of the logged predictions -> reports/monitoring/
+	$(BIN)/dvc repro monitoring/dvc.yaml
+
+monitor-fetch: env ## Copy the team's prediction/feedback logs from PREDICTION_LOG_URI into monitor.log_dir
+	@test -n "$(PREDICTION_LOG_URI)" || { echo "monitor-fetch: set PREDICTION_LOG_URI"; exit 1; }
+	$(BIN)/python -m pipeline.monitor fetch --uri "$(PREDICTION_LOG_URI)" \
+	  --dest "$$($(BIN)/python -c 'from pipeline.config import load_params; print(load_params().monitor.log_dir)')"
+
+monitor-push: env ## Push reports/monitoring/summary.json to PUSHGATEWAY (monitor_* metrics)
+	@test -n "$(PUSHGATEWAY)" || { echo "monitor-push: set PUSHGATEWAY (e.g. http://127.0.0.1:9091)"; exit 1; }
+	$(BIN)/python -m pipeline.monitor push --summary reports/monitoring/summary.json \
+	  --pushgateway "$(PUSHGATEWAY)"
+
+monitor-flag: ## Print retrain=true|false from the last monitor run (also to $GITHUB_OUTPUT in Actions)
+	@if [ -f reports/monitoring/retrain ]; then flag=true; else flag=false; fi; \
+	echo "retrain=$$flag"; if [ -n "$${GITHUB_OUTPUT:-}" ]; then echo "retrain=$$flag" >> "$$GITHUB_OUTPUT"; fi
+
+retrain: env ## Rerun every stage (re-ingests data.source, which DVC cannot see change), then gate
+	$(BIN)/dvc repro --force
+	$(BIN)/dvc repro --force --single-item gate
+
+monitoring-rules: ## promtool: check and unit-test the Prometheus rules in monitoring/prometheus/
+	$(PROMTOOL) check rules monitoring/prometheus/rules.yml
+	cd monitoring/prometheus && $(PROMTOOL) test rules tests.yml
+
+test-monitoring: env ## Monitoring tests: the monitor, promtool, real Prometheus + server + pushgateway
+	$(BIN)/python -m pytest tests/monitoring $(PYTEST_ARGS)
+
+bench-monitor: env ## Time the monitor on 100,000 logged predictions of the default data
+	$(BIN)/python -m benchmarks.bench_monitor --params params.yaml --rows 100000

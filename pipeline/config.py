@@ -87,6 +87,30 @@ class MlflowParams:
 
 
 @dataclass(frozen=True)
+class MonitorDriftParams:
+    p_value: float
+    large_sample: int
+    numeric_distance: float
+    categorical_distance: float
+    drift_share: float
+
+
+@dataclass(frozen=True)
+class MonitorParams:
+    log_dir: str
+    prediction_log: str
+    feedback_log: str
+    reference: str
+    test_metrics: str
+    out: str
+    window_hours: float
+    min_rows: int
+    drift: MonitorDriftParams
+    live_metric: dict[str, str]
+    max_metric_degradation: float
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams
     preprocess: PreprocessParams
@@ -95,6 +119,7 @@ class Params:
     gate: GateParams
     registry: RegistryParams
     mlflow: MlflowParams
+    monitor: MonitorParams
 
 
 SKLEARN_ESTIMATORS = ("logistic_regression", "random_forest")
