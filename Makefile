@@ -218,7 +218,7 @@ retrain: env ## Rerun every stage (re-ingests data.source, which DVC cannot see 
 
 monitoring-rules: ## promtool: check and unit-test the Prometheus rules in monitoring/prometheus/
 	$(PROMTOOL) check rules monitoring/prometheus/rules.yml
-	cd monitoring/prometheus && $(PROMTOOL) test rules tests.yml
+	cd monitoring/prometheus && $(PROMTOOL) test rules tests.yml tests-slow-clock.yml
 
 test-monitoring: env ## Monitoring tests: the monitor, promtool, real Prometheus + server + pushgateway
 	$(BIN)/python -m pytest tests/monitoring $(PYTEST_ARGS)

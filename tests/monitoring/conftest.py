@@ -106,3 +106,19 @@ def monitor_params(tmp_path):
         return write_params(REPO_ROOT / "params.yaml", tmp_path / "params.yaml", **dotted)
 
     return write
+
+
+MONITORING = REPO_ROOT / "monitoring"
+RULES = MONITORING / "prometheus" / "rules.yml"
+RULE_TESTS = [MONITORING / "prometheus" / n for n in ("tests.yml", "tests-slow-clock.yml")]
+
+
+def system_tool(name: str) -> str:
+    """The path of a tool from system-packages.txt; a missing one fails the test, naming the
+    package (`make system-deps` installs them)."""
+    import shutil
+
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} is not installed: apt-get install prometheus prometheus-pushgateway")
+    return found
