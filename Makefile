@@ -224,4 +224,5 @@ test-monitoring: env ## Monitoring tests: the monitor, promtool, real Prometheus
 	$(BIN)/python -m pytest tests/monitoring $(PYTEST_ARGS)
 
 bench-monitor: env ## Time the monitor on 100,000 logged predictions of the default data
-	$(BIN)/python -m benchmarks.bench_monitor --params params.yaml --rows 100000
+	$(BIN)/python -m benchmarks.bench_monitor --params params.yaml --rows 100000 \
+	  $(if $(EVIDENTLY_PYTHON),--evidently-python $(EVIDENTLY_PYTHON))

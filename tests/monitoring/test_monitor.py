@@ -31,7 +31,7 @@ def window_of(frame, contract, outputs=None, **kwargs):
     outputs = frame[contract.target] if outputs is None else outputs
     records = log_records(frame, contract.feature_names, list(outputs), **kwargs)
     for r in records:
-        r["_ts"] = 0.0
+        r["_ts"] = r["ts"]
     return to_window(records, contract, "classification"), records
 
 
@@ -81,7 +81,7 @@ def test_shadow_rows_are_counted_not_compared(splits, contract):
         prefix="shadow", served=False, variant="challenger",
     )  # fmt: skip
     for r in served + shadow:
-        r["_ts"] = 0.0
+        r["_ts"] = r["ts"]
     window = to_window(served + shadow, contract, "classification")
     assert len(window.inputs) == len(splits.test)
     assert window.shadow_rows == len(splits.test)
@@ -244,7 +244,7 @@ def test_regression_target_compares_values(splits):
     def summary_for(values, feedback=None):
         records = log_records(frame, contract.feature_names, list(values), regression=True)
         for r in records:
-            r["_ts"] = 0.0
+            r["_ts"] = r["ts"]
         window = to_window(records, contract, "regression")
         fb = None
         if feedback is not None:
