@@ -196,6 +196,9 @@ PROMTOOL ?= promtool
         monitoring-rules
 
 monitor: env ## Drift, volume and live metric of the logged predictions -> reports/monitoring/
+	@log_dir=$$($(BIN)/python -c 'from pipeline.config import load_params; print(load_params().monitor.log_dir)'); \
+	test -d "$$log_dir" || { echo "monitor: no $$log_dir/ with the server's logs (SERVING_PREDICTION_LOG); \
+	copy them there or run make monitor-fetch PREDICTION_LOG_URI=..."; exit 1; }
 	$(BIN)/dvc repro monitoring/dvc.yaml
 
 monitor-fetch: env ## Copy the team's prediction/feedback logs from PREDICTION_LOG_URI into monitor.log_dir

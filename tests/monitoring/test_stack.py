@@ -1,0 +1,297 @@
+"""A real Prometheus scrapes real servers; injected faults fire exactly their alerts.
+
+Four scrape targets, each with one fault, and the monitor's pushed drift:
+
+- ``healthy``: serves normal traffic, then requests whose bodies arrive slowly (a slow
+  client holds a sync worker; the server's latency histogram counts the time) -> p99 latency;
+- ``broken``: a model whose golden check fails, so it never becomes ready, answers /predict
+  with 503, and fails again when its workers are reloaded (SIGHUP) -> errors, readiness,
+  reload failures;
+- ``idle``: ready, never called -> no traffic;
+- ``down``: a port nobody listens on -> down;
+- the monitor run on traffic with one feature shifted, pushed to a pushgateway -> feature
+  drift on exactly that feature, prediction drift.
+
+The rules are the committed ones with ``for:`` shortened (tests/monitoring/stack.py). Then
+every Grafana panel's query must return data from this Prometheus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from pipeline.monitor import main as monitor_main
+from tests.conftest import REPO_ROOT
+from tests.integration.conftest import write_params
+from tests.monitoring.conftest import MONITORING, log_records, write_jsonl
+from tests.monitoring.stack import Prometheus, Pushgateway, free_port
+from tests.serving.conftest import GunicornServer, build_export, metric_samples, tamper_golden
+
+pytestmark = pytest.mark.monitoring
+
+SHIFTED = "bill_length_mm"
+SHIFT = 8.0  # mm: within the contract's range, enough to move Adelie towards Chinstrap
+
+
+def rows_of(frame, features) -> list[dict]:
+    records = frame[features].astype(object).where(frame[features].notna(), None)
+    return records.to_dict("records")
+
+
+def predict(url: str, row: dict) -> requests.Response:
+    return requests.post(url + "/predict", json={"instances": [row]}, timeout=30)
+
+
+def slow_predict(port: int, row: dict, pieces: int = 4, pause: float = 0.2) -> bytes:
+    """POST /predict whose body arrives in ``pieces`` with ``pause`` seconds between them."""
+    body = json.dumps({"instances": [row]}).encode()
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json"
+        f"\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    step = -(-len(body) // pieces)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(head)
+        for i in range(0, len(body), step):
+            time.sleep(pause)
+            sock.sendall(body[i : i + step])
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    return reply
+
+
+class Traffic(threading.Thread):
+    """One-row requests to each url in turn until stopped; counts the statuses."""
+
+    def __init__(self, urls: list[str], rows: list[dict]):
+        super().__init__(daemon=True)
+        self.urls, self.rows = urls, rows
+        self.halt = threading.Event()
+        self.statuses: dict[tuple[str, int], int] = {}
+
+    def run(self) -> None:
+        i = 0
+        while not self.halt.is_set():
+            for url in self.urls:
+                status = predict(url, self.rows[i % len(self.rows)]).status_code
+                self.statuses[(url, status)] = self.statuses.get((url, status), 0) + 1
+            i += 1
+            time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, splits, contract):
+    """Run the whole scenario once; the tests below read its results."""
+    root = tmp_path_factory.mktemp("stack")
+    model = build_export(root / "model")
+    broken_model = tamper_golden(model, root / "broken-model")
+    features = contract.feature_names
+    rows = rows_of(splits.test, features)
+
+    started: list = []
+    try:
+        gateway = Pushgateway(root)
+        started.append(gateway)
+        servers = {
+            "healthy": GunicornServer({"SERVING_MODEL_DIR": str(model)}, root),
+            "broken": GunicornServer(
+                {"SERVING_MODEL_DIR": str(broken_model), "SERVING_WORKERS": "1"}, root
+            ),
+            "idle": GunicornServer({"SERVING_MODEL_DIR": str(model), "SERVING_WORKERS": "1"}, root),
+        }
+        started.extend(servers.values())
+        _wait_ready(servers["healthy"], ready=True)
+        _wait_ready(servers["idle"], ready=True)
+        _wait_ready(servers["broken"], ready=False)
+        gateway.wait_ready()
+        down = f"127.0.0.1:{free_port()}"
+        instances = {name: f"127.0.0.1:{s.port}" for name, s in servers.items()}
+        instances["down"] = down
+        prom = Prometheus(
+            root / "prometheus",
+            [instances[n] for n in ("healthy", "broken", "idle", "down")],
+            f"127.0.0.1:{gateway.port}",
+            hold="3s",
+        )
+        started.append(prom)
+        prom.wait_ready()
+
+        # The broken server's failure counter must be seen before and after its reload.
+        broken = instances["broken"]
+        prom.wait_for(
+            "two scrapes of the broken server",
+            lambda: prom.query(f'count_over_time(up{{instance="{broken}"}}[1m]) >= 2'),
+        )
+        before = _reload_failures(servers["broken"])
+        servers["broken"].proc.send_signal(signal.SIGHUP)  # reload its workers: they fail again
+        prom.wait_for(
+            "a reload failure on the broken server",
+            lambda: _reload_failures(servers["broken"]) > before,
+        )
+
+        traffic = Traffic([servers["healthy"].url, servers["broken"].url], rows)
+        traffic.start()
+        slow: list[bytes] = []
+
+        def send_slow(part: list[dict]) -> None:
+            for row in part:
+                slow.append(slow_predict(servers["healthy"].port, row))
+
+        threads = [threading.Thread(target=send_slow, args=(rows[i : i + 8],)) for i in (0, 8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        drift = _monitor_and_push(root, servers["healthy"].url, splits, contract, gateway.url)
+
+        expected = {
+            ("ServingHighLatencyP99", instances["healthy"]),
+            ("ServingHighErrorRatio", broken),
+            ("ServingNotReady", broken),
+            ("ServingModelReloadFailures", broken),
+            ("ServingNoTraffic", instances["idle"]),
+            ("ServingDown", down),
+            ("ModelFeatureDrift", SHIFTED),
+            ("ModelPredictionDrift", "monitor"),
+        }
+        # On a timeout the test's own assertion shows what differs.
+        with contextlib.suppress(AssertionError):
+            prom.wait_for("the expected alerts", lambda: prom.alerts() == expected)
+        yield {
+            "prometheus": prom,
+            "expected": expected,
+            "firing": prom.alerts(),
+            "instances": instances,
+            "traffic": traffic,
+            "slow": slow,
+            "drift": drift,
+        }
+        traffic.halt.set()
+        traffic.join(timeout=30)
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def _wait_ready(server: GunicornServer, ready: bool, deadline_s: float = 120.0) -> None:
+    """Wait until every worker has its model (``ready``) or until the server answers at all;
+    a busy machine can take seconds per answer, so slow replies are retried, not failures."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"gunicorn exited {server.proc.returncode}:\n{server.log()}")
+        try:
+            text = requests.get(server.url + "/metrics", timeout=10).text
+            workers = metric_samples(text).get(("serving_ready_workers", ()))
+            if not ready or workers == server.workers:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"server not {'ready' if ready else 'up'}:\n{server.log()}")
+
+
+def _reload_failures(server: GunicornServer) -> float:
+    samples = metric_samples(requests.get(server.url + "/metrics", timeout=10).text)
+    return sum(
+        v for (name, _), v in samples.items() if name == "serving_model_reload_failures_total"
+    )
+
+
+def _monitor_and_push(root: Path, url: str, splits, contract, gateway: str) -> dict:
+    """Shifted test rows through the healthy server; the monitor on them; push the summary."""
+    frame = splits.test.copy()
+    frame[SHIFTED] = frame[SHIFTED] + SHIFT
+    features = contract.feature_names
+    labels = []
+    for row in rows_of(frame, features):
+        reply = predict(url, row)
+        assert reply.status_code == 200, reply.text
+        labels.append(reply.json()["predictions"][0]["label"])
+    # The server's own prediction log replaces this once it writes one (README, Monitoring).
+    log = write_jsonl(root / "logs" / "predictions.jsonl", log_records(frame, features, labels))
+    train = root / "train.parquet"
+    splits.train.to_parquet(train)
+    params = write_params(
+        REPO_ROOT / "params.yaml",
+        root / "params.yaml",
+        **{"monitor.min_rows": 50, "data.contract": str(REPO_ROOT / "data" / "contract.yaml")},
+    )
+    out = root / "report"
+    common = ["--params", str(params), "--predictions", str(log), "--reference", str(train),
+              "--feedback", str(root / "none.jsonl"), "--out", str(out),
+              "--start", "2000-01-01T00:00:00Z"]  # fmt: skip
+    assert monitor_main(common) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert monitor_main(["push", "--summary", str(out / "summary.json"),
+                         "--pushgateway", gateway]) == 0  # fmt: skip
+    return summary
+
+
+# ---------------------------------------------------------------------- the tests
+def test_injected_faults_fire_exactly_their_alerts(stack):
+    assert stack["drift"]["drift"]["drifted_features"] == [SHIFTED]
+    assert stack["drift"]["drift"]["prediction"]["drifted"] is True
+    assert stack["firing"] == stack["expected"], (
+        f"missing: {sorted(stack['expected'] - stack['firing'])}; "
+        f"unexpected: {sorted(stack['firing'] - stack['expected'])}"
+    )
+
+
+def test_the_faults_were_real(stack):
+    """What the server saw matches what was injected (not an artefact of the rules)."""
+    prom, inst = stack["prometheus"], stack["instances"]
+    statuses = stack["traffic"].statuses
+    healthy_url = f"http://{inst['healthy']}"
+    broken_url = f"http://{inst['broken']}"
+    assert statuses.get((broken_url, 503), 0) > 0
+    assert set(s for (u, s) in statuses if u == broken_url) == {503}
+    assert set(s for (u, s) in statuses if u == healthy_url) == {200}
+    assert all(reply.startswith(b"HTTP/1.1 200") for reply in stack["slow"])
+    assert len(stack["slow"]) == 16
+    slow = prom.query(
+        f'serving_request_duration_seconds_bucket{{instance="{inst["healthy"]}", '
+        'endpoint="/predict", le="0.5"}'
+    )
+    total = prom.query(
+        f'serving_request_duration_seconds_count{{instance="{inst["healthy"]}", '
+        'endpoint="/predict"}'
+    )
+    assert float(total[0]["value"][1]) - float(slow[0]["value"][1]) >= 16
+    pushed = {
+        r["metric"]["feature"]: float(r["value"][1]) for r in prom.query("monitor_feature_drift")
+    }
+    assert pushed == {f: float(f == SHIFTED) for f in pushed}
+    assert len(pushed) == 6
+    assert float(prom.query("monitor_rows")[0]["value"][1]) == 69
+
+
+def test_every_dashboard_panel_returns_data(stack):
+    prom = stack["prometheus"]
+    dashboard = json.loads((MONITORING / "grafana" / "dashboard.json").read_text())
+    empty, checked = [], 0
+    for panel in dashboard["panels"]:
+        for target in panel.get("targets", []):
+            expr = (
+                target["expr"]
+                .replace("$__rate_interval", "2m")
+                .replace('job=~"$job"', 'job=~"serving"')
+                .replace('instance=~"$instance"', 'instance=~".*"')
+            )
+            assert "$" not in expr.replace("$labels", ""), expr
+            checked += 1
+            if not prom.query(expr):
+                empty.append(f"{panel['title']}: {expr}")
+    assert checked >= 19
+    assert empty == []
