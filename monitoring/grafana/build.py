@@ -102,6 +102,19 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
                 ],
             ),
             (
+                "Predicted value percentiles (regression)",
+                "timeseries",
+                "short",
+                [
+                    (
+                        f"histogram_quantile({q}, sum by (le, variant) (rate(serving_prediction_"
+                        f"value_bucket{{{SEL}}}[{RATE}])))",
+                        f"p{int(q * 100)} {{{{variant}}}}",
+                    )
+                    for q in (0.05, 0.5, 0.95)
+                ],
+            ),
+            (
                 "Model version and variant serving",
                 "table",
                 "short",

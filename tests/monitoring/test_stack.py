@@ -278,9 +278,12 @@ def test_the_faults_were_real(stack):
 
 
 def test_every_dashboard_panel_returns_data(stack):
+    """Every query has data, except the regression panel's: these servers serve a classifier,
+    which exposes no ``serving_prediction_value`` histogram (checked, so the exception is
+    exactly that)."""
     prom = stack["prometheus"]
     dashboard = json.loads((MONITORING / "grafana" / "dashboard.json").read_text())
-    empty, checked = [], 0
+    empty, regression, checked = [], [], 0
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
             expr = (
@@ -289,9 +292,16 @@ def test_every_dashboard_panel_returns_data(stack):
                 .replace('job=~"$job"', 'job=~"serving"')
                 .replace('instance=~"$instance"', 'instance=~".*"')
             )
-            assert "$" not in expr.replace("$labels", ""), expr
+            assert "$" not in expr, expr
             checked += 1
-            if not prom.query(expr):
+            result = prom.query(expr)  # fails on a query Prometheus refuses
+            if "serving_prediction_value" in expr:
+                regression.append(panel["title"])
+                assert result == [], expr
+            elif not result:
                 empty.append(f"{panel['title']}: {expr}")
-    assert checked >= 19
+    assert checked == 22
     assert empty == []
+    assert set(regression) == {"Predicted value percentiles (regression)"}
+    assert prom.query('{__name__=~"serving_prediction_value.*"}') == []
+    assert prom.query('serving_predictions_total{class="Adelie"}')
