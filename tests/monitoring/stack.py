@@ -7,11 +7,13 @@ with the targets and intervals replaced, and a rendered copy of the real rules i
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ from typing import Any
 import requests
 import yaml
 
+from tests.conftest import REPO_ROOT
 from tests.monitoring.conftest import MONITORING, RULES, system_tool
 
 SCRAPE_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
@@ -146,3 +149,60 @@ class Prometheus(Process):
                 return last
             time.sleep(0.5)
         raise AssertionError(f"{what} did not happen within {deadline_s} s (last: {last!r})")
+
+
+class Server(Process):
+    """The prediction server on a free port: ``command`` is the launch command (the README's
+    ``make serve``), its settings are ``SERVING_*`` variables."""
+
+    COMMAND = [
+        str(Path(sys.executable).parent / "gunicorn"),
+        "-c",
+        str(REPO_ROOT / "serving" / "gunicorn.conf.py"),
+        "serving.app:create_app()",
+    ]
+
+    def __init__(self, env: dict[str, str], root: Path, name: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.instance = f"127.0.0.1:{self.port}"
+        full = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("SERVING_")},
+            "SERVING_BIND": self.instance,
+            "SERVING_ACCESS_LOG": str(root / f"{name}-access.log"),
+            "SERVING_WORKERS": "2",
+            **env,
+        }
+        self.workers = float(full["SERVING_WORKERS"])
+        self._log = open(root / f"{name}.log", "w")  # noqa: SIM115 (closed in stop())
+        self.log_path = root / f"{name}.log"
+        self.ready_url = self.url + "/health/live"
+        self.proc = subprocess.Popen(
+            self.COMMAND, cwd=REPO_ROOT, env=full, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def metrics(self) -> dict[tuple, float]:
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = requests.get(self.url + "/metrics", timeout=10).text
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def wait_ready(self, ready: bool = True, deadline_s: float = 120.0) -> None:
+        """Until every worker has its model (``ready``), or until it answers at all; a busy
+        machine can take seconds per answer, so a slow reply is retried, not a failure."""
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
+            try:
+                workers = self.metrics().get(("serving_ready_workers", ()))
+                if not ready or workers == self.workers:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"server not {'ready' if ready else 'up'}:\n{self.log()}")

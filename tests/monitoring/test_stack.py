@@ -33,8 +33,8 @@ from pipeline.monitor import main as monitor_main
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import write_params
 from tests.monitoring.conftest import MONITORING, log_records, write_jsonl
-from tests.monitoring.stack import Prometheus, Pushgateway, free_port
-from tests.serving.conftest import GunicornServer, build_export, metric_samples, tamper_golden
+from tests.monitoring.stack import Prometheus, Pushgateway, Server, free_port
+from tests.serving.conftest import build_export, tamper_golden
 
 pytestmark = pytest.mark.monitoring
 
@@ -103,16 +103,16 @@ def stack(tmp_path_factory, splits, contract):
         gateway = Pushgateway(root)
         started.append(gateway)
         servers = {
-            "healthy": GunicornServer({"SERVING_MODEL_DIR": str(model)}, root),
-            "broken": GunicornServer(
-                {"SERVING_MODEL_DIR": str(broken_model), "SERVING_WORKERS": "1"}, root
+            "healthy": Server({"SERVING_MODEL_DIR": str(model)}, root, "healthy"),
+            "broken": Server(
+                {"SERVING_MODEL_DIR": str(broken_model), "SERVING_WORKERS": "1"}, root, "broken"
             ),
-            "idle": GunicornServer({"SERVING_MODEL_DIR": str(model), "SERVING_WORKERS": "1"}, root),
+            "idle": Server({"SERVING_MODEL_DIR": str(model), "SERVING_WORKERS": "1"}, root, "idle"),
         }
         started.extend(servers.values())
-        _wait_ready(servers["healthy"], ready=True)
-        _wait_ready(servers["idle"], ready=True)
-        _wait_ready(servers["broken"], ready=False)
+        servers["healthy"].wait_ready()
+        servers["idle"].wait_ready()
+        servers["broken"].wait_ready(ready=False)
         gateway.wait_ready()
         down = f"127.0.0.1:{free_port()}"
         instances = {name: f"127.0.0.1:{s.port}" for name, s in servers.items()}
@@ -184,26 +184,8 @@ def stack(tmp_path_factory, splits, contract):
             process.stop()
 
 
-def _wait_ready(server: GunicornServer, ready: bool, deadline_s: float = 120.0) -> None:
-    """Wait until every worker has its model (``ready``) or until the server answers at all;
-    a busy machine can take seconds per answer, so slow replies are retried, not failures."""
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if server.proc.poll() is not None:
-            raise AssertionError(f"gunicorn exited {server.proc.returncode}:\n{server.log()}")
-        try:
-            text = requests.get(server.url + "/metrics", timeout=10).text
-            workers = metric_samples(text).get(("serving_ready_workers", ()))
-            if not ready or workers == server.workers:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"server not {'ready' if ready else 'up'}:\n{server.log()}")
-
-
-def _reload_failures(server: GunicornServer) -> float:
-    samples = metric_samples(requests.get(server.url + "/metrics", timeout=10).text)
+def _reload_failures(server: Server) -> float:
+    samples = server.metrics()
     return sum(
         v for (name, _), v in samples.items() if name == "serving_model_reload_failures_total"
     )
