@@ -87,12 +87,12 @@ test-integration: env ## Integration tests: real dvc repro in a temporary copy
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: env ## ruff on the code
-	$(BIN)/ruff check pipeline serving tests benchmarks
-	$(BIN)/ruff format --check pipeline serving tests benchmarks
+	$(BIN)/ruff check pipeline serving model_spec tests benchmarks
+	$(BIN)/ruff format --check pipeline serving model_spec tests benchmarks
 
 format: env ## Apply ruff fixes and formatting
-	$(BIN)/ruff check --fix pipeline serving tests benchmarks
-	$(BIN)/ruff format pipeline serving tests benchmarks
+	$(BIN)/ruff check --fix pipeline serving model_spec tests benchmarks
+	$(BIN)/ruff format pipeline serving model_spec tests benchmarks
 
 bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change (fresh clone)
 	$(BIN)/python -m benchmarks.bench_pipeline $(if $(ESTIMATOR),--estimator $(ESTIMATOR))
