@@ -31,11 +31,12 @@ from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from serving import metrics as m
-from serving.config import ServingConfig
+from serving.config import DRAIN_FILE, ServingConfig
 from serving.metrics import MetricsStore
 from serving.model import LoadedModel, ModelError, ModelHolder, load_model
 from serving.openapi import build_openapi
 from serving.registry import POINTER, RegistryWatcher, read_pointer
+from serving.rsgi import request_id_from
 from serving.schema import RequestError
 
 log = logging.getLogger("serving")
@@ -43,7 +44,7 @@ log = logging.getLogger("serving")
 JSON = "application/json"
 #: Paths the metrics name; anything else is counted as ``other`` (bounded label values).
 ENDPOINTS = ("/predict", "/metadata", "/openapi.json", "/health/live", "/health/ready", "/metrics")
-#: How often a gunicorn worker looks at the published model pointer (a stat call).
+#: How often a worker looks at the published model pointer (a stat call).
 POINTER_CHECK_SECONDS = 1.0
 
 
@@ -203,6 +204,7 @@ def _api_blueprint(state: ServingState) -> Blueprint:
                 for label, probs in zip(labels, probabilities, strict=False)
             ],
             "model": model.model_block,
+            "request_id": environ["serving.request_id"],
         }
         return Response(orjson.dumps(payload), content_type=JSON)
 
@@ -233,8 +235,12 @@ def _health_blueprint(state: ServingState) -> Blueprint:
     def live() -> Response:
         return _json({"status": "alive"})
 
+    drain_file = state.runtime_dir / DRAIN_FILE
+
     @health.get("/ready")
     def ready() -> Response:
+        if drain_file.exists():
+            return _json({"status": "not ready", "reason": "shutting down"}, 503)
         model = holder.model
         if model is None:
             return _json({"status": "not ready", "reason": holder.error}, 503)
@@ -327,8 +333,14 @@ class _Instrumented:
         started = time.perf_counter()
         status: list[str] = []
 
+        own_id = "serving.request_id" not in environ
+        if own_id:  # not behind serving.rsgi (the test client, another WSGI server)
+            environ["serving.request_id"] = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
+
         def capture(code, headers, exc_info=None):
             status.append(code)
+            if own_id:
+                headers.append(("X-Request-ID", environ["serving.request_id"]))
             return start_response(code, headers, exc_info)
 
         result = self.app(environ, capture)
@@ -387,7 +399,7 @@ def _start_model(state: ServingState) -> None:
         except ModelError as exc:
             _failed(state, exc.step, str(exc), startup=True)
         return
-    if config.follow_published:  # gunicorn's master does the registry work
+    if config.follow_published:  # the launcher (serving.server) does the registry work
         _follow_pointer(state)
         return
 

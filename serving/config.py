@@ -1,8 +1,8 @@
 """Serving configuration: one frozen dataclass, filled from the environment.
 
-Every knob is an environment variable so the same code runs under the test client, under
-gunicorn on a laptop and in the image. ``create_app(config)`` takes a :class:`ServingConfig`
-or a mapping of field overrides on top of the environment.
+Every knob is an environment variable so the same code runs under the test client, under the
+server (``python -m serving.server``) on a laptop and in the image. ``create_app(config)``
+takes a :class:`ServingConfig` or a mapping of field overrides on top of the environment.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 REJECT, ACCEPT = "reject", "accept"
-#: Set by the gunicorn config when its master publishes registry versions for the workers.
+#: Set by ``serving.server`` when it publishes registry versions for the workers.
 PUBLISHED_ENV = "SERVING_MODEL_PUBLISHED"
+#: Written into the runtime dir by ``serving.server`` on SIGTERM: readiness turns 503.
+DRAIN_FILE = "draining"
 
 
 class ConfigError(ValueError):
@@ -39,6 +41,8 @@ class ServingConfig:
     api_token: str | None = dataclasses.field(default=None, repr=False)
     max_rows: int = 1000
     max_body_bytes: int = 1 << 20
+    #: Seconds a client has to deliver the whole body once its headers are in (408 after).
+    body_timeout: float = 5.0
     #: ``reject`` (422 naming the allowed values) or ``accept`` (the model one-hot encodes an
     #: unseen category as all zeros).
     unknown_categories: str = REJECT
@@ -47,10 +51,10 @@ class ServingConfig:
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1
     #: Shared by the processes of one server: metrics slots and the published model pointer.
-    #: The gunicorn config creates one per server; a private temporary directory when unset.
+    #: ``serving.server`` creates one per server; a private temporary directory when unset.
     runtime_dir: Path | None = None
-    #: True when another process (gunicorn's master) resolves ``model_uri`` and publishes
-    #: each checked version to ``runtime_dir``; this process then only follows it.
+    #: True when another process (the launcher, ``serving.server``) resolves ``model_uri``
+    #: and publishes each checked version to ``runtime_dir``; this process only follows it.
     follow_published: bool = False
 
     @classmethod
@@ -69,6 +73,7 @@ class ServingConfig:
         values["api_token"] = _read_token(env)
         for field, var, kind in (
             ("reload_interval", "SERVING_RELOAD_INTERVAL", float),
+            ("body_timeout", "SERVING_BODY_TIMEOUT", float),
             ("max_rows", "SERVING_MAX_ROWS", int),
             ("max_body_bytes", "SERVING_MAX_BODY_BYTES", int),
             ("ort_intra_op_threads", "SERVING_ORT_INTRA_OP_THREADS", int),
@@ -118,6 +123,8 @@ class ServingConfig:
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, not {value}.")
+        if not self.body_timeout > 0:
+            raise ConfigError("SERVING_BODY_TIMEOUT must be a number of seconds above 0.")
         if self.reload_interval < 0:
             raise ConfigError("SERVING_RELOAD_INTERVAL must be 0 (off) or a number of seconds.")
         if self.follow_published and self.runtime_dir is None:

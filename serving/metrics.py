@@ -6,11 +6,11 @@ array of float64 values) and ``slot-N.json`` (the name of each value, append-onl
 is an add into the mmap, with no file or system call per request. ``/metrics`` in any worker
 reads every slot and sums them.
 
-A process that starts after another died (gunicorn's ``max_requests`` recycling) adopts the
-dead slot and keeps counting from its values, so counters stay monotonic and the number of
-files stays at the number of processes alive at once, unlike ``prometheus_client``'s
-multiprocess mode, which leaves files per pid behind. Gauges are summed over live slots
-only (a slot is live while its lock is held).
+A process that starts after another died (a worker killed and respawned, or restarted by SIGHUP or
+``SERVING_WORKERS_LIFETIME``) adopts the dead slot and keeps counting from its values, so counters
+stay monotonic and the number of files stays at the number of processes alive at once, unlike
+``prometheus_client``'s multiprocess mode, which leaves files per pid behind. Gauges are summed
+over live slots only (a slot is live while its lock is held).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Serving fixtures: an exported model directory, the Flask app and a real gunicorn process.
+"""Serving fixtures: an exported model directory, the Flask app and a real server process.
 
 ``build_export`` trains a small model and writes its directory with the export stage's own
 core (``model.onnx``, ``model.json``, ``golden.json``), so these tests serve exactly what the
@@ -186,7 +186,7 @@ def client(make_app):
     return make_app().test_client()
 
 
-# ---------------------------------------------------------------------- real gunicorn
+# ---------------------------------------------------------------------- real server
 
 
 def free_port() -> int:
@@ -195,33 +195,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class GunicornServer:
-    """``gunicorn -c serving/gunicorn.conf.py 'serving.app:create_app()'`` on a free port."""
+class ServerProcess:
+    """``python -m serving.server`` (granian + the app) on a free port, as the image runs it."""
 
     def __init__(self, env: dict[str, str], log_dir: Path):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"gunicorn-{self.port}.log"
+        self.host = "127.0.0.1"
+        self.log_path = log_dir / f"server-{self.port}.log"
         self.access_log = log_dir / f"access-{self.port}.log"
         full_env = {
             **os.environ,
             "SERVING_BIND": f"127.0.0.1:{self.port}",
             "SERVING_ACCESS_LOG": str(self.access_log),
             "SERVING_WORKERS": "2",
+            "SERVING_DRAIN_SECONDS": "0.5",
             **env,
         }
+        self.scheme = "https" if full_env.get("SERVING_TLS_CERT") else "http"
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
+        self.verify: str | bool = full_env.get("SERVING_TLS_CERT") or True
         self.workers = float(full_env["SERVING_WORKERS"])
         for key in ("SERVING_API_TOKEN", "SERVING_API_TOKEN_FILE"):
             if key not in env:
                 full_env.pop(key, None)
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "-c",
-                str(REPO_ROOT / "serving" / "gunicorn.conf.py"),
-                "serving.app:create_app()",
-            ],
+            [sys.executable, "-m", "serving.server"],
             cwd=REPO_ROOT,
             env=full_env,
             stdout=self._log,
@@ -233,22 +232,23 @@ class GunicornServer:
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"gunicorn exited {self.proc.returncode}:\n{self.log()}")
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
             try:
-                text = requests.get(self.url + "/metrics", timeout=2).text
+                text = requests.get(self.url + "/metrics", timeout=2, verify=self.verify).text
                 if metric_samples(text).get(("serving_ready_workers", ())) == self.workers:
                     return
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"gunicorn not ready within {deadline_s} s:\n{self.log()}")
+        raise AssertionError(f"server not ready within {deadline_s} s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def master_maps(self) -> str:
-        """The shared objects mapped into the master process."""
-        return Path(f"/proc/{self.proc.pid}/maps").read_text()
+    def worker_pids(self) -> list[int]:
+        """granian's worker processes (children of granian's main, itself our child)."""
+        granian = _children(self.proc.pid)
+        return [pid for main in granian for pid in _children(main)]
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -262,13 +262,20 @@ class GunicornServer:
         return self.proc.returncode
 
 
-@pytest.fixture
-def gunicorn_server(tmp_path) -> Iterator:
-    """``gunicorn_server(**env)`` starts a server and waits until it is ready."""
-    servers: list[GunicornServer] = []
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    with contextlib.suppress(OSError):
+        return [int(p) for p in path.read_text().split()]
+    return []
 
-    def start(wait: bool = True, **env: str) -> GunicornServer:
-        server = GunicornServer(env, tmp_path)
+
+@pytest.fixture
+def live_server(tmp_path) -> Iterator:
+    """``live_server(**env)`` starts ``python -m serving.server`` and waits until it is ready."""
+    servers: list[ServerProcess] = []
+
+    def start(wait: bool = True, **env: str) -> ServerProcess:
+        server = ServerProcess(env, tmp_path)
         servers.append(server)
         if wait:
             server.wait_ready()
