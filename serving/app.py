@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -75,7 +76,7 @@ def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
         holder=ModelHolder(),
         store=store,
         runtime_dir=runtime_dir,
-        expected_auth=None if token is None else b"Bearer " + token.encode("utf-8"),
+        expected_auth=None if token is None else token.encode("utf-8"),
     )
     _start_model(state)
 
@@ -142,8 +143,12 @@ def _api_blueprint(state: ServingState) -> Blueprint:
                 RequestError(401, "auth", "missing bearer token", "Authorization"),
                 unauthorized_headers,
             )
-        # WSGI hands headers over as latin-1 str; compare bytes so any input is comparable.
-        if not hmac.compare_digest(given.encode("latin-1", "replace"), expected):
+        # The scheme is case-insensitive (RFC 9110 section 11.1), the token is not. WSGI hands
+        # headers over as latin-1 str; compare bytes so any input is comparable.
+        scheme, _, credentials = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.strip(" ").encode("latin-1", "replace"), expected
+        ):
             return _error(
                 RequestError(401, "auth", "invalid bearer token", "Authorization"),
                 {"WWW-Authenticate": 'Bearer realm="serving", error="invalid_token"'},
@@ -243,7 +248,7 @@ def _health_blueprint(state: ServingState) -> Blueprint:
             return _json({"status": "not ready", "reason": "shutting down"}, 503)
         model = holder.model
         if model is None:
-            return _json({"status": "not ready", "reason": holder.error}, 503)
+            return _json({"status": "not ready", "reason": public_reason(holder.error)}, 503)
         return _json(
             {"status": "ready", "model": model.model_block, "golden_rows": model.golden_rows}
         )
@@ -269,11 +274,26 @@ def _not_ready(holder: ModelHolder) -> Response:
             "error": {
                 "status": 503,
                 "rule": "model_not_loaded",
-                "message": f"no model is loaded: {holder.error}",
+                "message": f"no model is loaded: {public_reason(holder.error)}",
             }
         },
         503,
     )
+
+
+_PATH = re.compile(r"(?<![\w:./])(?:[\\/][^\s'\"\\/:,;()]+)+[\\/]?")
+
+
+def public_reason(message: str | None) -> str:
+    """``message`` without server file paths: each path becomes its last component, so
+    unauthenticated probes learn what is wrong (``model.json``) but not where it lives."""
+    if not message:
+        return "no model loaded yet"
+    return _PATH.sub(_last_component, message)
+
+
+def _last_component(match: re.Match) -> str:
+    return match.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _cached(state: ServingState, key: str, model: LoadedModel | None, build) -> bytes:
@@ -305,11 +325,16 @@ def _metadata(model: LoadedModel) -> dict[str, Any]:
     }
 
 
+def _parse_int(text: str) -> int | float:
+    return int(text) if len(text) <= 18 else float(text)
+
+
 def _parse_lenient(raw: bytes, error: orjson.JSONDecodeError) -> Any:
     """Second chance for bodies orjson refuses: Python's json reads ``NaN``/``Infinity`` and
     overflowing numbers, so validation can name the field that holds them (422, not 400)."""
     try:
-        body = json.loads(raw)
+        # An integer too long for a float64 becomes inf, so validation names its field.
+        body = json.loads(raw, parse_int=_parse_int)
         orjson.dumps(body)  # refuses lone surrogates and the like, which ONNX could not take
     except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError):
         raise RequestError(

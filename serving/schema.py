@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
-#: Request body keys this server accepts: ours, then MLflow's two scoring formats.
-FORMATS = ("instances", "dataframe_records", "dataframe_split")
+#: Request body keys this server accepts: ours, then MLflow's scoring formats (``inputs``:
+#: row objects, or an object of column arrays).
+FORMATS = ("instances", "dataframe_records", "dataframe_split", "inputs")
+#: MLflow's optional inference parameters key, accepted beside any format (must be an object).
+PARAMS = "params"
 #: How a missing string reaches the graph (ONNX string tensors cannot hold NaN).
 MISSING_STRING = ""
 _NAN = math.nan
@@ -115,6 +118,11 @@ class InputSchema:
     # ------------------------------------------------------------------ request bodies
     def feed_from_body(self, body: Any) -> tuple[int, dict[str, np.ndarray]]:
         """Return ``(rows, feed)`` for a parsed JSON body in any accepted format."""
+        if type(body) is dict and PARAMS in body:
+            # MLflow's inference parameters: this model takes none; they must be an object.
+            if type(body[PARAMS]) is not dict:
+                raise RequestError(400, "format", "must be an object", PARAMS)
+            body = {k: v for k, v in body.items() if k != PARAMS}
         if type(body) is not dict or len(body) != 1:
             raise RequestError(
                 400,
@@ -126,6 +134,10 @@ class InputSchema:
             return self.feed_from_records(payload, key)
         if key == "dataframe_split":
             return self.feed_from_split(payload)
+        if key == "inputs":
+            if type(payload) is dict:
+                return self.feed_from_columns(payload, key)
+            return self.feed_from_records(payload, key)
         raise RequestError(
             400,
             "format",
@@ -202,6 +214,25 @@ class InputSchema:
         for name, convert in self._converters:
             j = position[name]
             feed[name] = convert([row[j] for row in data], prefix)
+        return n, feed
+
+    def feed_from_columns(self, columns: Any, where: str) -> tuple[int, dict[str, np.ndarray]]:
+        """Columnar ``{column: [values, ...]}`` (MLflow's ``inputs`` as an object)."""
+        if columns.keys() != self.name_set:
+            self._raise_column_error(columns.keys(), f"{where}.{{}}")
+        lengths = set()
+        for name in self.names:
+            if type(columns[name]) is not list:
+                raise RequestError(400, "format", "must be an array of values", f"{where}.{name}")
+            lengths.add(len(columns[name]))
+        if len(lengths) != 1:
+            raise RequestError(
+                422, "row_shape", "every column must hold the same number of values", where
+            )
+        n = self._check_count(lengths.pop(), where)
+        feed = {}
+        for name, convert in self._converters:
+            feed[name] = convert(list(columns[name]), f"{where}[")  # inputs[3].island
         return n, feed
 
     # ------------------------------------------------------------------ helpers
@@ -293,11 +324,9 @@ class InputSchema:
         def convert(values: list, prefix: str) -> np.ndarray:
             if (
                 len(values) > 8
-                and (
-                    allowed.issuperset(values)
-                    if reject
-                    else _STR_TYPE.issuperset(map(type, values))
-                )
+                # Types first: an object or array in the column is unhashable (issuperset).
+                and _STR_TYPE.issuperset(map(type, values))
+                and (not reject or allowed.issuperset(values))
                 and (nullable or MISSING_STRING not in values)
             ):
                 return np.array(values, dtype=object).reshape(-1, 1)
