@@ -33,9 +33,11 @@ from werkzeug.exceptions import HTTPException
 
 from serving import metrics as m
 from serving.config import DRAIN_FILE, ServingConfig
+from serving.feedback import parse_feedback
 from serving.metrics import MetricsStore
 from serving.model import LoadedModel, ModelError, ModelHolder, load_model
 from serving.openapi import build_openapi
+from serving.predlog import JsonLinesWriter, Prediction, PredictionLog, timestamp
 from serving.registry import POINTER, RegistryWatcher, read_pointer
 from serving.rsgi import request_id_from
 from serving.schema import RequestError
@@ -43,8 +45,18 @@ from serving.schema import RequestError
 log = logging.getLogger("serving")
 
 JSON = "application/json"
+#: The variant that answers when no rollout is configured (and the registry alias it follows).
+CHAMPION = "champion"
 #: Paths the metrics name; anything else is counted as ``other`` (bounded label values).
-ENDPOINTS = ("/predict", "/metadata", "/openapi.json", "/health/live", "/health/ready", "/metrics")
+ENDPOINTS = (
+    "/predict",
+    "/feedback",
+    "/metadata",
+    "/openapi.json",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+)
 #: How often a worker looks at the published model pointer (a stat call).
 POINTER_CHECK_SECONDS = 1.0
 
@@ -61,6 +73,8 @@ class ServingState:
     cache: dict[str, tuple[LoadedModel, bytes]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     watcher: RegistryWatcher | None = None
+    prediction_log: PredictionLog | None = None
+    feedback_log: JsonLinesWriter | None = None
 
 
 def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
@@ -78,6 +92,7 @@ def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
         runtime_dir=runtime_dir,
         expected_auth=None if token is None else token.encode("utf-8"),
     )
+    _open_logs(state)
     _start_model(state)
 
     app = Flask(__name__)
@@ -133,6 +148,7 @@ def _api_blueprint(state: ServingState) -> Blueprint:
     limit = state.config.max_body_bytes
     expected = state.expected_auth
     unauthorized_headers = {"WWW-Authenticate": 'Bearer realm="serving"'}
+    predictions_log, feedback_log = state.prediction_log, state.feedback_log
 
     def check_auth(environ: dict[str, Any]) -> Response | None:
         if expected is None:
@@ -198,20 +214,58 @@ def _api_blueprint(state: ServingState) -> Blueprint:
             n, feed = model.schema.feed_from_body(body)
         except RequestError as exc:
             return _error(exc)
-        labels, probabilities = model.predict(feed)
-        store.count_classes(model.class_index, labels)
-        classes = model.classes
-        # strict=False: the lengths match by construction, and the check costs ~15% of a
-        # 100-row response.
+        outputs = model.outputs(feed)
+        variant = CHAMPION
+        if model.task.is_regression:
+            values = [o["value"] for o in outputs]
+            store.observe_values(model.value_index, values)
+            predictions: list[Any] = values
+        else:
+            store.count_classes(model.class_index, [o["label"] for o in outputs])
+            predictions = outputs
+        request_id = environ["serving.request_id"]
+        if predictions_log is not None and predictions_log.wants():
+            predictions_log.submit(
+                Prediction(
+                    epoch=time.time(),
+                    request_id=request_id,
+                    model=model.model_block,
+                    variant=variant,
+                    served=True,
+                    columns=model.log_columns,
+                    feed=feed,
+                    outputs=outputs,
+                    latency_ms=(time.perf_counter() - environ["serving.started"]) * 1000,
+                )
+            )
         payload = {
-            "predictions": [
-                {"label": label, "probabilities": dict(zip(classes, probs, strict=False))}
-                for label, probs in zip(labels, probabilities, strict=False)
-            ],
+            "predictions": predictions,
             "model": model.model_block,
-            "request_id": environ["serving.request_id"],
+            "variant": variant,
+            "request_id": request_id,
         }
         return Response(orjson.dumps(payload), content_type=JSON)
+
+    @api.post("/feedback")
+    def feedback() -> Response:
+        environ = request.environ
+        denied = check_auth(environ)
+        if denied is not None:
+            return denied
+        if feedback_log is None:
+            return _error(
+                RequestError(
+                    404, "feedback_off", "feedback is off: the server has no SERVING_FEEDBACK_LOG"
+                )
+            )
+        try:
+            items = parse_feedback(read_body(environ), holder.model)
+        except RequestError as exc:
+            return _error(exc)
+        now = timestamp(time.time())
+        for item in items:
+            feedback_log.submit(orjson.dumps({"ts": now, **item}))
+        return _json({"accepted": len(items)}, 202)
 
     @api.get("/metadata")
     def metadata() -> Response:
@@ -306,20 +360,21 @@ def _cached(state: ServingState, key: str, model: LoadedModel | None, build) -> 
 
 
 def _metadata(model: LoadedModel) -> dict[str, Any]:
-    d = model.descriptor
+    d = model.descriptor.to_dict()
     return {
         "name": model.name,
         "version": model.version,
         "source": model.source,
+        "task": d["task"],
         "inputs": d["inputs"],
         "classes": list(model.classes),
-        "target": d.get("target"),
-        "estimator": d.get("estimator"),
-        "family": d.get("family"),
-        "onnx": d.get("onnx"),
-        "metrics": d.get("metrics"),
-        "parity": d.get("parity"),
-        "lineage": d.get("lineage"),
+        "target": d["target"],
+        "estimator": d["estimator"],
+        "family": d["family"],
+        "onnx": d["onnx"],
+        "metrics": d["metrics"],
+        "parity": d["parity"],
+        "lineage": d["lineage"],
         "golden_rows": model.golden_rows,
         "load_seconds": round(model.load_seconds, 4),
     }
@@ -356,6 +411,7 @@ class _Instrumented:
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
+        environ.setdefault("serving.started", started)
         status: list[str] = []
 
         own_id = "serving.request_id" not in environ
@@ -377,6 +433,34 @@ class _Instrumented:
         return result
 
 
+# ---------------------------------------------------------------------- logs
+def _open_logs(state: ServingState) -> None:
+    config, store = state.config, state.store
+
+    def counter(family: str):
+        indexes = {
+            outcome: store.index(family, (("outcome", outcome),))
+            for outcome in ("written", "dropped", "failed")
+        }
+        return lambda outcome, n: store.inc(indexes[outcome], n)
+
+    def writer(path: Path, family: str) -> JsonLinesWriter:
+        return JsonLinesWriter(
+            path,
+            max_bytes=config.prediction_log_max_bytes,
+            backups=config.prediction_log_backups,
+            queue_size=config.prediction_log_queue,
+            on_count=counter(family),
+        )
+
+    if config.prediction_log is not None:
+        state.prediction_log = PredictionLog(
+            writer(config.prediction_log, m.PREDICTION_LOG), config.prediction_log_sample
+        )
+    if config.feedback_log is not None:
+        state.feedback_log = writer(config.feedback_log, m.FEEDBACK)
+
+
 # ---------------------------------------------------------------------- model lifecycle
 def _private_runtime_dir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="serving-runtime-"))
@@ -387,7 +471,15 @@ def _private_runtime_dir() -> Path:
 def _install(state: ServingState, model: LoadedModel) -> None:
     """Make ``model`` the one served: metric series first, then one atomic swap."""
     store = state.store
-    model.class_index = {c: store.index(m.PREDICTIONS, (("class", c),)) for c in model.classes}
+    variant = (("variant", CHAMPION),)
+    if model.task.is_regression:
+        model.value_index = store.index(
+            m.PREDICTION_VALUE, variant, width=m.histogram_width(m.PREDICTION_VALUE)
+        )
+    else:
+        model.class_index = {
+            c: store.index(m.PREDICTIONS, (("class", c), *variant)) for c in model.classes
+        }
     info = store.index(
         m.MODEL_INFO, (("name", model.name), ("version", model.version), ("source", model.source))
     )

@@ -50,6 +50,17 @@ class ServingConfig:
     out_of_range: str = REJECT
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1
+    #: JSON Lines file of served predictions (one line per row); off when unset.
+    prediction_log: Path | None = None
+    #: Fraction of requests whose rows are logged (drawn per request).
+    prediction_log_sample: float = 1.0
+    #: Size at which the prediction (and feedback) log is rotated, and how many old files stay.
+    prediction_log_max_bytes: int = 100 << 20
+    prediction_log_backups: int = 5
+    #: Records a worker may hold for its log writer; more are dropped and counted.
+    prediction_log_queue: int = 10_000
+    #: JSON Lines file ``POST /feedback`` appends to; the endpoint is off when unset.
+    feedback_log: Path | None = None
     #: Shared by the processes of one server: metrics slots and the published model pointer.
     #: ``serving.server`` creates one per server; a private temporary directory when unset.
     runtime_dir: Path | None = None
@@ -74,6 +85,10 @@ class ServingConfig:
         for field, var, kind in (
             ("reload_interval", "SERVING_RELOAD_INTERVAL", float),
             ("body_timeout", "SERVING_BODY_TIMEOUT", float),
+            ("prediction_log_sample", "SERVING_PREDICTION_LOG_SAMPLE", float),
+            ("prediction_log_max_bytes", "SERVING_PREDICTION_LOG_MAX_BYTES", int),
+            ("prediction_log_backups", "SERVING_PREDICTION_LOG_BACKUPS", int),
+            ("prediction_log_queue", "SERVING_PREDICTION_LOG_QUEUE", int),
             ("max_rows", "SERVING_MAX_ROWS", int),
             ("max_body_bytes", "SERVING_MAX_BODY_BYTES", int),
             ("ort_intra_op_threads", "SERVING_ORT_INTRA_OP_THREADS", int),
@@ -90,11 +105,23 @@ class ServingConfig:
         ):
             if env.get(var):
                 values[field] = env[var].strip().lower()
+        for field, var in (
+            ("prediction_log", "SERVING_PREDICTION_LOG"),
+            ("feedback_log", "SERVING_FEEDBACK_LOG"),
+        ):
+            if env.get(var):
+                values[field] = Path(env[var])
         if env.get("SERVING_RUNTIME_DIR"):
             values["runtime_dir"] = Path(env["SERVING_RUNTIME_DIR"])
         values["follow_published"] = env.get(PUBLISHED_ENV) == "1"
         values.update(overrides)
-        for key in ("model_dir", "model_cache_dir", "runtime_dir"):
+        for key in (
+            "model_dir",
+            "model_cache_dir",
+            "runtime_dir",
+            "prediction_log",
+            "feedback_log",
+        ):
             if isinstance(values.get(key), str):
                 values[key] = Path(values[key])
         config = cls(**values)
@@ -123,6 +150,18 @@ class ServingConfig:
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, not {value}.")
+        if not 0.0 <= self.prediction_log_sample <= 1.0:
+            raise ConfigError(
+                "SERVING_PREDICTION_LOG_SAMPLE must be a fraction from 0 to 1, "
+                f"not {self.prediction_log_sample}."
+            )
+        if self.prediction_log_max_bytes < 4096 or self.prediction_log_queue < 1:
+            raise ConfigError(
+                "SERVING_PREDICTION_LOG_MAX_BYTES must be at least 4096 and "
+                "SERVING_PREDICTION_LOG_QUEUE at least 1."
+            )
+        if self.prediction_log_backups < 0:
+            raise ConfigError("SERVING_PREDICTION_LOG_BACKUPS must be 0 or more.")
         if not self.body_timeout > 0:
             raise ConfigError("SERVING_BODY_TIMEOUT must be a number of seconds above 0.")
         if self.reload_interval < 0:

@@ -174,7 +174,7 @@ class RSGIBridge:
                 _BodyError(400, "incomplete_body", "the connection ended before the body did"),
             )
             return
-        environ = self._environ(scope, body, request_id)
+        environ = self._environ(scope, body, request_id, started)
         status_line: list[str] = []
         response_headers: list[tuple[str, str]] = []
 
@@ -235,7 +235,7 @@ class RSGIBridge:
             }
         )
 
-    def _environ(self, scope, body: bytes, request_id: str) -> dict[str, Any]:
+    def _environ(self, scope, body: bytes, request_id: str, started: float) -> dict[str, Any]:
         server_host, _, server_port = scope.server.rpartition(":")
         remote_host, _, remote_port = scope.client.rpartition(":")
         environ: dict[str, Any] = {
@@ -257,6 +257,7 @@ class RSGIBridge:
             "wsgi.multiprocess": True,
             "wsgi.run_once": False,
             "serving.request_id": request_id,
+            "serving.started": started,
         }
         for name, value in scope.headers.items():
             if name == "content-type":

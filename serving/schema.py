@@ -63,6 +63,25 @@ class Column:
     categories: tuple[str, ...] = ()
     min: float | None = None
     max: float | None = None
+    #: The graph input this column feeds (``model_spec``'s mapping; the name when unset).
+    onnx_name: str = ""
+
+    @classmethod
+    def from_spec(cls, spec) -> Column:
+        """From a :class:`model_spec.descriptor.InputSpec`."""
+        return cls(
+            name=spec.name,
+            kind=spec.kind,
+            nullable=spec.nullable,
+            categories=tuple(spec.categories),
+            min=spec.min,
+            max=spec.max,
+            onnx_name=spec.onnx_name,
+        )
+
+    def __post_init__(self) -> None:
+        if not self.onnx_name:
+            object.__setattr__(self, "onnx_name", self.name)
 
     @classmethod
     def from_descriptor(cls, spec: Mapping[str, Any]) -> Column:
@@ -108,12 +127,15 @@ class InputSchema:
         self.reject_unknown_categories = reject_unknown_categories
         self.reject_out_of_range = reject_out_of_range
         self._required = ", ".join(self.names)
+        # (column name, graph input name, converter): requests use the column names, the feed
+        # is keyed by each column's ONNX input name.
         self._converters = []
         for column in self.columns:
             if column.kind == "numeric":
-                self._converters.append((column.name, self._numeric_converter(column)))
+                convert = self._numeric_converter(column)
             else:
-                self._converters.append((column.name, self._categorical_converter(column)))
+                convert = self._categorical_converter(column)
+            self._converters.append((column.name, column.onnx_name, convert))
 
     # ------------------------------------------------------------------ request bodies
     def feed_from_body(self, body: Any) -> tuple[int, dict[str, np.ndarray]]:
@@ -165,8 +187,8 @@ class InputSchema:
                 self._raise_column_error(row.keys(), f"{where}[{i}].{{}}")
         prefix = where + "["
         feed = {}
-        for name, convert in self._converters:
-            feed[name] = convert([row[name] for row in rows], prefix)
+        for name, onnx_name, convert in self._converters:
+            feed[onnx_name] = convert([row[name] for row in rows], prefix)
         return n, feed
 
     def feed_from_split(self, split: Any) -> tuple[int, dict[str, np.ndarray]]:
@@ -211,9 +233,9 @@ class InputSchema:
         position = {name: j for j, name in enumerate(columns)}
         prefix = f"{where}.data["
         feed = {}
-        for name, convert in self._converters:
+        for name, onnx_name, convert in self._converters:
             j = position[name]
-            feed[name] = convert([row[j] for row in data], prefix)
+            feed[onnx_name] = convert([row[j] for row in data], prefix)
         return n, feed
 
     def feed_from_columns(self, columns: Any, where: str) -> tuple[int, dict[str, np.ndarray]]:
@@ -231,8 +253,8 @@ class InputSchema:
             )
         n = self._check_count(lengths.pop(), where)
         feed = {}
-        for name, convert in self._converters:
-            feed[name] = convert(list(columns[name]), f"{where}[")  # inputs[3].island
+        for name, onnx_name, convert in self._converters:
+            feed[onnx_name] = convert(list(columns[name]), f"{where}[")  # inputs[3].island
         return n, feed
 
     # ------------------------------------------------------------------ helpers

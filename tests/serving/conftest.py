@@ -348,3 +348,119 @@ class Registry:
 def registry(tmp_path_factory) -> Registry:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return Registry(tmp_path_factory.mktemp("mlflow"))
+
+
+# ---------------------------------------------------------------------- a regression export
+REGRESSION_NAME = "penguin-mass-regressor"
+#: Column names a CSV can hold but an ONNX input cannot: the descriptor maps them.
+REGRESSION_COLUMNS = ("bill length (mm)", "flipper_length_mm", "island")
+_WEIGHTS = (2.0, 0.5, 10.0)
+_BIAS = 100.0
+
+
+def build_regression_export(out_dir: Path) -> Path:
+    """A tiny regression model directory: an ONNX graph ``prediction = 2 * bill + 0.5 *
+    flipper + 10 * island code + 100`` (``float [N, 1]``, as the pipeline's regressors
+    export), its descriptor v2 (``task: regression``, one input renamed for ONNX) and golden
+    rows computed by ONNX Runtime."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from model_spec.descriptor import (
+        CATEGORICAL,
+        NUMERIC,
+        InputSpec,
+        ModelDescriptor,
+        OnnxSpec,
+        onnx_input_names,
+        outputs_for,
+    )
+    from model_spec.feed import build_feed
+    from model_spec.task import Task
+
+    names = onnx_input_names(REGRESSION_COLUMNS)
+    bill, flipper, island = names
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "LabelEncoder",
+                [island],
+                ["island_code"],
+                domain="ai.onnx.ml",
+                keys_strings=["Biscoe", "Dream", "Torgersen"],
+                values_floats=[1.0, 2.0, 3.0],
+                default_float=0.0,
+            ),
+            helper.make_node("Cast", ["island_code"], ["island_d"], to=TensorProto.DOUBLE),
+            helper.make_node("Concat", [bill, flipper, "island_d"], ["x"], axis=1),
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["y"]),
+            helper.make_node("Cast", ["y"], ["prediction"], to=TensorProto.FLOAT),
+        ],
+        "regressor",
+        [
+            helper.make_tensor_value_info(bill, TensorProto.DOUBLE, [None, 1]),
+            helper.make_tensor_value_info(flipper, TensorProto.DOUBLE, [None, 1]),
+            helper.make_tensor_value_info(island, TensorProto.STRING, [None, 1]),
+        ],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+        initializer=[
+            helper.make_tensor("w", TensorProto.DOUBLE, [3, 1], list(_WEIGHTS)),
+            helper.make_tensor("b", TensorProto.DOUBLE, [1], [_BIAS]),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, out_dir / "model.onnx")
+    inputs = (
+        InputSpec("bill length (mm)", bill, NUMERIC, False, 25.0, 70.0),
+        InputSpec("flipper_length_mm", flipper, NUMERIC, False, 160.0, 240.0),
+        InputSpec(
+            "island", island, CATEGORICAL, False, categories=("Biscoe", "Dream", "Torgersen")
+        ),
+    )
+    descriptor = ModelDescriptor(
+        name=REGRESSION_NAME,
+        task=Task.REGRESSION,
+        estimator="linear_regression",
+        family="sklearn",
+        target="body_mass_g",
+        inputs=inputs,
+        onnx=OnnxSpec(outputs=tuple(outputs_for(Task.REGRESSION))),
+        metrics={"rmse": 300.0},
+    )
+    descriptor.write(out_dir)
+    rows = [
+        {"bill length (mm)": 40.0, "flipper_length_mm": 190.0, "island": "Biscoe"},
+        {"bill length (mm)": 50.0, "flipper_length_mm": 220.0, "island": "Dream"},
+        {"bill length (mm)": 45.5, "flipper_length_mm": 200.0, "island": "Torgersen"},
+    ]
+    session = ort.InferenceSession(str(out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = build_feed(descriptor, {c: [r[c] for r in rows] for c in REGRESSION_COLUMNS})
+    (predictions,) = session.run(["prediction"], feed)
+    golden = {
+        "tolerance": 1e-5,
+        "rows": [
+            {"case": "typical", "inputs": r, "prediction": float(p)}
+            for r, p in zip(rows, np.asarray(predictions).reshape(-1), strict=True)
+        ],
+    }
+    (out_dir / "golden.json").write_text(json.dumps(golden, indent=2) + "\n")
+    return out_dir
+
+
+def expected_value(row: dict) -> float:
+    code = {"Biscoe": 1.0, "Dream": 2.0, "Torgersen": 3.0}[row["island"]]
+    w = _WEIGHTS
+    return w[0] * row["bill length (mm)"] + w[1] * row["flipper_length_mm"] + w[2] * code + _BIAS
+
+
+@pytest.fixture(scope="session")
+def regression_model(tmp_path_factory) -> Path:
+    return build_regression_export(tmp_path_factory.mktemp("regression") / "model")

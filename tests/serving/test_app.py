@@ -557,7 +557,8 @@ def test_metrics_count_requests_latency_classes_and_version(client, golden, row,
     assert samples[(req, (("endpoint", "/predict"), ("status", "422")))] == 1.0
     assert samples[(req, (("endpoint", "other"), ("status", "404")))] == 1.0
     for name in ("Adelie", "Chinstrap", "Gentoo"):
-        assert samples[("serving_predictions_total", (("class", name),))] == expected[name]
+        key = ("serving_predictions_total", (("class", name), ("variant", "champion")))
+        assert samples[key] == expected[name]
     latency = "serving_request_duration_seconds"
     assert samples[(latency + "_count", (("endpoint", "/predict"),))] == 3.0
     assert samples[(latency + "_bucket", (("endpoint", "/predict"), ("le", "+Inf")))] == 3.0

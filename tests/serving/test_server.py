@@ -105,6 +105,7 @@ def test_predict_health_metrics_access_log_across_workers(
         SERVING_API_TOKEN=TOKEN,
         SERVING_RUNTIME_DIR=str(runtime),
         SERVING_ADDRESS_FILE=str(tmp_path / "address"),
+        SERVING_PREDICTION_LOG=str(tmp_path / "predictions.jsonl"),
     )
     assert (tmp_path / "address").read_text() == f"127.0.0.1:{server.port}\n"
     healthcheck = subprocess.run(
@@ -189,6 +190,13 @@ def test_predict_health_metrics_access_log_across_workers(
     }
 
     assert server.stop() == 0  # SIGTERM: drain, graceful shutdown, clean exit
+    # Both workers appended to one prediction log; what was queued was written at exit.
+    logged = [
+        json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert len(logged) == 121
+    assert sum(r["request_id"] == "caller-id-1" for r in logged) == 1
+    assert {r["variant"] for r in logged} == {"champion"}
     healthcheck = subprocess.run(
         [sys.executable, "-m", "serving.healthcheck"],
         env={**os.environ, "SERVING_ADDRESS_FILE": str(tmp_path / "address")},
