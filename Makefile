@@ -87,12 +87,12 @@ test-integration: env ## Integration tests: real dvc repro in a temporary copy
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 lint: env ## ruff on the code
-	$(BIN)/ruff check pipeline serving tests benchmarks
-	$(BIN)/ruff format --check pipeline serving tests benchmarks
+	$(BIN)/ruff check pipeline serving model_spec tests benchmarks
+	$(BIN)/ruff format --check pipeline serving model_spec tests benchmarks
 
 format: env ## Apply ruff fixes and formatting
-	$(BIN)/ruff check --fix pipeline serving tests benchmarks
-	$(BIN)/ruff format pipeline serving tests benchmarks
+	$(BIN)/ruff check --fix pipeline serving model_spec tests benchmarks
+	$(BIN)/ruff format pipeline serving model_spec tests benchmarks
 
 bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change (fresh clone)
 	$(BIN)/python -m benchmarks.bench_pipeline $(if $(ESTIMATOR),--estimator $(ESTIMATOR))
@@ -108,11 +108,11 @@ SERVE_PORT ?= 8000
 MODEL_VERSION ?=
 BENCH_SERVE_ARGS ?=
 
-serve: env ## Serve MODEL_DIR with gunicorn on 127.0.0.1:SERVE_PORT (SERVING_* variables apply)
+serve: env ## Serve MODEL_DIR (granian + Flask) on 127.0.0.1:SERVE_PORT (SERVING_* variables apply)
 	@test -f $(MODEL_DIR)/model.json || test -n "$${SERVING_MODEL_URI:-}" || \
 	  { echo "serve: no $(MODEL_DIR)/model.json; run the pipeline (make run) or set MODEL_DIR"; exit 1; }
 	SERVING_MODEL_DIR=$(MODEL_DIR) SERVING_BIND=$${SERVING_BIND:-127.0.0.1:$(SERVE_PORT)} \
-	  $(BIN)/gunicorn -c serving/gunicorn.conf.py 'serving.app:create_app()'
+	  $(BIN)/python -m serving.server
 
 image: ## Build the serving image IMAGE:IMAGE_TAG with MODEL_DIR baked in (CONTAINER_TOOL)
 	@test -f $(MODEL_DIR)/model.json || \
@@ -134,7 +134,7 @@ image-test: image env ## Build and run the image; check health, non-root user, g
 bench-serve: export ## wrk: our server vs mlflow models serve (1 and 100 rows), 60 s soak, time to ready
 	$(BIN)/python -m benchmarks.bench_serve --model-dir $(MODEL_DIR) $(BENCH_SERVE_ARGS)
 
-test-serving: env ## Serving tests: Flask test client, real gunicorn, registry reload
+test-serving: env ## Serving tests: Flask test client, real server processes, registry reload
 	$(BIN)/python -m pytest tests/serving $(PYTEST_ARGS)
 
 clean: ## Remove the environment, pipeline outputs and the local MLflow store

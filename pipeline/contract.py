@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from model_spec.task import Task
 from pipeline.errors import PipelineError
 
 COLUMN_TYPES = ("numeric", "categorical")
@@ -49,6 +50,14 @@ class Contract:
     @property
     def target_spec(self) -> ColumnSpec:
         return self.column(self.target)
+
+    @property
+    def task(self) -> Task:
+        """Classification for a categorical target (binary with two categories), regression
+        for a numeric one: the contract's target decides, nothing else."""
+        spec = self.target_spec
+        n = len(spec.categories or ()) if spec.type == "categorical" else None
+        return Task.for_target(spec.type, max(n, 2) if n is not None else None)
 
     @property
     def features(self) -> tuple[ColumnSpec, ...]:
@@ -133,8 +142,6 @@ def parse_contract(raw: Any, path: Path = Path("<contract>")) -> Contract:
     targets = [c.name for c in columns if c.role == "target"]
     if len(targets) != 1:
         raise _fail(path, f"exactly one column needs role: target, found {len(targets)}.")
-    if columns[[c.name for c in columns].index(targets[0])].type != "categorical":
-        raise _fail(path, f"target '{targets[0]}' must be categorical (this is a classifier).")
     if not any(c.role == "feature" for c in columns):
         raise _fail(path, "no feature columns.")
     rows = raw.get("rows") or {}

@@ -28,22 +28,35 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from model_spec import descriptor as spec
+from model_spec.descriptor import (
+    DESCRIPTOR_FILE,
+    GOLDEN_FILE,
+    ONNX_FILE,
+    InputSpec,
+    ModelDescriptor,
+    OnnxSpec,
+    SavedModelSpec,
+    outputs_for,
+)
+from model_spec.feed import build_feed
+from model_spec.task import Task
 from pipeline import onnx_export
 from pipeline.config import Params, flatten, load_params
 from pipeline.contract import Contract, load_contract
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
-from pipeline.preprocess import to_model_frame
 
-SCHEMA_VERSION = 1
-ONNX_FILE = "model.onnx"
 SAVED_MODEL_DIR = "saved_model"
-DESCRIPTOR_FILE = "model.json"
-GOLDEN_FILE = "golden.json"
 CARD_FILE = "model_card.md"
 #: A category no contract is expected to list; the golden rows use it for "unseen".
 UNSEEN_CATEGORY = "__unseen__"
-REQUIRED_METRICS = ("accuracy", "f1_macro", "roc_auc_ovr", "log_loss")
+#: The test metrics the descriptor must carry, per task (evaluate writes them).
+REQUIRED_METRICS = {
+    Task.BINARY: ("accuracy", "f1_macro", "roc_auc_ovr", "log_loss"),
+    Task.MULTICLASS: ("accuracy", "f1_macro", "roc_auc_ovr", "log_loss"),
+    Task.REGRESSION: ("rmse", "mae", "r2"),
+}
 #: The params blocks that decide what the exported model computes. Gate, registry and MLflow
 #: settings do not, and DVC does not rerun this stage when they change.
 LINEAGE_BLOCKS = ("data", "preprocess", "train", "export")
@@ -65,17 +78,12 @@ class Outputs:
     probabilities: np.ndarray  # [N, C]
 
 
-@dataclass(frozen=True)
-class Lineage:
-    run_id: str
-    git_commit: str
-    data_sha256: str
-    params: dict[str, Any]
+Lineage = spec.Lineage
 
 
 @dataclass(frozen=True)
 class ExportResult:
-    descriptor: dict[str, Any]
+    descriptor: ModelDescriptor
     parity: dict[str, Any]
     golden: dict[str, Any]
 
@@ -242,22 +250,30 @@ def golden_payload(
 
 
 # ---------------------------------------------------------------------------- descriptor, card
-def describe_inputs(contract: Contract) -> list[dict[str, Any]]:
-    """The descriptor's ``inputs``: what the server accepts for each feature column."""
-    described = []
-    for spec in contract.features:
-        entry: dict[str, Any] = {
-            "name": spec.name,
-            "kind": spec.type,
-            "dtype": "float64" if spec.is_numeric else "string",
-            "nullable": spec.max_missing > 0,
-        }
-        if spec.is_numeric:
-            entry["min"], entry["max"] = spec.min, spec.max
-        else:
-            entry["categories"] = list(spec.categories or ())
-        described.append(entry)
-    return described
+def describe_inputs(
+    contract: Contract, onnx_names: list[str] | None = None
+) -> tuple[InputSpec, ...]:
+    """The descriptor's ``inputs``: what the server accepts for each feature column, and the
+    graph input it feeds (``onnx_names``, in contract order; default
+    :func:`model_spec.descriptor.onnx_input_names`)."""
+    features = contract.features
+    names = onnx_names or spec.onnx_input_names([c.name for c in features])
+    if len(names) != len(features):
+        raise PipelineError(
+            f"the ONNX graph has {len(names)} inputs for {len(features)} feature columns."
+        )
+    return tuple(
+        InputSpec(
+            name=c.name,
+            onnx_name=onnx_name,
+            kind=spec.NUMERIC if c.is_numeric else spec.CATEGORICAL,
+            nullable=c.max_missing > 0,
+            min=c.min if c.is_numeric else None,
+            max=c.max if c.is_numeric else None,
+            categories=() if c.is_numeric else tuple(c.categories or ()),
+        )
+        for c, onnx_name in zip(features, names, strict=True)
+    )
 
 
 def build_descriptor(
@@ -270,46 +286,46 @@ def build_descriptor(
     metrics: dict[str, Any],
     parity: dict[str, Any],
     lineage: Lineage,
-) -> dict[str, Any]:
-    missing = [m for m in REQUIRED_METRICS if m not in metrics]
+) -> ModelDescriptor:
+    """The typed ``model.json`` of this export (see :mod:`model_spec.descriptor`)."""
+    task = contract.task
+    missing = [m for m in REQUIRED_METRICS[task] if m not in metrics]
     if missing:
         raise PipelineError(f"the metrics file lacks {', '.join(missing)}; rerun evaluate.")
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "name": name,
-        "estimator": native.estimator_name,
-        "family": native.family,
-        "onnx": {
-            "file": ONNX_FILE,
-            "opset": opset,
-            "inputs": onnx_inputs,
-            "outputs": [onnx_export.LABEL, onnx_export.PROBABILITIES],
-        },
-        "saved_model": (
-            {"dir": SAVED_MODEL_DIR, "signature": "serving_default"} if saved_model else None
+    return ModelDescriptor(
+        name=name,
+        task=task,
+        estimator=native.estimator_name,
+        family=native.family,
+        target=contract.target,
+        inputs=describe_inputs(contract, onnx_inputs),
+        onnx=OnnxSpec(file=ONNX_FILE, opset=opset, outputs=tuple(outputs_for(task))),
+        classes=tuple(str(c) for c in native.classes) if task.is_classification else (),
+        saved_model=SavedModelSpec(dir=SAVED_MODEL_DIR) if saved_model else None,
+        metrics={k: float(v) for k, v in metrics.items() if k != "rows"},
+        parity=spec.Parity(
+            passed=bool(parity["passed"]),
+            max_abs_diff=float(parity["max_abs_diff"]),
+            tolerance=float(parity["tolerance"]),
         ),
-        "inputs": describe_inputs(contract),
-        "target": contract.target,
-        "classes": list(native.classes),
-        "metrics": {k: float(v) for k, v in metrics.items() if k != "rows"},
-        "parity": {
-            "passed": parity["passed"],
-            "max_abs_diff": parity["max_abs_diff"],
-            "tolerance": parity["tolerance"],
-        },
-        "lineage": {
-            "run_id": lineage.run_id,
-            "git_commit": lineage.git_commit,
-            "data_sha256": lineage.data_sha256,
-            "params": lineage.params,
-        },
-    }
+        lineage=lineage,
+    )
 
 
-def render_model_card(descriptor: dict[str, Any], parity: dict[str, Any]) -> str:
+def render_model_card(descriptor: ModelDescriptor, parity: dict[str, Any]) -> str:
     """Markdown model card from the descriptor and the parity report."""
-    d = descriptor
-    classes = ", ".join(f"`{c}`" for c in d["classes"])
+    d = descriptor.to_dict()
+    if descriptor.task.is_classification:
+        classes = ", ".join(f"`{c}`" for c in d["classes"])
+        predicts = f"`{d['target']}` (one of {classes}), with class probabilities,"
+        outputs = (
+            "outputs `label` `tensor(string)[N]` and `probabilities` `tensor(float)[N, C]` in "
+            "the order of the classes."
+        )
+    else:
+        predicts = f"the number `{d['target']}` ({descriptor.task.value})"
+        outputs = "output `prediction` `tensor(float)[N, 1]`."
+    renamed = [i for i in descriptor.inputs if i.onnx_name != i.name]
     lines = [
         f"# Model card: {d['name']}",
         "",
@@ -317,8 +333,8 @@ def render_model_card(descriptor: dict[str, Any], parity: dict[str, Any]) -> str
         "",
         "## Intended use",
         "",
-        f"Predicts `{d['target']}` (one of {classes}) for one or many rows of the raw feature "
-        "columns below, with class probabilities. Meant for the project's ONNX-based server and "
+        f"Predicts {predicts} for one or many rows of the raw feature "
+        "columns below. Meant for the project's ONNX-based server and "
         "for batch scoring of data that follows the same data contract as the training data. "
         "It is a model of the training data only: not a basis for decisions about data from "
         "another population, and not validated outside the ranges and categories listed.",
@@ -328,14 +344,14 @@ def render_model_card(descriptor: dict[str, Any], parity: dict[str, Any]) -> str
         "| column | kind | dtype | missing allowed | categories / range |",
         "|---|---|---|---|---|",
     ]
-    for spec in d["inputs"]:
-        if spec["kind"] == "numeric":
-            allowed = f"{spec['min']} to {spec['max']}"
+    for entry in d["inputs"]:
+        if entry["kind"] == "numeric":
+            allowed = f"{entry['min']} to {entry['max']}"
         else:
-            allowed = ", ".join(spec["categories"])
-        nullable = "yes" if spec["nullable"] else "no"
+            allowed = ", ".join(entry["categories"])
+        nullable = "yes" if entry["nullable"] else "no"
         lines.append(
-            f"| `{spec['name']}` | {spec['kind']} | {spec['dtype']} | {nullable} | {allowed} |"
+            f"| `{entry['name']}` | {entry['kind']} | {entry['dtype']} | {nullable} | {allowed} |"
         )
     saved = d["saved_model"]
     lines += [
@@ -345,8 +361,15 @@ def render_model_card(descriptor: dict[str, Any], parity: dict[str, Any]) -> str
         f"- `{d['onnx']['file']}`: ONNX opset {d['onnx']['opset']}; inputs "
         + ", ".join(f"`{i}`" for i in d["onnx"]["inputs"])
         + " (each `[N, 1]`: numeric `tensor(double)` with NaN for missing, categorical "
-        '`tensor(string)` with `""` for missing); outputs `label` `tensor(string)[N]` and '
-        "`probabilities` `tensor(float)[N, C]` in the order of the classes.",
+        '`tensor(string)` with `""` for missing); '
+        + outputs
+        + (
+            " Graph input names of columns whose names are not `[A-Za-z0-9_]`: "
+            + ", ".join(f"`{i.name}` -> `{i.onnx_name}`" for i in renamed)
+            + "; requests use the column names."
+            if renamed
+            else ""
+        ),
         (
             f"- `{saved['dir']}/`: TensorFlow SavedModel, signature `{saved['signature']}` with "
             "the same named inputs, one value per row (shape `[N]`); outputs `label`, "
@@ -406,13 +429,19 @@ def render_model_card(descriptor: dict[str, Any], parity: dict[str, Any]) -> str
 
 
 # ---------------------------------------------------------------------------- the stage core
-def _runtimes(native: Any, out_dir: Path) -> dict[str, Any]:
-    """Callables from raw rows to :class:`Outputs`, one per exported artifact in ``out_dir``."""
+def _runtimes(native: Any, out_dir: Path, inputs: tuple[InputSpec, ...]) -> dict[str, Any]:
+    """Callables from raw rows to :class:`Outputs`, one per exported artifact in ``out_dir``.
+
+    ONNX Runtime gets its feed from :func:`model_spec.feed.build_feed`, exactly as the gate
+    and the server build theirs."""
     contract = native.contract
     session = onnx_export.onnx_session(out_dir / ONNX_FILE)
 
     def onnxruntime(raw: pd.DataFrame) -> Outputs:
-        return Outputs(*onnx_export.run_onnx(session, to_model_frame(raw, contract), contract))
+        labels, probabilities = session.run(
+            [spec.LABEL, spec.PROBABILITIES], build_feed(inputs, raw)
+        )
+        return Outputs(np.asarray(labels).astype(str), np.asarray(probabilities))
 
     runtimes = {"onnxruntime": onnxruntime}
     if native.family == "keras":
@@ -421,6 +450,8 @@ def _runtimes(native: Any, out_dir: Path) -> dict[str, Any]:
         serve = tf_export.load_saved_model(out_dir / SAVED_MODEL_DIR)
 
         def tensorflow(raw: pd.DataFrame) -> Outputs:
+            from pipeline.preprocess import to_model_frame
+
             frame = to_model_frame(raw, contract)
             return Outputs(*tf_export.run_saved_model(serve, frame, contract.numeric_features))
 
@@ -456,7 +487,8 @@ def export_model(
 
         tf_export.write_saved_model(native, out_dir / SAVED_MODEL_DIR)
 
-    runtimes = _runtimes(native, out_dir)
+    inputs = describe_inputs(contract, [i.name for i in onnx_model.graph.input])
+    runtimes = _runtimes(native, out_dir, inputs)
     classes = list(native.classes)
     native_test = _native_outputs(native, test)
     report = check_parity(
@@ -493,7 +525,7 @@ def export_model(
         lineage,
     )
     (out_dir / GOLDEN_FILE).write_text(json.dumps(golden, indent=2) + "\n")
-    (out_dir / DESCRIPTOR_FILE).write_text(json.dumps(descriptor, indent=2) + "\n")
+    descriptor.write(out_dir)
     (out_dir / CARD_FILE).write_text(render_model_card(descriptor, report))
     return ExportResult(descriptor, report, golden)
 
@@ -524,8 +556,7 @@ def log_export(out_dir: Path, parity_path: Path, result: ExportResult, contract:
         }
     )
     frame = pd.DataFrame([row["inputs"] for row in result.golden["rows"]])
-    model_frame = to_model_frame(frame, contract).reset_index(drop=True)
-    feeds = onnx_export.onnx_feeds(model_frame, contract)
+    feeds = build_feed(result.descriptor, frame)
     outputs = {
         onnx_export.LABEL: np.array([row["label"] for row in result.golden["rows"]], dtype=object),
         onnx_export.PROBABILITIES: np.array(
@@ -609,7 +640,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{name} max |diff| {r['max_abs_diff']:.1e}"
         for name, r in result.parity["runtimes"].items()
     )
-    saved = " + saved_model/" if result.descriptor["saved_model"] else ""
+    saved = " + saved_model/" if result.descriptor.saved_model else ""
     print(
         f"export: {native.estimator_name} -> {args.out} (model.onnx{saved}); parity passed on "
         f"{result.parity['rows']} test rows ({shown}); MLflow model {info.model_uri}"

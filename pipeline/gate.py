@@ -39,6 +39,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from model_spec.descriptor import (
+    DESCRIPTOR_FILE,
+    PROBABILITIES,
+    DescriptorError,
+    ModelDescriptor,
+)
+from model_spec.feed import FeedError, build_feed
 from pipeline.config import GateParams, load_params
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
@@ -46,7 +53,6 @@ from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_j
 #: Metrics of ``pipeline.evaluate.compute_metrics`` that a gate may name.
 GATEABLE = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr", "log_loss")
 LOWER_IS_BETTER = frozenset({"log_loss"})
-DESCRIPTOR = "model.json"
 
 
 def greater_is_better(metric: str) -> bool:
@@ -315,35 +321,19 @@ def render_markdown(report: GateReport) -> str:
 
 
 # ---------------------------------------------------------------------------- ONNX scoring
-def onnx_inputs(frame: pd.DataFrame, descriptor: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Raw columns as the descriptor's ONNX inputs: numeric float64 ``[N, 1]`` (NaN = missing),
-    categorical object strings ``[N, 1]`` (``""`` = missing)."""
-    missing = [i["name"] for i in descriptor["inputs"] if i["name"] not in frame.columns]
-    if missing:
-        raise PipelineError(f"the test split has no column(s) {', '.join(missing)}.")
-    feed = {}
-    for spec in descriptor["inputs"]:
-        column = frame[spec["name"]]
-        if spec["kind"] == "numeric":
-            try:
-                values = pd.to_numeric(column, errors="raise").astype("float64").to_numpy()
-            except (TypeError, ValueError):
-                raise PipelineError(f"column '{spec['name']}' is not numeric.") from None
-        else:
-            as_object = column.astype(object)
-            values = np.where(as_object.isna(), "", as_object.astype(str)).astype(object)
-        feed[spec["name"]] = values.reshape(-1, 1)
-    return feed
-
-
 def predict_onnx(
-    model_path: str | Path, descriptor: Mapping[str, Any], frame: pd.DataFrame
+    model_path: str | Path, descriptor: ModelDescriptor, frame: pd.DataFrame
 ) -> np.ndarray:
-    """Class probabilities ``[N, C]`` (columns in descriptor ``classes`` order)."""
+    """Class probabilities ``[N, C]`` (columns in descriptor ``classes`` order); the feed is
+    :func:`model_spec.feed.build_feed`, as everywhere else."""
     import onnxruntime as ort
 
+    try:
+        feed = build_feed(descriptor, frame)
+    except FeedError as exc:
+        raise PipelineError(f"the test split does not fit the model's inputs: {exc}.") from None
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    (proba,) = session.run(["probabilities"], onnx_inputs(frame, descriptor))
+    (proba,) = session.run([PROBABILITIES], feed)
     return np.asarray(proba, dtype="float64")
 
 
@@ -352,22 +342,29 @@ def score_export(export_dir: str | Path, test: pd.DataFrame) -> dict[str, float]
     from pipeline.evaluate import compute_metrics
 
     export_dir = Path(export_dir)
-    descriptor = read_json(export_dir / DESCRIPTOR)
-    target = descriptor["target"]
+    descriptor = _descriptor(export_dir)
+    target = descriptor.target
     if target not in test.columns:
         raise PipelineError(f"the test split has no target column '{target}'.")
-    proba = predict_onnx(export_dir / descriptor["onnx"]["file"], descriptor, test)
+    proba = predict_onnx(export_dir / descriptor.onnx.file, descriptor, test)
     # float32 rows sum to 1 only within ~1e-7; scikit-learn's log_loss warns about that.
     proba = proba / proba.sum(axis=1, keepdims=True)
-    return compute_metrics(test[target].astype(str).to_numpy(), proba, list(descriptor["classes"]))
+    return compute_metrics(test[target].astype(str).to_numpy(), proba, list(descriptor.classes))
+
+
+def _descriptor(path: str | Path) -> ModelDescriptor:
+    try:
+        return ModelDescriptor.read(path)
+    except DescriptorError as exc:
+        raise PipelineError(f"model descriptor: {exc}") from None
 
 
 def find_export_dir(root: Path) -> Path | None:
     """Where a downloaded registered version keeps ``model.json`` and its ONNX file."""
     from pipeline.registry import EXPORT_ARTIFACT_DIR
 
-    preferred = [root / EXPORT_ARTIFACT_DIR / DESCRIPTOR, root / DESCRIPTOR]
-    found = [p for p in preferred if p.is_file()] or sorted(root.rglob(DESCRIPTOR))
+    preferred = [root / EXPORT_ARTIFACT_DIR / DESCRIPTOR_FILE, root / DESCRIPTOR_FILE]
+    found = [p for p in preferred if p.is_file()] or sorted(root.rglob(DESCRIPTOR_FILE))
     return found[0].parent if found else None
 
 
@@ -387,7 +384,9 @@ def score_champion(model_name: str, version, test: pd.DataFrame) -> Champion:
             return Champion(number, run_id, error=f"download failed: {exc.message}")
         export_dir = find_export_dir(root)
         if export_dir is None:
-            return Champion(number, run_id, error=f"its artifacts hold no {DESCRIPTOR} descriptor.")
+            return Champion(
+                number, run_id, error=f"its artifacts hold no {DESCRIPTOR_FILE} descriptor."
+            )
         try:
             metrics = score_export(export_dir, test)
         except (PipelineError, RuntimeError, KeyError) as exc:
@@ -441,15 +440,16 @@ def main(argv: list[str] | None = None) -> None:
     parity = _read(args.parity, "parity report")
     validation = _read(args.validation, "validation result")
     model_dir = Path(args.model_dir)
-    descriptor = _read(model_dir / DESCRIPTOR, "model descriptor")
-    run_id = (descriptor.get("lineage") or {}).get("run_id")
+    descriptor = _descriptor(model_dir)
+    run_id = descriptor.lineage.run_id
     if not run_id:
-        raise PipelineError(f"'{model_dir / DESCRIPTOR}' has no lineage.run_id; rerun export.")
+        raise PipelineError(f"'{model_dir / DESCRIPTOR_FILE}' has no lineage.run_id; rerun export.")
     candidate = {
         "run_id": run_id,
-        "estimator": descriptor.get("estimator"),
-        "family": descriptor.get("family"),
-        "onnx_sha256": file_sha256(model_dir / descriptor["onnx"]["file"]),
+        "estimator": descriptor.estimator,
+        "family": descriptor.family,
+        "task": descriptor.task.value,
+        "onnx_sha256": file_sha256(model_dir / descriptor.onnx.file),
         "metrics": dict(metrics),
     }
 

@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from model_spec.descriptor import DESCRIPTOR_FILE, DescriptorError, ModelDescriptor
 from pipeline.config import flatten, load_params
 from pipeline.errors import PipelineError, cli
 from pipeline.io import file_sha256, read_json
@@ -176,6 +177,17 @@ def _save_history(client, name: str, events: list[dict[str, Any]]) -> None:
 
 
 # ---------------------------------------------------------------------------- register
+def read_descriptor(model_dir: Path) -> ModelDescriptor:
+    """The export's ``model.json``, or a PipelineError saying what to do."""
+    try:
+        return ModelDescriptor.read(model_dir)
+    except DescriptorError as exc:
+        raise PipelineError(
+            f"the model descriptor in '{model_dir}' cannot be used: {exc}. Run the pipeline "
+            f"(`make run`) to export a model; `{DESCRIPTOR_FILE}` is written by the export stage."
+        ) from None
+
+
 @dataclass(frozen=True)
 class Registered:
     version: str
@@ -183,7 +195,7 @@ class Registered:
     run_id: str
 
 
-def check_gate_report(gate: dict[str, Any], descriptor: dict[str, Any], onnx_sha256: str) -> None:
+def check_gate_report(gate: dict[str, Any], descriptor: ModelDescriptor, onnx_sha256: str) -> None:
     """Refuse unless the gate passed for exactly this export."""
     if not gate.get("passed"):
         failed = ", ".join(gate.get("failed") or []) or "unknown checks"
@@ -192,7 +204,7 @@ def check_gate_report(gate: dict[str, Any], descriptor: dict[str, Any], onnx_sha
             "registered. Read reports/gate.md, fix the model or data, and rerun `make gate`."
         )
     candidate = gate.get("candidate") or {}
-    run_id = (descriptor.get("lineage") or {}).get("run_id")
+    run_id = descriptor.lineage.run_id
     if candidate.get("run_id") != run_id or candidate.get("onnx_sha256") != onnx_sha256:
         raise PipelineError(
             f"the gate report is for another export (run {candidate.get('run_id')}), not the one "
@@ -201,7 +213,7 @@ def check_gate_report(gate: dict[str, Any], descriptor: dict[str, Any], onnx_sha
 
 
 def version_tags(
-    descriptor: dict[str, Any],
+    descriptor: ModelDescriptor,
     gate: dict[str, Any],
     params: dict[str, Any],
     dvc_lock_sha256: str,
@@ -209,23 +221,27 @@ def version_tags(
     run_tags: dict[str, str],
 ) -> dict[str, str]:
     """Everything needed to trace a version back to its code, data, params and decision."""
-    lineage = descriptor.get("lineage") or {}
-    metrics = (gate.get("candidate") or {}).get("metrics") or descriptor.get("metrics") or {}
+    lineage = descriptor.lineage
+    metrics = (gate.get("candidate") or {}).get("metrics") or dict(descriptor.metrics)
     return {
-        RUN_ID_TAG: lineage["run_id"],
-        "git_commit": lineage.get("git_commit") or run_tags.get("git_commit", "unknown"),
+        RUN_ID_TAG: str(lineage.run_id),
+        "git_commit": lineage.git_commit or run_tags.get("git_commit", "unknown"),
         "dvc_lock_sha256": dvc_lock_sha256,
-        "data_sha256": lineage.get("data_sha256") or run_tags.get("data_sha256", "unknown"),
+        "data_sha256": lineage.data_sha256 or run_tags.get("data_sha256", "unknown"),
         "params": json.dumps(params, sort_keys=True),
         "metrics": json.dumps(metrics, sort_keys=True),
         "gate": json.dumps(gate, sort_keys=True),
         "gate_passed": "true",
-        "estimator": str(descriptor.get("estimator")),
-        "family": str(descriptor.get("family")),
+        "estimator": descriptor.estimator,
+        "family": descriptor.family,
+        "task": descriptor.task.value,
+        "inputs": json.dumps(
+            [{"name": i.name, "kind": i.kind} for i in descriptor.inputs], ensure_ascii=False
+        ),
         "onnx_sha256": onnx_sha256,
         "saved_model": (
-            f"{EXPORT_ARTIFACT_DIR}/{descriptor['saved_model']['dir']}"
-            if descriptor.get("saved_model")
+            f"{EXPORT_ARTIFACT_DIR}/{descriptor.saved_model.dir}"
+            if descriptor.saved_model
             else "none"
         ),
         "registered_by": actor(),
@@ -277,16 +293,13 @@ def register_export(
     from mlflow.exceptions import MlflowException
 
     model_dir = Path(model_dir)
-    try:
-        descriptor = read_json(model_dir / "model.json")
-    except FileNotFoundError:
-        raise PipelineError(f"'{model_dir}/model.json' is missing; run the pipeline.") from None
-    onnx_path = model_dir / descriptor["onnx"]["file"]
+    descriptor = read_descriptor(model_dir)
+    onnx_path = model_dir / descriptor.onnx.file
     onnx_sha256 = file_sha256(onnx_path)
     check_gate_report(gate, descriptor, onnx_sha256)
     if not Path(dvc_lock).is_file():
         raise PipelineError(f"'{dvc_lock}' is missing; run the pipeline with `dvc repro` first.")
-    run_id = descriptor["lineage"]["run_id"]
+    run_id = descriptor.lineage.run_id
 
     client = _client()
     existing = client.search_model_versions(f"name = '{name}' and tags.{RUN_ID_TAG} = '{run_id}'")
@@ -312,7 +325,9 @@ def register_export(
     tags = version_tags(descriptor, gate, params, file_sha256(dvc_lock), onnx_sha256, run.data.tags)
     version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
     metrics = json.loads(tags["metrics"])
-    shown = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("f1_macro", "roc_auc_ovr") if k in metrics)
+    shown = ", ".join(
+        f"{k} {metrics[k]:.4f}" for k in ("f1_macro", "roc_auc_ovr", "rmse", "r2") if k in metrics
+    )
     client.update_model_version(
         name,
         version.version,

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from model_spec.descriptor import DescriptorError, ModelDescriptor
 from pipeline.config import load_params
 from pipeline.errors import cli
 from pipeline.tracking import tracking_uri
@@ -29,10 +30,20 @@ def summarize(root: Path) -> list[str]:
         metrics = json.loads(metrics_file.read_text())
         shown = ", ".join(
             f"{k} {metrics[k]:.4f}"
-            for k in ("accuracy", "f1_macro", "roc_auc_ovr", "log_loss")
+            for k in ("accuracy", "f1_macro", "roc_auc_ovr", "log_loss", "rmse", "mae", "r2")
             if k in metrics
         )
         lines.append(f"Test metrics: {shown}")
+    export_dir = root / "models/export"
+    if export_dir.exists():
+        try:
+            d = ModelDescriptor.read(export_dir)
+            lines.append(
+                f"{'Model:':34} {d.name} ({d.task.value}, {d.estimator}, "
+                f"{len(d.inputs)} inputs -> {', '.join(d.onnx.outputs)})"
+            )
+        except DescriptorError as exc:
+            lines.append(f"{'Model:':34} unreadable descriptor: {exc}")
     for label, rel in RESULTS:
         if (root / rel).exists():
             lines.append(f"{label + ':':34} {rel}")

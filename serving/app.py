@@ -18,6 +18,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -31,19 +32,32 @@ from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from serving import metrics as m
-from serving.config import ServingConfig
+from serving.config import DRAIN_FILE, ServingConfig
+from serving.feedback import parse_feedback
 from serving.metrics import MetricsStore
 from serving.model import LoadedModel, ModelError, ModelHolder, load_model
 from serving.openapi import build_openapi
+from serving.predlog import JsonLinesWriter, Prediction, PredictionLog, timestamp
 from serving.registry import POINTER, RegistryWatcher, read_pointer
+from serving.rsgi import request_id_from
 from serving.schema import RequestError
 
 log = logging.getLogger("serving")
 
 JSON = "application/json"
+#: The variant that answers when no rollout is configured (and the registry alias it follows).
+CHAMPION = "champion"
 #: Paths the metrics name; anything else is counted as ``other`` (bounded label values).
-ENDPOINTS = ("/predict", "/metadata", "/openapi.json", "/health/live", "/health/ready", "/metrics")
-#: How often a gunicorn worker looks at the published model pointer (a stat call).
+ENDPOINTS = (
+    "/predict",
+    "/feedback",
+    "/metadata",
+    "/openapi.json",
+    "/health/live",
+    "/health/ready",
+    "/metrics",
+)
+#: How often a worker looks at the published model pointer (a stat call).
 POINTER_CHECK_SECONDS = 1.0
 
 
@@ -59,6 +73,8 @@ class ServingState:
     cache: dict[str, tuple[LoadedModel, bytes]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     watcher: RegistryWatcher | None = None
+    prediction_log: PredictionLog | None = None
+    feedback_log: JsonLinesWriter | None = None
 
 
 def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
@@ -74,8 +90,9 @@ def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
         holder=ModelHolder(),
         store=store,
         runtime_dir=runtime_dir,
-        expected_auth=None if token is None else b"Bearer " + token.encode("utf-8"),
+        expected_auth=None if token is None else token.encode("utf-8"),
     )
+    _open_logs(state)
     _start_model(state)
 
     app = Flask(__name__)
@@ -131,6 +148,7 @@ def _api_blueprint(state: ServingState) -> Blueprint:
     limit = state.config.max_body_bytes
     expected = state.expected_auth
     unauthorized_headers = {"WWW-Authenticate": 'Bearer realm="serving"'}
+    predictions_log, feedback_log = state.prediction_log, state.feedback_log
 
     def check_auth(environ: dict[str, Any]) -> Response | None:
         if expected is None:
@@ -141,8 +159,12 @@ def _api_blueprint(state: ServingState) -> Blueprint:
                 RequestError(401, "auth", "missing bearer token", "Authorization"),
                 unauthorized_headers,
             )
-        # WSGI hands headers over as latin-1 str; compare bytes so any input is comparable.
-        if not hmac.compare_digest(given.encode("latin-1", "replace"), expected):
+        # The scheme is case-insensitive (RFC 9110 section 11.1), the token is not. WSGI hands
+        # headers over as latin-1 str; compare bytes so any input is comparable.
+        scheme, _, credentials = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.strip(" ").encode("latin-1", "replace"), expected
+        ):
             return _error(
                 RequestError(401, "auth", "invalid bearer token", "Authorization"),
                 {"WWW-Authenticate": 'Bearer realm="serving", error="invalid_token"'},
@@ -192,19 +214,58 @@ def _api_blueprint(state: ServingState) -> Blueprint:
             n, feed = model.schema.feed_from_body(body)
         except RequestError as exc:
             return _error(exc)
-        labels, probabilities = model.predict(feed)
-        store.count_classes(model.class_index, labels)
-        classes = model.classes
-        # strict=False: the lengths match by construction, and the check costs ~15% of a
-        # 100-row response.
+        outputs = model.outputs(feed)
+        variant = CHAMPION
+        if model.task.is_regression:
+            values = [o["value"] for o in outputs]
+            store.observe_values(model.value_index, values)
+            predictions: list[Any] = values
+        else:
+            store.count_classes(model.class_index, [o["label"] for o in outputs])
+            predictions = outputs
+        request_id = environ["serving.request_id"]
+        if predictions_log is not None and predictions_log.wants():
+            predictions_log.submit(
+                Prediction(
+                    epoch=time.time(),
+                    request_id=request_id,
+                    model=model.model_block,
+                    variant=variant,
+                    served=True,
+                    columns=model.log_columns,
+                    feed=feed,
+                    outputs=outputs,
+                    latency_ms=(time.perf_counter() - environ["serving.started"]) * 1000,
+                )
+            )
         payload = {
-            "predictions": [
-                {"label": label, "probabilities": dict(zip(classes, probs, strict=False))}
-                for label, probs in zip(labels, probabilities, strict=False)
-            ],
+            "predictions": predictions,
             "model": model.model_block,
+            "variant": variant,
+            "request_id": request_id,
         }
         return Response(orjson.dumps(payload), content_type=JSON)
+
+    @api.post("/feedback")
+    def feedback() -> Response:
+        environ = request.environ
+        denied = check_auth(environ)
+        if denied is not None:
+            return denied
+        if feedback_log is None:
+            return _error(
+                RequestError(
+                    404, "feedback_off", "feedback is off: the server has no SERVING_FEEDBACK_LOG"
+                )
+            )
+        try:
+            items = parse_feedback(read_body(environ), holder.model)
+        except RequestError as exc:
+            return _error(exc)
+        now = timestamp(time.time())
+        for item in items:
+            feedback_log.submit(orjson.dumps({"ts": now, **item}))
+        return _json({"accepted": len(items)}, 202)
 
     @api.get("/metadata")
     def metadata() -> Response:
@@ -233,11 +294,15 @@ def _health_blueprint(state: ServingState) -> Blueprint:
     def live() -> Response:
         return _json({"status": "alive"})
 
+    drain_file = state.runtime_dir / DRAIN_FILE
+
     @health.get("/ready")
     def ready() -> Response:
+        if drain_file.exists():
+            return _json({"status": "not ready", "reason": "shutting down"}, 503)
         model = holder.model
         if model is None:
-            return _json({"status": "not ready", "reason": holder.error}, 503)
+            return _json({"status": "not ready", "reason": public_reason(holder.error)}, 503)
         return _json(
             {"status": "ready", "model": model.model_block, "golden_rows": model.golden_rows}
         )
@@ -263,11 +328,26 @@ def _not_ready(holder: ModelHolder) -> Response:
             "error": {
                 "status": 503,
                 "rule": "model_not_loaded",
-                "message": f"no model is loaded: {holder.error}",
+                "message": f"no model is loaded: {public_reason(holder.error)}",
             }
         },
         503,
     )
+
+
+_PATH = re.compile(r"(?<![\w:./])(?:[\\/][^\s'\"\\/:,;()]+)+[\\/]?")
+
+
+def public_reason(message: str | None) -> str:
+    """``message`` without server file paths: each path becomes its last component, so
+    unauthenticated probes learn what is wrong (``model.json``) but not where it lives."""
+    if not message:
+        return "no model loaded yet"
+    return _PATH.sub(_last_component, message)
+
+
+def _last_component(match: re.Match) -> str:
+    return match.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _cached(state: ServingState, key: str, model: LoadedModel | None, build) -> bytes:
@@ -280,30 +360,36 @@ def _cached(state: ServingState, key: str, model: LoadedModel | None, build) -> 
 
 
 def _metadata(model: LoadedModel) -> dict[str, Any]:
-    d = model.descriptor
+    d = model.descriptor.to_dict()
     return {
         "name": model.name,
         "version": model.version,
         "source": model.source,
+        "task": d["task"],
         "inputs": d["inputs"],
         "classes": list(model.classes),
-        "target": d.get("target"),
-        "estimator": d.get("estimator"),
-        "family": d.get("family"),
-        "onnx": d.get("onnx"),
-        "metrics": d.get("metrics"),
-        "parity": d.get("parity"),
-        "lineage": d.get("lineage"),
+        "target": d["target"],
+        "estimator": d["estimator"],
+        "family": d["family"],
+        "onnx": d["onnx"],
+        "metrics": d["metrics"],
+        "parity": d["parity"],
+        "lineage": d["lineage"],
         "golden_rows": model.golden_rows,
         "load_seconds": round(model.load_seconds, 4),
     }
+
+
+def _parse_int(text: str) -> int | float:
+    return int(text) if len(text) <= 18 else float(text)
 
 
 def _parse_lenient(raw: bytes, error: orjson.JSONDecodeError) -> Any:
     """Second chance for bodies orjson refuses: Python's json reads ``NaN``/``Infinity`` and
     overflowing numbers, so validation can name the field that holds them (422, not 400)."""
     try:
-        body = json.loads(raw)
+        # An integer too long for a float64 becomes inf, so validation names its field.
+        body = json.loads(raw, parse_int=_parse_int)
         orjson.dumps(body)  # refuses lone surrogates and the like, which ONNX could not take
     except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError):
         raise RequestError(
@@ -325,10 +411,17 @@ class _Instrumented:
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
+        environ.setdefault("serving.started", started)
         status: list[str] = []
+
+        own_id = "serving.request_id" not in environ
+        if own_id:  # not behind serving.rsgi (the test client, another WSGI server)
+            environ["serving.request_id"] = request_id_from(environ.get("HTTP_X_REQUEST_ID"))
 
         def capture(code, headers, exc_info=None):
             status.append(code)
+            if own_id:
+                headers.append(("X-Request-ID", environ["serving.request_id"]))
             return start_response(code, headers, exc_info)
 
         result = self.app(environ, capture)
@@ -338,6 +431,34 @@ class _Instrumented:
             time.perf_counter() - started,
         )
         return result
+
+
+# ---------------------------------------------------------------------- logs
+def _open_logs(state: ServingState) -> None:
+    config, store = state.config, state.store
+
+    def counter(family: str):
+        indexes = {
+            outcome: store.index(family, (("outcome", outcome),))
+            for outcome in ("written", "dropped", "failed")
+        }
+        return lambda outcome, n: store.inc(indexes[outcome], n)
+
+    def writer(path: Path, family: str) -> JsonLinesWriter:
+        return JsonLinesWriter(
+            path,
+            max_bytes=config.prediction_log_max_bytes,
+            backups=config.prediction_log_backups,
+            queue_size=config.prediction_log_queue,
+            on_count=counter(family),
+        )
+
+    if config.prediction_log is not None:
+        state.prediction_log = PredictionLog(
+            writer(config.prediction_log, m.PREDICTION_LOG), config.prediction_log_sample
+        )
+    if config.feedback_log is not None:
+        state.feedback_log = writer(config.feedback_log, m.FEEDBACK)
 
 
 # ---------------------------------------------------------------------- model lifecycle
@@ -350,7 +471,15 @@ def _private_runtime_dir() -> Path:
 def _install(state: ServingState, model: LoadedModel) -> None:
     """Make ``model`` the one served: metric series first, then one atomic swap."""
     store = state.store
-    model.class_index = {c: store.index(m.PREDICTIONS, (("class", c),)) for c in model.classes}
+    variant = (("variant", CHAMPION),)
+    if model.task.is_regression:
+        model.value_index = store.index(
+            m.PREDICTION_VALUE, variant, width=m.histogram_width(m.PREDICTION_VALUE)
+        )
+    else:
+        model.class_index = {
+            c: store.index(m.PREDICTIONS, (("class", c), *variant)) for c in model.classes
+        }
     info = store.index(
         m.MODEL_INFO, (("name", model.name), ("version", model.version), ("source", model.source))
     )
@@ -387,7 +516,7 @@ def _start_model(state: ServingState) -> None:
         except ModelError as exc:
             _failed(state, exc.step, str(exc), startup=True)
         return
-    if config.follow_published:  # gunicorn's master does the registry work
+    if config.follow_published:  # the launcher (serving.server) does the registry work
         _follow_pointer(state)
         return
 

@@ -1,8 +1,8 @@
 """Serving configuration: one frozen dataclass, filled from the environment.
 
-Every knob is an environment variable so the same code runs under the test client, under
-gunicorn on a laptop and in the image. ``create_app(config)`` takes a :class:`ServingConfig`
-or a mapping of field overrides on top of the environment.
+Every knob is an environment variable so the same code runs under the test client, under the
+server (``python -m serving.server``) on a laptop and in the image. ``create_app(config)``
+takes a :class:`ServingConfig` or a mapping of field overrides on top of the environment.
 """
 
 from __future__ import annotations
@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 REJECT, ACCEPT = "reject", "accept"
-#: Set by the gunicorn config when its master publishes registry versions for the workers.
+#: Set by ``serving.server`` when it publishes registry versions for the workers.
 PUBLISHED_ENV = "SERVING_MODEL_PUBLISHED"
+#: Written into the runtime dir by ``serving.server`` on SIGTERM: readiness turns 503.
+DRAIN_FILE = "draining"
 
 
 class ConfigError(ValueError):
@@ -39,6 +41,8 @@ class ServingConfig:
     api_token: str | None = dataclasses.field(default=None, repr=False)
     max_rows: int = 1000
     max_body_bytes: int = 1 << 20
+    #: Seconds a client has to deliver the whole body once its headers are in (408 after).
+    body_timeout: float = 5.0
     #: ``reject`` (422 naming the allowed values) or ``accept`` (the model one-hot encodes an
     #: unseen category as all zeros).
     unknown_categories: str = REJECT
@@ -46,11 +50,22 @@ class ServingConfig:
     out_of_range: str = REJECT
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1
+    #: JSON Lines file of served predictions (one line per row); off when unset.
+    prediction_log: Path | None = None
+    #: Fraction of requests whose rows are logged (drawn per request).
+    prediction_log_sample: float = 1.0
+    #: Size at which the prediction (and feedback) log is rotated, and how many old files stay.
+    prediction_log_max_bytes: int = 100 << 20
+    prediction_log_backups: int = 5
+    #: Records a worker may hold for its log writer; more are dropped and counted.
+    prediction_log_queue: int = 10_000
+    #: JSON Lines file ``POST /feedback`` appends to; the endpoint is off when unset.
+    feedback_log: Path | None = None
     #: Shared by the processes of one server: metrics slots and the published model pointer.
-    #: The gunicorn config creates one per server; a private temporary directory when unset.
+    #: ``serving.server`` creates one per server; a private temporary directory when unset.
     runtime_dir: Path | None = None
-    #: True when another process (gunicorn's master) resolves ``model_uri`` and publishes
-    #: each checked version to ``runtime_dir``; this process then only follows it.
+    #: True when another process (the launcher, ``serving.server``) resolves ``model_uri``
+    #: and publishes each checked version to ``runtime_dir``; this process only follows it.
     follow_published: bool = False
 
     @classmethod
@@ -69,6 +84,11 @@ class ServingConfig:
         values["api_token"] = _read_token(env)
         for field, var, kind in (
             ("reload_interval", "SERVING_RELOAD_INTERVAL", float),
+            ("body_timeout", "SERVING_BODY_TIMEOUT", float),
+            ("prediction_log_sample", "SERVING_PREDICTION_LOG_SAMPLE", float),
+            ("prediction_log_max_bytes", "SERVING_PREDICTION_LOG_MAX_BYTES", int),
+            ("prediction_log_backups", "SERVING_PREDICTION_LOG_BACKUPS", int),
+            ("prediction_log_queue", "SERVING_PREDICTION_LOG_QUEUE", int),
             ("max_rows", "SERVING_MAX_ROWS", int),
             ("max_body_bytes", "SERVING_MAX_BODY_BYTES", int),
             ("ort_intra_op_threads", "SERVING_ORT_INTRA_OP_THREADS", int),
@@ -85,11 +105,23 @@ class ServingConfig:
         ):
             if env.get(var):
                 values[field] = env[var].strip().lower()
+        for field, var in (
+            ("prediction_log", "SERVING_PREDICTION_LOG"),
+            ("feedback_log", "SERVING_FEEDBACK_LOG"),
+        ):
+            if env.get(var):
+                values[field] = Path(env[var])
         if env.get("SERVING_RUNTIME_DIR"):
             values["runtime_dir"] = Path(env["SERVING_RUNTIME_DIR"])
         values["follow_published"] = env.get(PUBLISHED_ENV) == "1"
         values.update(overrides)
-        for key in ("model_dir", "model_cache_dir", "runtime_dir"):
+        for key in (
+            "model_dir",
+            "model_cache_dir",
+            "runtime_dir",
+            "prediction_log",
+            "feedback_log",
+        ):
             if isinstance(values.get(key), str):
                 values[key] = Path(values[key])
         config = cls(**values)
@@ -118,6 +150,20 @@ class ServingConfig:
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, not {value}.")
+        if not 0.0 <= self.prediction_log_sample <= 1.0:
+            raise ConfigError(
+                "SERVING_PREDICTION_LOG_SAMPLE must be a fraction from 0 to 1, "
+                f"not {self.prediction_log_sample}."
+            )
+        if self.prediction_log_max_bytes < 4096 or self.prediction_log_queue < 1:
+            raise ConfigError(
+                "SERVING_PREDICTION_LOG_MAX_BYTES must be at least 4096 and "
+                "SERVING_PREDICTION_LOG_QUEUE at least 1."
+            )
+        if self.prediction_log_backups < 0:
+            raise ConfigError("SERVING_PREDICTION_LOG_BACKUPS must be 0 or more.")
+        if not self.body_timeout > 0:
+            raise ConfigError("SERVING_BODY_TIMEOUT must be a number of seconds above 0.")
         if self.reload_interval < 0:
             raise ConfigError("SERVING_RELOAD_INTERVAL must be 0 (off) or a number of seconds.")
         if self.follow_published and self.runtime_dir is None:

@@ -6,11 +6,11 @@ array of float64 values) and ``slot-N.json`` (the name of each value, append-onl
 is an add into the mmap, with no file or system call per request. ``/metrics`` in any worker
 reads every slot and sums them.
 
-A process that starts after another died (gunicorn's ``max_requests`` recycling) adopts the
-dead slot and keeps counting from its values, so counters stay monotonic and the number of
-files stays at the number of processes alive at once, unlike ``prometheus_client``'s
-multiprocess mode, which leaves files per pid behind. Gauges are summed over live slots
-only (a slot is live while its lock is held).
+A process that starts after another died (a worker killed and respawned, or restarted by SIGHUP or
+``SERVING_WORKERS_LIFETIME``) adopts the dead slot and keeps counting from its values, so counters
+stay monotonic and the number of files stays at the number of processes alive at once, unlike
+``prometheus_client``'s multiprocess mode, which leaves files per pid behind. Gauges are summed
+over live slots only (a slot is live while its lock is held).
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ log = logging.getLogger("serving.metrics")
 #: Latency histogram upper bounds, in seconds.
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 _NB = len(BUCKETS) + 1  # + the +Inf bucket
+#: Predicted values of a regression model: symmetric 1-2.5-5 steps from 0.001 to 5e6, so one
+#: set of bounds fits any target's scale. (prometheus_client leaves out ``_sum`` and ``_count``
+#: of a histogram with negative bounds; the ``+Inf`` bucket is the count.)
+_STEPS = [m * 10.0**e for e in range(-3, 7) for m in (1.0, 2.5, 5.0)]
+VALUE_BUCKETS = (*[-b for b in reversed(_STEPS)], 0.0, *_STEPS)
 
 REQUESTS = "serving_requests"
 LATENCY = "serving_request_duration_seconds"
@@ -45,18 +50,31 @@ MODEL_INFO = "serving_model_info"
 RELOADS = "serving_model_reloads"
 RELOAD_FAILURES = "serving_model_reload_failures"
 READY = "serving_ready_workers"
+PREDICTION_VALUE = "serving_prediction_value"
+PREDICTION_LOG = "serving_prediction_log_rows"
+FEEDBACK = "serving_feedback_rows"
 
 #: name -> (type, help). Label names are given where each series is created.
 FAMILIES = {
     REQUESTS: ("counter", "HTTP requests by endpoint and status code."),
     LATENCY: ("histogram", "Time from receiving a request to returning its response."),
-    PREDICTIONS: ("counter", "Predicted rows by predicted class."),
+    PREDICTIONS: ("counter", "Predicted rows by predicted class and variant."),
+    PREDICTION_VALUE: ("histogram", "Predicted values of a regression model, by variant."),
+    PREDICTION_LOG: ("counter", "Prediction log rows: written, dropped (queue full), failed."),
+    FEEDBACK: ("counter", "Feedback rows: written, dropped (queue full), failed."),
     MODEL_INFO: ("gauge", "Processes serving each model version (name, version, source)."),
     RELOADS: ("counter", "Model versions swapped in by a reload."),
     RELOAD_FAILURES: ("counter", "Reload attempts that kept the old model, by failed step."),
     READY: ("gauge", "Worker processes with a loaded, golden-checked model."),
 }
 _CAPACITY = 4096
+#: Histogram bounds by family (the request latency histogram's unless listed).
+_FAMILY_BUCKETS = {PREDICTION_VALUE: VALUE_BUCKETS}
+
+
+def histogram_width(family: str) -> int:
+    """Values a histogram series takes: one per bucket (+Inf included), the sum, the count."""
+    return len(_FAMILY_BUCKETS.get(family, BUCKETS)) + 3
 
 
 def _key(family: str, labels: tuple[tuple[str, str], ...]) -> str:
@@ -163,6 +181,16 @@ class MetricsStore:
             values[base + _NB] += seconds
             values[base + _NB + 1] += 1.0
 
+    def observe_values(self, base: int, values: list[float]) -> None:
+        """Regression outputs into the ``serving_prediction_value`` series at ``base``."""
+        n = len(VALUE_BUCKETS) + 1
+        slots = self._values
+        with self._lock:
+            for value in values:
+                slots[base + bisect.bisect_left(VALUE_BUCKETS, value)] += 1.0
+                slots[base + n] += value
+                slots[base + n + 1] += 1.0
+
     def count_classes(self, indexes: dict[str, int], labels: list[str]) -> None:
         values = self._values
         with self._lock:
@@ -212,7 +240,7 @@ class MetricsStore:
                 if kind == "gauge" and not live:
                     continue
                 if kind == "histogram":
-                    block = values[i : i + _NB + 2].tolist()
+                    block = values[i : i + histogram_width(family)].tolist()
                     prior = totals.get(name)
                     totals[name] = (
                         block
@@ -237,11 +265,12 @@ class MetricsStore:
                     metric = families[family] = HistogramMetricFamily(
                         family, help_text, labels=names
                     )
+                bounds = (*_FAMILY_BUCKETS.get(family, BUCKETS), float("inf"))
                 cumulative, running = [], 0.0
-                for bound, count in zip((*BUCKETS, float("inf")), value[:_NB], strict=True):
+                for bound, count in zip(bounds, value[: len(bounds)], strict=True):
                     running += count
                     cumulative.append((_bound(bound), running))
-                metric.add_metric(label_values, cumulative, sum_value=value[_NB])
+                metric.add_metric(label_values, cumulative, sum_value=value[len(bounds)])
             elif kind == "gauge":
                 if metric is None:
                     metric = families[family] = GaugeMetricFamily(family, help_text, labels=names)

@@ -18,10 +18,23 @@ from typing import Any
 
 import numpy as np
 
+from model_spec.descriptor import (
+    DESCRIPTOR_FILE,
+    GOLDEN_FILE,
+    LABEL,
+    PREDICTION,
+    PROBABILITIES,
+    DescriptorError,
+    ModelDescriptor,
+    outputs_for,
+)
+from model_spec.task import Task
 from serving.config import REJECT, ServingConfig
 from serving.schema import Column, InputSchema, RequestError
 
 _ORT_TYPES = {"numeric": "tensor(double)", "categorical": "tensor(string)"}
+#: Graph outputs the server reads, by name (defined in model_spec.descriptor).
+OUTPUTS = (LABEL, PROBABILITIES, PREDICTION)
 
 
 class ModelError(Exception):
@@ -52,10 +65,10 @@ def locate_model_files(root: Path) -> ModelFiles:
     root = Path(root)
     if not root.is_dir():
         raise ModelError(f"model directory '{root}' does not exist")
-    candidates = [root / "model.json", root / "extra_files" / "model.json"]
+    candidates = [root / DESCRIPTOR_FILE, root / "extra_files" / DESCRIPTOR_FILE]
     found = next((p for p in candidates if p.is_file()), None)
     if found is None:
-        found = next(iter(sorted(root.rglob("model.json"))), None)
+        found = next(iter(sorted(root.rglob(DESCRIPTOR_FILE))), None)
     if found is None:
         raise ModelError(
             f"no model.json under '{root}': a served model needs the export directory "
@@ -67,7 +80,7 @@ def locate_model_files(root: Path) -> ModelFiles:
     if onnx is None:
         raise ModelError(f"'{found}' names ONNX file '{onnx_name}', which is not in '{root}'")
     golden = next(
-        (p for p in (found.parent / "golden.json", root / "golden.json") if p.is_file()), None
+        (p for p in (found.parent / GOLDEN_FILE, root / GOLDEN_FILE) if p.is_file()), None
     )
     if golden is None:
         raise ModelError(f"no golden.json next to '{found}': the model cannot check itself")
@@ -91,7 +104,7 @@ class LoadedModel:
     name: str
     version: str
     source: str
-    descriptor: dict[str, Any]
+    descriptor: ModelDescriptor
     classes: tuple[str, ...]
     schema: InputSchema
     session: Any
@@ -101,10 +114,36 @@ class LoadedModel:
     model_block: dict[str, str] = field(default_factory=dict)
     #: Metrics value index of each class, filled in when the model is installed.
     class_index: dict[str, int] = field(default_factory=dict)
+    #: Metrics value index of the prediction-value histogram (regression), when installed.
+    value_index: int = -1
+    #: (column name, graph input name, numeric?) per input: what the prediction log records.
+    log_columns: tuple[tuple[str, str, bool], ...] = ()
+
+    @property
+    def task(self) -> Task:
+        return self.descriptor.task
 
     def predict(self, feed: dict[str, np.ndarray]) -> tuple[list[str], list[list[float]]]:
+        """Classification: the label and the class probabilities of each row."""
         labels, probabilities = self.session.run(self.output_names, feed)
-        return labels.tolist(), probabilities.tolist()
+        return labels.reshape(-1).tolist(), probabilities.tolist()
+
+    def predict_values(self, feed: dict[str, np.ndarray]) -> list[float]:
+        """Regression: the predicted value of each row."""
+        (values,) = self.session.run(self.output_names, feed)
+        return np.asarray(values, dtype=np.float64).reshape(-1).tolist()
+
+    def outputs(self, feed: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+        """One output per row as the prediction log records it: ``{"label", "probabilities"}``
+        (classification) or ``{"value"}`` (regression)."""
+        if self.task.is_regression:
+            return [{"value": v} for v in self.predict_values(feed)]
+        classes = self.classes
+        labels, probabilities = self.predict(feed)
+        return [
+            {"label": label, "probabilities": dict(zip(classes, probs, strict=False))}
+            for label, probs in zip(labels, probabilities, strict=False)
+        ]
 
 
 def load_model(
@@ -119,8 +158,10 @@ def load_model(
 
     started = time.perf_counter()
     files = locate_model_files(directory)
-    descriptor = _read_json(files.descriptor)
-    columns, classes, outputs = _parse_descriptor(descriptor, files.descriptor)
+    descriptor = _read_descriptor(files.descriptor)
+    columns = [Column.from_spec(spec) for spec in descriptor.inputs]
+    classes = descriptor.classes
+    outputs = list(descriptor.onnx.outputs)
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.ort_intra_op_threads
@@ -144,7 +185,7 @@ def load_model(
         reject_out_of_range=config.out_of_range == REJECT,
     )
     model = LoadedModel(
-        name=str(descriptor.get("name", "model")),
+        name=descriptor.name,
         version=version or config.model_version or "sha256:" + _sha256(files.onnx)[:12],
         source=source,
         descriptor=descriptor,
@@ -155,43 +196,42 @@ def load_model(
         load_seconds=0.0,
         golden_rows=0,
     )
+    model.log_columns = tuple((c.name, c.onnx_name, c.kind == "numeric") for c in columns)
     model.golden_rows = check_golden(model, files.golden)
     model.load_seconds = time.perf_counter() - started
     model.model_block = {"name": model.name, "version": model.version}
     return model
 
 
-def _parse_descriptor(
-    descriptor: dict[str, Any], path: Path
-) -> tuple[list[Column], tuple[str, ...], list[str]]:
-    if descriptor.get("schema_version") != 1:
-        raise ModelError(
-            f"'{path}': schema_version {descriptor.get('schema_version')!r} is not supported "
-            "(this server reads version 1)"
-        )
+def _read_descriptor(path: Path) -> ModelDescriptor:
     try:
-        columns = [Column.from_descriptor(spec) for spec in descriptor["inputs"]]
-        classes = tuple(str(c) for c in descriptor["classes"])
-        outputs = list((descriptor.get("onnx") or {}).get("outputs") or ["label", "probabilities"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ModelError(f"'{path}' is not a valid model descriptor: {exc}") from None
-    if not columns or not classes:
-        raise ModelError(f"'{path}' lists no inputs or no classes")
-    if len(outputs) != 2:
-        raise ModelError(f"'{path}': onnx.outputs must name the label and probabilities outputs")
-    return columns, classes, outputs
+        descriptor = ModelDescriptor.read(path)
+    except DescriptorError as exc:
+        raise ModelError(f"'{path}': {exc}") from None
+    if not descriptor.inputs:
+        raise ModelError(f"'{path}' lists no inputs")
+    if list(descriptor.onnx.outputs) != outputs_for(descriptor.task):
+        raise ModelError(
+            f"'{path}': a {descriptor.task.value} model has outputs "
+            f"{outputs_for(descriptor.task)}, not {list(descriptor.onnx.outputs)}"
+        )
+    return descriptor
 
 
 def _check_graph(session: Any, columns: list[Column], outputs: list[str], path: Path) -> None:
     graph_inputs = {i.name: i.type for i in session.get_inputs()}
     for column in columns:
         expected = _ORT_TYPES[column.kind]
-        actual = graph_inputs.pop(column.name, None)
+        actual = graph_inputs.pop(column.onnx_name, None)
         if actual is None:
-            raise ModelError(f"'{path}' has no input named {column.name!r} (descriptor has it)")
+            raise ModelError(
+                f"'{path}' has no input named {column.onnx_name!r} (the descriptor's "
+                f"onnx_name of column {column.name!r})"
+            )
         if actual != expected:
             raise ModelError(
-                f"'{path}': input {column.name!r} is {actual}, the descriptor implies {expected}"
+                f"'{path}': input {column.onnx_name!r} is {actual}, the descriptor implies "
+                f"{expected}"
             )
     if graph_inputs:
         raise ModelError(f"'{path}' has inputs the descriptor lacks: {sorted(graph_inputs)}")
@@ -219,7 +259,13 @@ def check_golden(model: LoadedModel, path: Path) -> int:
     )
     try:
         _, feed = lenient.feed_from_records([dict(row["inputs"]) for row in rows], "golden")
+        if model.task.is_regression:
+            values = model.predict_values(feed)
+            _check_golden_values(rows, values, tolerance, path)
+            return len(rows)
         labels, probabilities = model.predict(feed)
+    except GoldenMismatch:
+        raise
     except RequestError as exc:
         raise ModelError(f"'{path}': golden input {exc.field}: {exc.message}") from None
     except (KeyError, TypeError) as exc:
@@ -240,6 +286,20 @@ def check_golden(model: LoadedModel, path: Path) -> int:
                     f"(tolerance {tolerance:g}) ('{path}')"
                 )
     return len(rows)
+
+
+def _check_golden_values(rows: list, values: list[float], tolerance: float, path: Path) -> None:
+    for i, (row, value) in enumerate(zip(rows, values, strict=True)):
+        expected = row.get(PREDICTION, row.get("value"))
+        if expected is None:
+            raise ModelError(f"'{path}' golden row {i} has no expected {PREDICTION!r}")
+        # Relative for large targets, absolute near zero (float32 graphs).
+        allowed = tolerance * max(1.0, abs(float(expected)))
+        if not abs(value - float(expected)) <= allowed:
+            raise GoldenMismatch(
+                f"golden row {i}: prediction {value:.6g}, expected {float(expected):.6g} "
+                f"(tolerance {tolerance:g}) ('{path}')"
+            )
 
 
 def _sha256(path: Path) -> str:

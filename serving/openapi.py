@@ -24,7 +24,8 @@ def _column_schema(column, config: ServingConfig) -> dict[str, Any]:
     schema = {"type": ["string", "null"] if column.nullable else "string"}
     if column.categories:
         if config.unknown_categories == "reject":
-            schema["enum"] = [*column.categories, *([None] if column.nullable else [])]
+            # A nullable column also takes "" (how the graph encodes a missing string).
+            schema["enum"] = [*column.categories, *([None, ""] if column.nullable else [])]
         else:
             schema["description"] = (
                 "known categories: " + ", ".join(column.categories) + "; others are accepted "
@@ -46,8 +47,24 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
         classes = list(model.classes)
         title = f"{model.name} prediction service"
         version = model.version
+        regression = model.task.is_regression
+        columnar = {
+            "type": "object",
+            "additionalProperties": False,
+            "required": [c.name for c in columns],
+            "properties": {
+                c.name: {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": config.max_rows,
+                    "items": _column_schema(c, config),
+                }
+                for c in columns
+            },
+        }
     else:
         row, classes, title, version = {"type": "object"}, [], "prediction service", "unloaded"
+        regression, columnar = False, {"type": "object"}
     rows = {"type": "array", "minItems": 1, "maxItems": config.max_rows, "items": row}
     split = {
         "type": "object",
@@ -100,7 +117,9 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
         "paths": {
             "/predict": {
                 "post": {
-                    "summary": "Predict the class of each row",
+                    "summary": "Predict the value of each row"
+                    if regression
+                    else "Predict the class of each row",
                     "security": security,
                     "requestBody": {
                         "required": True,
@@ -111,6 +130,7 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
                                         _one_key("instances", rows),
                                         _one_key("dataframe_records", rows),
                                         _one_key("dataframe_split", split),
+                                        _one_key("inputs", {"oneOf": [rows, columnar]}),
                                     ]
                                 }
                             }
@@ -126,6 +146,44 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
                             },
                         },
                         **errors(400, 401, 413, 415, 422, 503),
+                    },
+                }
+            },
+            "/feedback": {
+                "post": {
+                    "summary": "The true outcome of served rows, by request id, for monitoring",
+                    "security": security,
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Feedback"},
+                                        {
+                                            "type": "object",
+                                            "required": ["items"],
+                                            "additionalProperties": False,
+                                            "properties": {
+                                                "items": {
+                                                    "type": "array",
+                                                    "minItems": 1,
+                                                    "maxItems": 1000,
+                                                    "items": {
+                                                        "$ref": "#/components/schemas/Feedback"
+                                                    },
+                                                }
+                                            },
+                                        },
+                                    ]
+                                }
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": {"description": "Accepted: appended to the feedback log."},
+                        "404": {"description": "Feedback is off (no SERVING_FEEDBACK_LOG)."},
+                        **errors(400, 401, 413, 415, 422),
                     },
                 }
             },
@@ -168,11 +226,13 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
             "schemas": {
                 "Predictions": {
                     "type": "object",
-                    "required": ["predictions", "model"],
+                    "required": ["predictions", "model", "variant", "request_id"],
                     "properties": {
                         "predictions": {
                             "type": "array",
-                            "items": {
+                            "items": {"type": "number"}
+                            if regression
+                            else {
                                 "type": "object",
                                 "required": ["label", "probabilities"],
                                 "properties": {
@@ -195,6 +255,20 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
                                 "version": {"type": "string"},
                             },
                         },
+                        "variant": {"type": "string", "enum": ["champion", "challenger"]},
+                        "request_id": {"type": "string"},
+                    },
+                },
+                "Feedback": {
+                    "type": "object",
+                    "required": ["request_id", "actual"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
+                        "row": {"type": "integer", "minimum": 0, "default": 0},
+                        "actual": {"type": "number"}
+                        if regression
+                        else {"type": "string", **({"enum": classes} if classes else {})},
                     },
                 },
                 "Error": {
@@ -222,9 +296,10 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
 
 
 def _one_key(key: str, schema: dict[str, Any]) -> dict[str, Any]:
+    """A body with ``key`` and, optionally, MLflow's ``params`` (accepted, not used)."""
     return {
         "type": "object",
         "required": [key],
         "additionalProperties": False,
-        "properties": {key: schema},
+        "properties": {key: schema, "params": {"type": "object"}},
     }

@@ -1,12 +1,12 @@
-"""Registry work done once per server, in gunicorn's master process.
+"""Registry work done once per server, in the launcher process (``serving.server``).
 
-With ``SERVING_MODEL_URI`` set, the master resolves the alias, downloads the version, has
+With ``SERVING_MODEL_URI`` set, the launcher resolves the alias, downloads the version, has
 ``python -m serving.verify`` load it and check its golden examples in a child process, and
 only then publishes it to ``<runtime dir>/current.json``. Workers follow that file
 (``serving.app``), so they never import MLflow, never download, and never see a version that
 failed its checks. A refused version is logged and counted in
-``serving_model_reload_failures_total`` (the master has its own metrics slot); the workers
-keep serving the version they have. The master itself never imports ONNX Runtime (see
+``serving_model_reload_failures_total`` (the launcher has its own metrics slot); the workers
+keep serving the version they have. The launcher itself never imports ONNX Runtime (see
 ``serving/verify.py`` for why).
 """
 

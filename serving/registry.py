@@ -1,9 +1,9 @@
 """Serving from the MLflow model registry: resolve an alias, download, watch for changes.
 
-MLflow is imported here, lazily, and only when ``SERVING_MODEL_URI`` is set. Under gunicorn
-the master process does the registry work (``serving/gunicorn.conf.py``) and publishes each
+MLflow is imported here, lazily, and only when ``SERVING_MODEL_URI`` is set. Under
+``serving.server`` the launcher process does the registry work and publishes each
 checked version to ``<runtime dir>/current.json``; workers follow that file and never import
-MLflow. Without gunicorn (tests, ``flask run``) :class:`RegistryWatcher` runs in-process.
+MLflow. Without it (tests, ``flask run``) :class:`RegistryWatcher` runs in-process.
 """
 
 from __future__ import annotations
@@ -133,9 +133,9 @@ class RegistryWatcher:
         self.refused: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        # Held while polling. gunicorn's master forks workers while this thread may be
-        # mid-poll; a child must not inherit a lock (a log stream, the import lock) that the
-        # poll holds, so a fork waits for the poll to finish (see start()).
+        # Held while polling. A process that forks workers (gunicorn's master did) may fork while
+        # this thread is mid-poll; a child must not inherit a lock (a log stream, the import lock)
+        # that the poll holds, so a fork waits for the poll to finish (see start()).
         self._busy = threading.Lock()
 
     def poll_once(self) -> bool:

@@ -15,8 +15,11 @@ from typing import Any
 
 import numpy as np
 
-#: Request body keys this server accepts: ours, then MLflow's two scoring formats.
-FORMATS = ("instances", "dataframe_records", "dataframe_split")
+#: Request body keys this server accepts: ours, then MLflow's scoring formats (``inputs``:
+#: row objects, or an object of column arrays).
+FORMATS = ("instances", "dataframe_records", "dataframe_split", "inputs")
+#: MLflow's optional inference parameters key, accepted beside any format (must be an object).
+PARAMS = "params"
 #: How a missing string reaches the graph (ONNX string tensors cannot hold NaN).
 MISSING_STRING = ""
 _NAN = math.nan
@@ -60,6 +63,25 @@ class Column:
     categories: tuple[str, ...] = ()
     min: float | None = None
     max: float | None = None
+    #: The graph input this column feeds (``model_spec``'s mapping; the name when unset).
+    onnx_name: str = ""
+
+    @classmethod
+    def from_spec(cls, spec) -> Column:
+        """From a :class:`model_spec.descriptor.InputSpec`."""
+        return cls(
+            name=spec.name,
+            kind=spec.kind,
+            nullable=spec.nullable,
+            categories=tuple(spec.categories),
+            min=spec.min,
+            max=spec.max,
+            onnx_name=spec.onnx_name,
+        )
+
+    def __post_init__(self) -> None:
+        if not self.onnx_name:
+            object.__setattr__(self, "onnx_name", self.name)
 
     @classmethod
     def from_descriptor(cls, spec: Mapping[str, Any]) -> Column:
@@ -105,16 +127,24 @@ class InputSchema:
         self.reject_unknown_categories = reject_unknown_categories
         self.reject_out_of_range = reject_out_of_range
         self._required = ", ".join(self.names)
+        # (column name, graph input name, converter): requests use the column names, the feed
+        # is keyed by each column's ONNX input name.
         self._converters = []
         for column in self.columns:
             if column.kind == "numeric":
-                self._converters.append((column.name, self._numeric_converter(column)))
+                convert = self._numeric_converter(column)
             else:
-                self._converters.append((column.name, self._categorical_converter(column)))
+                convert = self._categorical_converter(column)
+            self._converters.append((column.name, column.onnx_name, convert))
 
     # ------------------------------------------------------------------ request bodies
     def feed_from_body(self, body: Any) -> tuple[int, dict[str, np.ndarray]]:
         """Return ``(rows, feed)`` for a parsed JSON body in any accepted format."""
+        if type(body) is dict and PARAMS in body:
+            # MLflow's inference parameters: this model takes none; they must be an object.
+            if type(body[PARAMS]) is not dict:
+                raise RequestError(400, "format", "must be an object", PARAMS)
+            body = {k: v for k, v in body.items() if k != PARAMS}
         if type(body) is not dict or len(body) != 1:
             raise RequestError(
                 400,
@@ -126,6 +156,10 @@ class InputSchema:
             return self.feed_from_records(payload, key)
         if key == "dataframe_split":
             return self.feed_from_split(payload)
+        if key == "inputs":
+            if type(payload) is dict:
+                return self.feed_from_columns(payload, key)
+            return self.feed_from_records(payload, key)
         raise RequestError(
             400,
             "format",
@@ -153,8 +187,8 @@ class InputSchema:
                 self._raise_column_error(row.keys(), f"{where}[{i}].{{}}")
         prefix = where + "["
         feed = {}
-        for name, convert in self._converters:
-            feed[name] = convert([row[name] for row in rows], prefix)
+        for name, onnx_name, convert in self._converters:
+            feed[onnx_name] = convert([row[name] for row in rows], prefix)
         return n, feed
 
     def feed_from_split(self, split: Any) -> tuple[int, dict[str, np.ndarray]]:
@@ -199,9 +233,28 @@ class InputSchema:
         position = {name: j for j, name in enumerate(columns)}
         prefix = f"{where}.data["
         feed = {}
-        for name, convert in self._converters:
+        for name, onnx_name, convert in self._converters:
             j = position[name]
-            feed[name] = convert([row[j] for row in data], prefix)
+            feed[onnx_name] = convert([row[j] for row in data], prefix)
+        return n, feed
+
+    def feed_from_columns(self, columns: Any, where: str) -> tuple[int, dict[str, np.ndarray]]:
+        """Columnar ``{column: [values, ...]}`` (MLflow's ``inputs`` as an object)."""
+        if columns.keys() != self.name_set:
+            self._raise_column_error(columns.keys(), f"{where}.{{}}")
+        lengths = set()
+        for name in self.names:
+            if type(columns[name]) is not list:
+                raise RequestError(400, "format", "must be an array of values", f"{where}.{name}")
+            lengths.add(len(columns[name]))
+        if len(lengths) != 1:
+            raise RequestError(
+                422, "row_shape", "every column must hold the same number of values", where
+            )
+        n = self._check_count(lengths.pop(), where)
+        feed = {}
+        for name, onnx_name, convert in self._converters:
+            feed[onnx_name] = convert(list(columns[name]), f"{where}[")  # inputs[3].island
         return n, feed
 
     # ------------------------------------------------------------------ helpers
@@ -293,11 +346,9 @@ class InputSchema:
         def convert(values: list, prefix: str) -> np.ndarray:
             if (
                 len(values) > 8
-                and (
-                    allowed.issuperset(values)
-                    if reject
-                    else _STR_TYPE.issuperset(map(type, values))
-                )
+                # Types first: an object or array in the column is unhashable (issuperset).
+                and _STR_TYPE.issuperset(map(type, values))
+                and (not reject or allowed.issuperset(values))
                 and (nullable or MISSING_STRING not in values)
             ):
                 return np.array(values, dtype=object).reshape(-1, 1)

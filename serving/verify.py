@@ -3,10 +3,10 @@
     python -m serving.verify MODEL_DIR
 
 Exit status 0 when the model is fit to serve, 2 when it cannot be loaded, 3 when it does not
-reproduce its golden examples; the reason is the last line on stderr. gunicorn's master uses
-this to vet a registry version before publishing it: ONNX Runtime must not be imported in a
-process that forks workers (a child forked after ``import onnxruntime`` hangs or aborts when
-it exits), so the master never loads a model itself.
+reproduce its golden examples; the reason is the last line on stderr. The launcher
+(``serving.server``) uses this to vet a registry version before publishing it: ONNX Runtime must not
+be imported in a process that forks workers (a child forked after ``import onnxruntime`` hangs or
+aborts when it exits), so the launcher never loads a model itself.
 """
 
 from __future__ import annotations

@@ -13,16 +13,18 @@ Exits 1 with one line on stderr when there is no such version.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 
 def registered_version(client, name: str, model_dir: Path) -> str:
+    from model_spec.descriptor import DescriptorError, ModelDescriptor
     from pipeline.registry import RUN_ID_TAG
 
-    descriptor = json.loads((model_dir / "model.json").read_text())
-    run_id = descriptor["lineage"]["run_id"]
+    try:
+        run_id = ModelDescriptor.read(model_dir).lineage.run_id
+    except DescriptorError as exc:
+        raise LookupError(f"model descriptor: {exc}") from None
     found = client.search_model_versions(f"name = '{name}' and tags.{RUN_ID_TAG} = '{run_id}'")
     if not found:
         raise LookupError(

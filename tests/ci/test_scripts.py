@@ -341,7 +341,20 @@ def model_version(registry, monkeypatch, capsys):
 def _export(tmp_path, run_id: str) -> str:
     model_dir = tmp_path / f"export-{run_id}"
     model_dir.mkdir()
-    (model_dir / "model.json").write_text(json.dumps({"lineage": {"run_id": run_id}}))
+    from model_spec.descriptor import InputSpec, Lineage, ModelDescriptor, OnnxSpec
+    from model_spec.task import Task
+
+    ModelDescriptor(
+        name="penguins-classifier",
+        task=Task.BINARY,
+        estimator="logistic_regression",
+        family="sklearn",
+        target="sex",
+        inputs=(InputSpec("bill_length_mm", "bill_length_mm", "numeric", False),),
+        onnx=OnnxSpec(),
+        classes=("female", "male"),
+        lineage=Lineage(run_id=run_id),
+    ).write(model_dir)
     return str(model_dir)
 
 

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model_spec.descriptor import ModelDescriptor
 from pipeline.gate import find_export_dir, predict_onnx
 from pipeline.io import file_sha256, read_json
 from pipeline.registry import HISTORY_TAG, actor
@@ -162,7 +163,7 @@ def test_register_then_promote_gives_a_champion_that_resolves_with_all_the_tags(
         export = find_export_dir(root)
         assert export == root / "export"
         assert {"model.onnx", "model.json", "golden.json"} <= {p.name for p in export.iterdir()}
-        descriptor = read_json(export / "model.json")
+        descriptor = ModelDescriptor.read(export)
         golden = read_json(export / "golden.json")
         rows = pd.DataFrame([r["inputs"] for r in golden["rows"]])
         proba = predict_onnx(export / "model.onnx", descriptor, rows)

@@ -1,4 +1,4 @@
-"""Serving fixtures: an exported model directory, the Flask app and a real gunicorn process.
+"""Serving fixtures: an exported model directory, the Flask app and a real server process.
 
 ``build_export`` trains a small model and writes its directory with the export stage's own
 core (``model.onnx``, ``model.json``, ``golden.json``), so these tests serve exactly what the
@@ -186,7 +186,7 @@ def client(make_app):
     return make_app().test_client()
 
 
-# ---------------------------------------------------------------------- real gunicorn
+# ---------------------------------------------------------------------- real server
 
 
 def free_port() -> int:
@@ -195,33 +195,32 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class GunicornServer:
-    """``gunicorn -c serving/gunicorn.conf.py 'serving.app:create_app()'`` on a free port."""
+class ServerProcess:
+    """``python -m serving.server`` (granian + the app) on a free port, as the image runs it."""
 
     def __init__(self, env: dict[str, str], log_dir: Path):
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"gunicorn-{self.port}.log"
+        self.host = "127.0.0.1"
+        self.log_path = log_dir / f"server-{self.port}.log"
         self.access_log = log_dir / f"access-{self.port}.log"
         full_env = {
             **os.environ,
             "SERVING_BIND": f"127.0.0.1:{self.port}",
             "SERVING_ACCESS_LOG": str(self.access_log),
             "SERVING_WORKERS": "2",
+            "SERVING_DRAIN_SECONDS": "0.5",
             **env,
         }
+        self.scheme = "https" if full_env.get("SERVING_TLS_CERT") else "http"
+        self.url = f"{self.scheme}://127.0.0.1:{self.port}"
+        self.verify: str | bool = full_env.get("SERVING_TLS_CERT") or True
         self.workers = float(full_env["SERVING_WORKERS"])
         for key in ("SERVING_API_TOKEN", "SERVING_API_TOKEN_FILE"):
             if key not in env:
                 full_env.pop(key, None)
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "gunicorn"),
-                "-c",
-                str(REPO_ROOT / "serving" / "gunicorn.conf.py"),
-                "serving.app:create_app()",
-            ],
+            [sys.executable, "-m", "serving.server"],
             cwd=REPO_ROOT,
             env=full_env,
             stdout=self._log,
@@ -233,22 +232,23 @@ class GunicornServer:
         deadline = time.monotonic() + deadline_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"gunicorn exited {self.proc.returncode}:\n{self.log()}")
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
             try:
-                text = requests.get(self.url + "/metrics", timeout=2).text
+                text = requests.get(self.url + "/metrics", timeout=2, verify=self.verify).text
                 if metric_samples(text).get(("serving_ready_workers", ())) == self.workers:
                     return
             except requests.ConnectionError:
                 pass
             time.sleep(0.1)
-        raise AssertionError(f"gunicorn not ready within {deadline_s} s:\n{self.log()}")
+        raise AssertionError(f"server not ready within {deadline_s} s:\n{self.log()}")
 
     def log(self) -> str:
         return self.log_path.read_text()
 
-    def master_maps(self) -> str:
-        """The shared objects mapped into the master process."""
-        return Path(f"/proc/{self.proc.pid}/maps").read_text()
+    def worker_pids(self) -> list[int]:
+        """granian's worker processes (children of granian's main, itself our child)."""
+        granian = _children(self.proc.pid)
+        return [pid for main in granian for pid in _children(main)]
 
     def stop(self) -> int:
         if self.proc.poll() is None:
@@ -262,13 +262,20 @@ class GunicornServer:
         return self.proc.returncode
 
 
-@pytest.fixture
-def gunicorn_server(tmp_path) -> Iterator:
-    """``gunicorn_server(**env)`` starts a server and waits until it is ready."""
-    servers: list[GunicornServer] = []
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    with contextlib.suppress(OSError):
+        return [int(p) for p in path.read_text().split()]
+    return []
 
-    def start(wait: bool = True, **env: str) -> GunicornServer:
-        server = GunicornServer(env, tmp_path)
+
+@pytest.fixture
+def live_server(tmp_path) -> Iterator:
+    """``live_server(**env)`` starts ``python -m serving.server`` and waits until it is ready."""
+    servers: list[ServerProcess] = []
+
+    def start(wait: bool = True, **env: str) -> ServerProcess:
+        server = ServerProcess(env, tmp_path)
         servers.append(server)
         if wait:
             server.wait_ready()
@@ -341,3 +348,119 @@ class Registry:
 def registry(tmp_path_factory) -> Registry:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return Registry(tmp_path_factory.mktemp("mlflow"))
+
+
+# ---------------------------------------------------------------------- a regression export
+REGRESSION_NAME = "penguin-mass-regressor"
+#: Column names a CSV can hold but an ONNX input cannot: the descriptor maps them.
+REGRESSION_COLUMNS = ("bill length (mm)", "flipper_length_mm", "island")
+_WEIGHTS = (2.0, 0.5, 10.0)
+_BIAS = 100.0
+
+
+def build_regression_export(out_dir: Path) -> Path:
+    """A tiny regression model directory: an ONNX graph ``prediction = 2 * bill + 0.5 *
+    flipper + 10 * island code + 100`` (``float [N, 1]``, as the pipeline's regressors
+    export), its descriptor v2 (``task: regression``, one input renamed for ONNX) and golden
+    rows computed by ONNX Runtime."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from model_spec.descriptor import (
+        CATEGORICAL,
+        NUMERIC,
+        InputSpec,
+        ModelDescriptor,
+        OnnxSpec,
+        onnx_input_names,
+        outputs_for,
+    )
+    from model_spec.feed import build_feed
+    from model_spec.task import Task
+
+    names = onnx_input_names(REGRESSION_COLUMNS)
+    bill, flipper, island = names
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "LabelEncoder",
+                [island],
+                ["island_code"],
+                domain="ai.onnx.ml",
+                keys_strings=["Biscoe", "Dream", "Torgersen"],
+                values_floats=[1.0, 2.0, 3.0],
+                default_float=0.0,
+            ),
+            helper.make_node("Cast", ["island_code"], ["island_d"], to=TensorProto.DOUBLE),
+            helper.make_node("Concat", [bill, flipper, "island_d"], ["x"], axis=1),
+            helper.make_node("MatMul", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "b"], ["y"]),
+            helper.make_node("Cast", ["y"], ["prediction"], to=TensorProto.FLOAT),
+        ],
+        "regressor",
+        [
+            helper.make_tensor_value_info(bill, TensorProto.DOUBLE, [None, 1]),
+            helper.make_tensor_value_info(flipper, TensorProto.DOUBLE, [None, 1]),
+            helper.make_tensor_value_info(island, TensorProto.STRING, [None, 1]),
+        ],
+        [helper.make_tensor_value_info("prediction", TensorProto.FLOAT, [None, 1])],
+        initializer=[
+            helper.make_tensor("w", TensorProto.DOUBLE, [3, 1], list(_WEIGHTS)),
+            helper.make_tensor("b", TensorProto.DOUBLE, [1], [_BIAS]),
+        ],
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)]
+    )
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, out_dir / "model.onnx")
+    inputs = (
+        InputSpec("bill length (mm)", bill, NUMERIC, False, 25.0, 70.0),
+        InputSpec("flipper_length_mm", flipper, NUMERIC, False, 160.0, 240.0),
+        InputSpec(
+            "island", island, CATEGORICAL, False, categories=("Biscoe", "Dream", "Torgersen")
+        ),
+    )
+    descriptor = ModelDescriptor(
+        name=REGRESSION_NAME,
+        task=Task.REGRESSION,
+        estimator="linear_regression",
+        family="sklearn",
+        target="body_mass_g",
+        inputs=inputs,
+        onnx=OnnxSpec(outputs=tuple(outputs_for(Task.REGRESSION))),
+        metrics={"rmse": 300.0},
+    )
+    descriptor.write(out_dir)
+    rows = [
+        {"bill length (mm)": 40.0, "flipper_length_mm": 190.0, "island": "Biscoe"},
+        {"bill length (mm)": 50.0, "flipper_length_mm": 220.0, "island": "Dream"},
+        {"bill length (mm)": 45.5, "flipper_length_mm": 200.0, "island": "Torgersen"},
+    ]
+    session = ort.InferenceSession(str(out_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    feed = build_feed(descriptor, {c: [r[c] for r in rows] for c in REGRESSION_COLUMNS})
+    (predictions,) = session.run(["prediction"], feed)
+    golden = {
+        "tolerance": 1e-5,
+        "rows": [
+            {"case": "typical", "inputs": r, "prediction": float(p)}
+            for r, p in zip(rows, np.asarray(predictions).reshape(-1), strict=True)
+        ],
+    }
+    (out_dir / "golden.json").write_text(json.dumps(golden, indent=2) + "\n")
+    return out_dir
+
+
+def expected_value(row: dict) -> float:
+    code = {"Biscoe": 1.0, "Dream": 2.0, "Torgersen": 3.0}[row["island"]]
+    w = _WEIGHTS
+    return w[0] * row["bill length (mm)"] + w[1] * row["flipper_length_mm"] + w[2] * code + _BIAS
+
+
+@pytest.fixture(scope="session")
+def regression_model(tmp_path_factory) -> Path:
+    return build_regression_export(tmp_path_factory.mktemp("regression") / "model")

@@ -85,7 +85,8 @@ def test_integers_are_numbers(client, row):
     assert whole == row["body_mass_g"]  # penguins weigh whole grams
     response = predict(client, {"instances": [{**row, "body_mass_g": whole}]})
     assert response.status_code == 200
-    assert response.get_json() == predict(client, {"instances": [row]}).get_json()
+    expected = predict(client, {"instances": [row]}).get_json()
+    assert response.get_json()["predictions"] == expected["predictions"]
 
 
 def test_mlflow_dataframe_records_and_split_match_instances(client, golden):
@@ -103,7 +104,8 @@ def test_mlflow_dataframe_records_and_split_match_instances(client, golden):
             }
         },
     ).get_json()
-    assert ours == records == split
+    assert ours["predictions"] == records["predictions"] == split["predictions"]
+    assert ours["request_id"] != records["request_id"]  # each request gets its own id
 
 
 def test_content_type_with_charset_is_accepted(client, row):
@@ -448,7 +450,22 @@ def test_not_ready_when_the_model_directory_is_missing(make_app, tmp_path):
     client = make_app(model_dir=tmp_path / "nowhere").test_client()
     ready = client.get("/health/ready")
     assert ready.status_code == 503
-    assert ready.get_json()["reason"] == f"model directory '{tmp_path / 'nowhere'}' does not exist"
+    # Defect 9: the probe needs no token, so it names the problem, never a server path.
+    assert ready.get_json()["reason"] == "model directory 'nowhere' does not exist"
+    assert str(tmp_path) not in ready.get_data(as_text=True)
+
+
+def test_not_ready_reason_never_shows_paths(make_app, exported_model, tmp_path):
+    broken = tmp_path / "deep" / "broken"
+    broken.parent.mkdir()
+    import shutil
+
+    shutil.copytree(exported_model, broken)
+    (broken / "model.onnx").write_bytes(b"not a graph")
+    client = make_app(model_dir=broken).test_client()
+    text = client.get("/health/ready").get_data(as_text=True)
+    assert json.loads(text)["reason"].startswith("ONNX Runtime cannot load 'model.onnx'")
+    assert str(tmp_path) not in text and "/deep/" not in text
 
 
 def test_metadata(client, golden):
@@ -540,7 +557,8 @@ def test_metrics_count_requests_latency_classes_and_version(client, golden, row,
     assert samples[(req, (("endpoint", "/predict"), ("status", "422")))] == 1.0
     assert samples[(req, (("endpoint", "other"), ("status", "404")))] == 1.0
     for name in ("Adelie", "Chinstrap", "Gentoo"):
-        assert samples[("serving_predictions_total", (("class", name),))] == expected[name]
+        key = ("serving_predictions_total", (("class", name), ("variant", "champion")))
+        assert samples[key] == expected[name]
     latency = "serving_request_duration_seconds"
     assert samples[(latency + "_count", (("endpoint", "/predict"),))] == 3.0
     assert samples[(latency + "_bucket", (("endpoint", "/predict"), ("le", "+Inf")))] == 3.0
@@ -551,3 +569,71 @@ def test_metrics_count_requests_latency_classes_and_version(client, golden, row,
     assert samples[("serving_ready_workers", ())] == 1.0
     assert samples[("serving_model_reload_failures_total", (("step", "load"),))] == 0.0
     assert samples[("serving_model_reloads_total", ())] == 0.0
+
+
+# ---------------------------------------------------------------------- defects of issue 10
+
+
+@pytest.mark.parametrize("bad", [{"a": 1}, ["Biscoe"]])
+@pytest.mark.parametrize("key", ["instances", "dataframe_records", "dataframe_split"])
+def test_object_or_array_in_a_category_of_a_big_batch_is_422(client, row, bad, key):
+    """Defect 2: the vectorised path (more than 8 rows) hashed the values: a 500."""
+    rows = [dict(row) for _ in range(12)]
+    rows[10]["island"] = bad
+    if key == "dataframe_split":
+        body = {key: {"columns": FEATURES, "data": [[r[c] for c in FEATURES] for r in rows]}}
+        field = "dataframe_split.data[10].island"
+    else:
+        body, field = {key: rows}, f"{key}[10].island"
+    message = error_of(predict(client, body), 422, "type", field)
+    got = "an object" if isinstance(bad, dict) else "an array"
+    assert message == f"must be a string, got {got}"
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer", "bEaReR"])
+def test_auth_scheme_is_case_insensitive(secured, row, scheme):
+    """Defect 7: RFC 9110 section 11.1."""
+    headers = {"Authorization": f"{scheme} correct horse battery staple"}
+    assert predict(secured, {"instances": [row]}, headers=headers).status_code == 200
+    wrong = {"Authorization": f"{scheme} correct horse battery stapLe"}
+    assert error_of(predict(secured, {"instances": [row]}, headers=wrong), 401, "auth")
+    basic = {"Authorization": "Basic correct horse battery staple"}
+    assert error_of(predict(secured, {"instances": [row]}, headers=basic), 401, "auth")
+
+
+@pytest.mark.parametrize("digits", [19, 400, 5000])
+def test_huge_integer_is_422_naming_the_field(client, row, digits):
+    """Defect 11: a 400-digit integer was a 400 with no field."""
+    body = json.dumps({"instances": [row]}).replace(json.dumps(row["body_mass_g"]), "9" * digits, 1)
+    response = predict(client, body)
+    if digits == 19:  # a big but finite number: outside the descriptor's range
+        assert error_of(response, 422, "range", "instances[0].body_mass_g")
+    else:
+        message = error_of(response, 422, "finite", "instances[0].body_mass_g")
+        assert message == "must be a finite number"
+
+
+def test_mlflow_inputs_and_params_are_accepted(client, golden):
+    """Defect 12: MLflow's ``inputs`` (records or columns) and a ``params`` object."""
+    rows = [r["inputs"] for r in golden["rows"][:4]]
+    ours = predict(client, {"instances": rows}).get_json()["predictions"]
+    as_records = predict(client, {"inputs": rows})
+    as_columns = predict(client, {"inputs": {c: [r[c] for r in rows] for c in FEATURES}})
+    with_params = predict(
+        client,
+        {"dataframe_split": {"columns": FEATURES, "data": [[r[c] for c in FEATURES] for r in rows]},
+         "params": {"threshold": 0.5}},
+    )  # fmt: skip
+    for response in (as_records, as_columns, with_params):
+        assert response.status_code == 200, response.get_data(as_text=True)
+        assert response.get_json()["predictions"] == ours
+    uneven = {c: [r[c] for r in rows] for c in FEATURES}
+    uneven["sex"] = uneven["sex"][:2]
+    assert error_of(predict(client, {"inputs": uneven}), 422, "row_shape", "inputs")
+    bad_value = {c: [r[c] for r in rows] for c in FEATURES}
+    bad_value["island"][2] = "Atlantis"
+    assert error_of(predict(client, {"inputs": bad_value}), 422, "category", "inputs[2].island")
+    assert (
+        error_of(predict(client, {"instances": rows, "params": [1]}), 400, "format", "params")
+        == "must be an object"
+    )

@@ -43,9 +43,10 @@ def test_requirements_are_pinned_as_in_uv_lock(name, locked):
 
 def test_image_requirements_are_serving_only(locked):
     pinned = pins(SERVING / "requirements.txt")
-    assert {"flask", "gunicorn", "numpy", "onnxruntime", "orjson", "prometheus-client"} <= set(
+    assert {"flask", "granian", "numpy", "onnxruntime", "orjson", "prometheus-client"} <= set(
         pinned
     )
+    assert "gunicorn" not in pinned  # the previous stack: bench-serve's peer only
     heavy = {
         "tensorflow",
         "tensorflow-cpu",
@@ -76,4 +77,4 @@ def test_dockerfile_contract():
     )
     assert "ARG MODEL_DIR=models/export" in text
     assert "SERVING_BIND=0.0.0.0:8000" in text
-    assert re.search(r'^ENTRYPOINT \["gunicorn", "-c", "/app/serving/gunicorn.conf.py"', text, re.M)
+    assert re.search(r'^ENTRYPOINT \["python", "-m", "serving.server"\]$', text, re.M)

@@ -36,10 +36,6 @@ def test_round_trip(contract):
             "categorical column 'y' needs a list of 'categories'",
         ),
         (
-            {"columns": {"y": {"type": "numeric", "role": "target"}}},
-            "target 'y' must be categorical",
-        ),
-        (
             {"columns": {"y": {"type": "categorical", "role": "target", "categories": ["a"]}}},
             "no feature columns",
         ),
@@ -48,3 +44,13 @@ def test_round_trip(contract):
 def test_bad_contracts_are_named(raw, message):
     with pytest.raises(PipelineError, match=message):
         parse_contract(raw)
+
+
+def test_the_target_decides_the_task():
+    def task(target: dict) -> str:
+        raw = {"columns": {"y": {"role": "target", **target}, "x": {"type": "numeric"}}}
+        return parse_contract(raw).task.value
+
+    assert task({"type": "numeric"}) == "regression"
+    assert task({"type": "categorical", "categories": ["a", "b"]}) == "binary"
+    assert task({"type": "categorical", "categories": ["a", "b", "c"]}) == "multiclass"

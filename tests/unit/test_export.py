@@ -22,6 +22,8 @@ import pytest
 import yaml
 from onnx import TensorProto, numpy_helper
 
+from model_spec.descriptor import ModelDescriptor
+from model_spec.task import Task
 from pipeline import onnx_export
 from pipeline.config import flatten, load_params
 from pipeline.errors import PipelineError
@@ -265,7 +267,10 @@ def test_export_writes_every_artifact(exported, native, contract, params):
 def test_descriptor_fields(exported, native, contract, params):
     out, _ = exported
     d = json.loads((out / "model.json").read_text())
-    assert d["schema_version"] == 1
+    assert d["schema_version"] == 2
+    assert d["task"] == "multiclass"
+    typed = ModelDescriptor.read(out)  # every reader reads it this way
+    assert typed.task is Task.MULTICLASS and typed.input_names == contract.feature_names
     assert d["name"] == params.registry.model_name
     assert (d["estimator"], d["family"]) == (native.estimator_name, native.family)
     assert d["onnx"] == {
@@ -281,6 +286,7 @@ def test_descriptor_fields(exported, native, contract, params):
     by_name = {spec["name"]: spec for spec in d["inputs"]}
     assert by_name["island"] == {
         "name": "island",
+        "onnx_name": "island",
         "kind": "categorical",
         "dtype": "string",
         "nullable": False,
@@ -288,6 +294,7 @@ def test_descriptor_fields(exported, native, contract, params):
     }
     assert by_name["bill_length_mm"] == {
         "name": "bill_length_mm",
+        "onnx_name": "bill_length_mm",
         "kind": "numeric",
         "dtype": "float64",
         "nullable": True,
@@ -475,11 +482,35 @@ def test_golden_rows_need_at_least_three(contract, data):
 
 def test_describe_inputs_follows_the_contract(contract):
     described = describe_inputs(contract)
-    assert [d["name"] for d in described] == contract.feature_names
-    assert "year" not in [d["name"] for d in described]  # role: ignored
-    assert {d["name"]: d["nullable"] for d in described} == {
+    assert [d.name for d in described] == contract.feature_names
+    assert "year" not in [d.name for d in described]  # role: ignored
+    assert {d.name: d.nullable for d in described} == {
         c.name: c.max_missing > 0 for c in contract.features
     }
+    assert [d.onnx_name for d in described] == contract.feature_names  # all names are safe
+
+
+def test_describe_inputs_maps_unsafe_column_names_to_the_graph_names():
+    from pipeline.contract import parse_contract
+
+    contract = parse_contract(
+        {
+            "columns": {
+                "mean radius": {"type": "numeric", "min": 0, "max": 50},
+                "od280/od315": {"type": "numeric"},
+                "île": {"type": "categorical", "categories": ["a", "b"]},
+                "y": {"type": "categorical", "role": "target", "categories": ["0", "1"]},
+            }
+        }
+    )
+    described = describe_inputs(contract)
+    assert [(d.name, d.onnx_name) for d in described] == [
+        ("mean radius", "mean_radius"),
+        ("od280/od315", "od280_od315"),
+        ("île", "_le"),
+    ]
+    with pytest.raises(PipelineError, match="the ONNX graph has 2 inputs for 3 feature columns"):
+        describe_inputs(contract, ["a", "b"])
 
 
 # ---------------------------------------------------------------------------- MLflow and CLI

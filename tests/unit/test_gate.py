@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import mlflow
-import numpy as np
-import pandas as pd
 import pytest
 
+from model_spec.descriptor import InputSpec, Lineage, ModelDescriptor, OnnxSpec
+from model_spec.task import Task
 from pipeline.config import GateParams
 from pipeline.errors import PipelineError
 from pipeline.gate import (
@@ -18,7 +18,6 @@ from pipeline.gate import (
     decide,
     floor_checks,
     main,
-    onnx_inputs,
     render_markdown,
     status_checks,
 )
@@ -149,25 +148,34 @@ def test_without_a_champion_only_absolute_thresholds_apply_and_the_report_says_s
     assert "Absolute thresholds only." in render_markdown(report)
 
 
-# ---------------------------------------------------------------------------- ONNX inputs
-def test_onnx_inputs_follow_the_descriptor_types_and_missing_value_conventions():
-    frame = pd.DataFrame(
-        {"island": ["Biscoe", None, np.nan], "bill": [39.1, np.nan, 40], "extra": [1, 2, 3]}
-    )
-    descriptor = {
-        "inputs": [
-            {"name": "bill", "kind": "numeric"},
-            {"name": "island", "kind": "categorical"},
-        ]
+# ---------------------------------------------------------------------------- the descriptor
+def descriptor_for(run_id: str, **changes) -> ModelDescriptor:
+    """A valid schema-2 descriptor of a two-input penguins classifier."""
+    fields = {
+        "name": "penguins-classifier",
+        "task": Task.MULTICLASS,
+        "estimator": "logistic_regression",
+        "family": "sklearn",
+        "target": "species",
+        "classes": ("Adelie", "Chinstrap", "Gentoo"),
+        "inputs": (
+            InputSpec("bill length", "bill_length", "numeric", True, 30.0, 60.0),
+            InputSpec("island", "island", "categorical", True, categories=("Biscoe", "Dream")),
+        ),
+        "onnx": OnnxSpec(),
+        "lineage": Lineage(run_id=run_id),
     }
-    feed = onnx_inputs(frame, descriptor)
-    assert list(feed) == ["bill", "island"]
-    assert feed["bill"].dtype == np.float64 and feed["bill"].shape == (3, 1)
-    assert np.isnan(feed["bill"][1, 0]) and feed["bill"][2, 0] == 40.0
-    assert feed["island"].dtype == object and feed["island"].shape == (3, 1)
-    assert feed["island"][:, 0].tolist() == ["Biscoe", "", ""]
-    with pytest.raises(PipelineError, match=r"no column\(s\) sex"):
-        onnx_inputs(frame, {"inputs": [{"name": "sex", "kind": "categorical"}]})
+    return ModelDescriptor(**{**fields, **changes})
+
+
+def test_the_cli_refuses_a_descriptor_of_another_schema_in_one_sentence(stage_files, capsys):
+    root, _ = stage_files
+    raw = json.loads((root / "export" / "model.json").read_text())
+    (root / "export" / "model.json").write_text(json.dumps({**raw, "schema_version": 1}))
+    assert _run_gate(root, GOOD) == 1
+    err = capsys.readouterr().err
+    assert "model descriptor: descriptor schema_version 1 is not 2" in err
+    assert "Traceback" not in err
 
 
 # ---------------------------------------------------------------------------- the CLI
@@ -185,13 +193,7 @@ def stage_files(tmp_path, mlflow_store, monkeypatch):
     model_dir = tmp_path / "export"
     model_dir.mkdir()
     (model_dir / "model.onnx").write_bytes(b"not scored when there is no champion")
-    descriptor = {
-        "estimator": "logistic_regression",
-        "family": "sklearn",
-        "onnx": {"file": "model.onnx"},
-        "lineage": {"run_id": run.info.run_id},
-    }
-    (model_dir / "model.json").write_text(json.dumps(descriptor))
+    descriptor_for(run.info.run_id).write(model_dir)
     for name, payload in (("parity.json", PARITY_OK), ("result.json", VALID)):
         (tmp_path / name).write_text(json.dumps(payload))
     yield tmp_path, run.info.run_id

@@ -1,0 +1,250 @@
+"""The prediction log and the feedback log: JSON Lines written off the request path.
+
+A request hands its record to a bounded queue (``put_nowait``: never a wait) and a writer
+thread in the same process formats and appends the lines. When the queue is full the record
+is dropped and counted (``serving_prediction_log_records_total{outcome="dropped"}``): a slow
+disk costs log lines, never latency. All workers append to the same file (``O_APPEND``, one
+``write`` per batch of whole lines); when it grows past its size limit, the first writer to
+notice rotates it under an ``flock``: ``<file>`` -> ``<file>.1`` -> ``<file>.2`` ... (newest
+first), keeping ``backups`` old files. Others notice the new inode and reopen.
+
+Format (one line per predicted row; shared with monitoring, see the README)::
+
+    {"ts": "2026-12-01T09:00:00.123456Z", "request_id": "...", "row": 0,
+     "model": {"name": "...", "version": "..."}, "variant": "champion", "served": true,
+     "inputs": {"<column>": value-or-null, ...},
+     "output": {"label": "...", "probabilities": {...}} | {"value": 3.14},
+     "latency_ms": 1.23}
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+log = logging.getLogger("serving.predlog")
+
+#: Records taken from the queue per write.
+_BATCH = 512
+
+
+def timestamp(epoch: float) -> str:
+    """``2026-12-01T09:00:00.123456Z``."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What one request hands to the prediction log: formatted later, by the writer."""
+
+    epoch: float
+    request_id: str
+    model: dict[str, str]
+    variant: str
+    served: bool
+    #: (column name, graph input name, numeric?) of each input, and the request's feed.
+    columns: tuple[tuple[str, str, bool], ...]
+    feed: dict[str, np.ndarray]
+    outputs: list[dict[str, Any]]
+    latency_ms: float
+
+    @property
+    def rows(self) -> int:
+        return len(self.outputs)
+
+    def lines(self) -> Iterable[bytes]:
+        ts = timestamp(self.epoch)
+        columns = []
+        for name, onnx_name, numeric in self.columns:
+            values = self.feed[onnx_name].reshape(-1).tolist()
+            if numeric:
+                values = [None if v != v else v for v in values]  # NaN -> null
+            else:
+                values = [v or None for v in values]  # "" (the graph's missing) -> null
+            columns.append((name, values))
+        latency = round(self.latency_ms, 3)
+        for i, output in enumerate(self.outputs):
+            yield orjson.dumps(
+                {
+                    "ts": ts,
+                    "request_id": self.request_id,
+                    "row": i,
+                    "model": self.model,
+                    "variant": self.variant,
+                    "served": self.served,
+                    "inputs": {name: values[i] for name, values in columns},
+                    "output": output,
+                    "latency_ms": latency,
+                }
+            )
+
+
+class JsonLinesWriter:
+    """A bounded queue, a writer thread and a size-rotated file shared by processes."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        backups: int,
+        queue_size: int,
+        on_count: Callable[[str, int], None] | None = None,
+    ):
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.backups = backups
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.on_count = on_count or (lambda outcome, n: None)
+        self._fd: int | None = None
+        self._inode: int | None = None
+        self._thread: threading.Thread | None = None
+        self._pid: int | None = None
+        self._start_lock = threading.Lock()
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ request side
+    def submit(self, record: Any) -> bool:
+        """Queue ``record`` (something with ``lines()``, or bytes); False when dropped."""
+        if self._pid != os.getpid():
+            self._start()
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.on_count("dropped", getattr(record, "rows", 1))
+            return False
+        return True
+
+    # ------------------------------------------------------------------ writer side
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+            self._fd = None  # a forked child must not share its parent's descriptor
+            self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+            self._thread.start()
+            atexit.register(self.close)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                first = self.queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._write_batch(first)
+
+    def _write_batch(self, first: Any) -> None:
+        batch = [first]
+        with contextlib.suppress(queue.Empty):
+            while len(batch) < _BATCH:
+                batch.append(self.queue.get_nowait())
+        lines = []
+        for record in batch:
+            try:
+                lines.extend(record.lines() if hasattr(record, "lines") else [record])
+            except Exception:  # a record that cannot be formatted must not stop the log
+                log.exception("could not format a log record")
+        if not lines:
+            return
+        data = b"\n".join(lines) + b"\n"
+        try:
+            self._append(data)
+            self.on_count("written", len(lines))
+        except OSError as exc:
+            self.on_count("failed", len(lines))
+            log.error("cannot write %s: %s", self.path.name, exc.strerror)
+
+    def _append(self, data: bytes) -> None:
+        fd = self._open()
+        size = os.fstat(fd).st_size
+        if size and size + len(data) > self.max_bytes:
+            self._rotate(self.max_bytes - len(data))
+            fd = self._open()
+        os.write(fd, data)
+
+    def _open(self) -> int:
+        if self._fd is not None:
+            try:
+                if os.stat(self.path).st_ino == self._inode:
+                    return self._fd
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)  # rotated by another process: follow the new file
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._inode = os.fstat(self._fd).st_ino
+        return self._fd
+
+    def _rotate(self, threshold: int) -> None:
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        lock = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:  # someone else may have rotated while we waited
+                if os.stat(self.path).st_size <= max(threshold, 0):
+                    return
+            except FileNotFoundError:
+                return
+            for n in range(self.backups, 0, -1):
+                older = self.path.with_name(f"{self.path.name}.{n}")
+                if n == self.backups:
+                    older.unlink(missing_ok=True)
+                newer = self.path.with_name(f"{self.path.name}.{n - 1}") if n > 1 else self.path
+                if newer.exists():
+                    os.replace(newer, older)
+            if self.backups == 0:
+                self.path.unlink(missing_ok=True)
+        finally:
+            os.close(lock)
+
+    def flush(self, timeout: float = 5.0) -> None:
+        """Write what is queued now (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                first = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            self._write_batch(first)
+
+    def close(self) -> None:
+        self._stop.set()
+        self.flush()
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+class PredictionLog:
+    """Sampling in front of a :class:`JsonLinesWriter` for predictions."""
+
+    def __init__(self, writer: JsonLinesWriter, sample: float, on_count=None):
+        self.writer = writer
+        self.sample = sample
+        self._random = random.Random()
+        self.on_count = on_count or (lambda outcome, n: None)
+
+    def wants(self) -> bool:
+        """Whether this request is logged (the sample is drawn per request, so all rows of a
+        request are logged together and feedback can join any of them)."""
+        return self.sample >= 1.0 or self._random.random() < self.sample
+
+    def submit(self, prediction: Prediction) -> bool:
+        return self.writer.submit(prediction)

@@ -1,0 +1,290 @@
+"""The HTTP edge: granian's RSGI interface in front of the Flask (WSGI) app.
+
+granian reads and parses HTTP in Rust on its own I/O threads. Under granian's WSGI interface a
+request reaches a Python thread before its body has arrived, so a client that sends the body
+slowly (or promises more bytes than it sends) holds that thread: the defect this module
+exists for. Here the body is awaited on the event loop, with a deadline and a size limit,
+and the Flask app is called only with a complete body in memory; a thousand slow clients
+cost a thousand idle futures, not a thread each. The app then runs inline (it is CPU-bound
+for well under a millisecond, like a sync worker, with no thread hand-off).
+
+Answers given here, before the app, are JSON like the app's own errors: 408 when the body
+does not arrive within ``SERVING_BODY_TIMEOUT`` seconds, 400 when the connection ends
+before the body does (a short body then a half-close, a malformed chunked body), 413 when
+the body is over ``SERVING_MAX_BODY_BYTES``.
+
+Also here because they concern every request: the JSON access log (one object per line,
+``SERVING_ACCESS_LOG``) and the request id (``X-Request-ID`` from the client, else a new
+one), passed to the app as ``environ["serving.request_id"]`` and returned in the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import re
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("serving.http")
+
+REQUEST_ID_HEADER = "x-request-id"
+#: A client's request id is kept when it is this simple; anything else is replaced.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_JSON_HEADERS = [("content-type", "application/json")]
+#: How often a worker looks for the drain file (one stat call).
+DRAIN_CHECK_SECONDS = 0.05
+
+
+def request_id_from(given: str | None) -> str:
+    """The client's id when it is short and plain, else a new random one."""
+    if given and _SAFE_ID.match(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def _error_body(status: int, rule: str, message: str, field: str | None = None) -> bytes:
+    error: dict[str, Any] = {"status": status, "rule": rule}
+    if field is not None:
+        error["field"] = field
+    error["message"] = message
+    return orjson.dumps({"error": error})
+
+
+class _BodyError(Exception):
+    def __init__(self, status: int, rule: str, message: str, field: str | None = None):
+        super().__init__(message)
+        self.status, self.rule, self.message, self.field = status, rule, message, field
+
+
+class AccessLog:
+    """One JSON object per request, on stdout (``-``) or appended to a file."""
+
+    def __init__(self, target: str | None):
+        self.enabled = bool(target)
+        if not target:
+            self._stream = None
+        elif target == "-":
+            self._stream = sys.stdout
+        else:
+            self._stream = open(target, "a", buffering=1, encoding="utf-8")  # noqa: SIM115
+        self._pid = os.getpid()
+
+    def write(self, entry: dict[str, Any]) -> None:
+        if self._stream is None:
+            return
+        entry["pid"] = self._pid
+        try:
+            self._stream.write(orjson.dumps(entry).decode() + "\n")
+        except Exception:  # a full disk must not fail the request
+            log.exception("failed to write an access log entry")
+
+
+class RSGIBridge:
+    """``__rsgi__`` for granian: complete the body, then call ``wsgi_app`` inline."""
+
+    def __init__(
+        self,
+        wsgi_app: Callable,
+        *,
+        max_body_bytes: int,
+        body_timeout: float,
+        access_log: str | None = None,
+        drain_file: Path | None = None,
+    ):
+        self.app = wsgi_app
+        self.drain_file = drain_file
+        self._draining = False
+        self._drain_checked = 0.0
+        self.limit = max_body_bytes
+        self.body_timeout = body_timeout
+        self.access = AccessLog(access_log)
+        self._errors = sys.stderr
+
+    async def _read_body(self, scope, protocol) -> bytes:
+        length = scope.headers.get("content-length")
+        if length is not None:
+            # granian has refused a malformed Content-Length already (400 before the app).
+            size = int(length)
+            if size > self.limit:
+                raise _BodyError(
+                    413, "max_body_bytes", f"the body is {size} bytes; the limit is {self.limit}"
+                )
+            if size == 0:
+                return b""
+            body = await asyncio.wait_for(protocol(), self.body_timeout)
+            if len(body) != size:
+                raise _BodyError(
+                    400,
+                    "incomplete_body",
+                    f"the body ended after {len(body)} of the {size} bytes Content-Length "
+                    "announced",
+                    "Content-Length",
+                )
+            return body
+        if scope.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return b""
+        return await asyncio.wait_for(self._read_chunks(protocol), self.body_timeout)
+
+    async def _read_chunks(self, protocol) -> bytes:
+        parts, size = [], 0
+        async for chunk in protocol:
+            size += len(chunk)
+            if size > self.limit:
+                raise _BodyError(413, "max_body_bytes", f"the body exceeds {self.limit} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def __rsgi__(self, scope, protocol) -> None:
+        started = time.perf_counter()
+        headers = scope.headers
+        request_id = request_id_from(headers.get(REQUEST_ID_HEADER))
+        try:
+            body = await self._read_body(scope, protocol)
+        except _BodyError as exc:
+            self._respond_error(scope, protocol, started, request_id, exc)
+            return
+        except TimeoutError:
+            self._respond_error(
+                scope,
+                protocol,
+                started,
+                request_id,
+                _BodyError(
+                    408,
+                    "body_timeout",
+                    f"the body did not arrive within {self.body_timeout:g} s",
+                ),
+            )
+            return
+        except Exception:  # RSGIProtocolClosed/Error: the connection ended mid-body
+            self._respond_error(
+                scope,
+                protocol,
+                started,
+                request_id,
+                _BodyError(400, "incomplete_body", "the connection ended before the body did"),
+            )
+            return
+        environ = self._environ(scope, body, request_id, started)
+        status_line: list[str] = []
+        response_headers: list[tuple[str, str]] = []
+
+        def start_response(status, header_list, exc_info=None):
+            status_line[:] = [status]
+            response_headers[:] = header_list
+            return self._no_write
+
+        result = self.app(environ, start_response)
+        try:
+            payload = b"".join(result)
+        finally:
+            close = getattr(result, "close", None)
+            if close is not None:
+                close()
+        status = int(status_line[0][:3])
+        response_headers.append(("x-request-id", request_id))
+        if self._is_draining():
+            # Shutting down: each client finishes its exchange and reconnects, so no request
+            # is left on a keep-alive connection the server is about to close.
+            response_headers.append(("connection", "close"))
+        protocol.response_bytes(status, response_headers, payload)
+        if self.access.enabled:
+            self._log(scope, status, len(payload), started, request_id)
+
+    def _is_draining(self) -> bool:
+        if self._draining or self.drain_file is None:
+            return self._draining
+        now = time.monotonic()
+        if now - self._drain_checked > DRAIN_CHECK_SECONDS:
+            self._drain_checked = now
+            self._draining = self.drain_file.exists()
+        return self._draining
+
+    @staticmethod
+    def _no_write(data: bytes) -> None:
+        raise RuntimeError("the write() callable is not supported; return the body")
+
+    def _respond_error(self, scope, protocol, started, request_id, exc: _BodyError) -> None:
+        body = _error_body(exc.status, exc.rule, exc.message, exc.field)
+        headers = [*_JSON_HEADERS, ("x-request-id", request_id), ("connection", "close")]
+        protocol.response_bytes(exc.status, headers, body)
+        if self.access.enabled:
+            self._log(scope, exc.status, len(body), started, request_id)
+
+    def _log(self, scope, status: int, size: int, started: float, request_id: str) -> None:
+        self.access.write(
+            {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "remote": scope.client.rsplit(":", 1)[0],
+                "method": scope.method,
+                "path": scope.path,
+                "status": status,
+                "bytes": size,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "user_agent": scope.headers.get("user-agent"),
+                "request_id": request_id,
+            }
+        )
+
+    def _environ(self, scope, body: bytes, request_id: str, started: float) -> dict[str, Any]:
+        server_host, _, server_port = scope.server.rpartition(":")
+        remote_host, _, remote_port = scope.client.rpartition(":")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": scope.method,
+            "SCRIPT_NAME": "",
+            "PATH_INFO": scope.path,
+            "QUERY_STRING": scope.query_string,
+            "SERVER_NAME": server_host,
+            "SERVER_PORT": server_port,
+            "SERVER_PROTOCOL": f"HTTP/{scope.http_version}",
+            "REMOTE_ADDR": remote_host,
+            "REMOTE_PORT": remote_port,
+            "CONTENT_LENGTH": str(len(body)),
+            "wsgi.version": (1, 0),
+            "wsgi.url_scheme": scope.scheme,
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": self._errors,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "serving.request_id": request_id,
+            "serving.started": started,
+        }
+        for name, value in scope.headers.items():
+            if name == "content-type":
+                environ["CONTENT_TYPE"] = value
+                continue
+            if name == "content-length":
+                continue
+            key = "HTTP_" + name.upper().replace("-", "_")
+            environ[key] = value if key not in environ else environ[key] + "," + value
+        return environ
+
+
+def create_rsgi_app() -> RSGIBridge:
+    """granian's target (``serving.rsgi:create_rsgi_app`` with ``--factory``): the Flask app
+    of ``serving.app.create_app()`` behind the bridge, configured from ``SERVING_*``."""
+    from serving.app import create_app
+    from serving.config import DRAIN_FILE
+    from serving.server import configure_logging
+
+    configure_logging(os.environ.get("SERVING_LOG_LEVEL", "info"))
+    app = create_app()
+    state = app.extensions["serving"]
+    config = state.config
+    return RSGIBridge(
+        app.wsgi_app,
+        max_body_bytes=config.max_body_bytes,
+        body_timeout=config.body_timeout,
+        access_log=os.environ.get("SERVING_ACCESS_LOG", "-"),
+        drain_file=state.runtime_dir / DRAIN_FILE,
+    )

@@ -1,0 +1,277 @@
+"""The server process: ``python -m serving.server`` (what ``make serve`` and the image run).
+
+A small launcher that owns what belongs to the server as a whole, and runs granian (the HTTP
+server and its worker processes) as its child:
+
+- the runtime directory (metrics slots, the published model pointer), created here and
+  removed when the server exits, also after any number of SIGHUPs;
+- with ``SERVING_MODEL_URI``, the registry watcher (``serving/publisher.py``): it resolves
+  the alias, downloads, has ``python -m serving.verify`` check the version in a separate
+  process and publishes it; workers follow the pointer. This process never imports ONNX
+  Runtime or the app;
+- signals. SIGTERM/SIGINT: the drain file is written at once, so every worker's
+  ``/health/ready`` answers 503 while the server still serves, then after
+  ``SERVING_DRAIN_SECONDS`` granian is told to stop, finishes what it holds and is killed
+  after ``SERVING_GRACEFUL_TIMEOUT`` seconds. SIGHUP: granian restarts its workers one by one.
+
+Every setting is a ``SERVING_*`` variable (README, "Serving"); :func:`granian_command` maps
+them to granian's options.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from serving.config import DRAIN_FILE, PUBLISHED_ENV, ConfigError, ServingConfig
+
+#: Checked once, as the first thing a misconfigured server says.
+_TRUE = ("1", "true", "yes", "on")
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as handle:
+            quota, period = handle.read().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return cpus
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}.") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}.")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds, not {raw!r}.") from None
+    if not value >= 0:
+        raise ConfigError(f"{name} must be 0 or more, not {raw!r}.")
+    return value
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` for IPv6) -> ``(host, port)``."""
+    host, sep, port = bind.strip().rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"SERVING_BIND must be host:port, not {bind!r}.")
+    return host.strip("[]"), int(port)
+
+
+def granian_command(env: Mapping[str, str]) -> list[str]:
+    """The granian command line for these ``SERVING_*`` settings."""
+    host, port = parse_bind(env.get("SERVING_BIND", "127.0.0.1:8000"))
+    workers = _int(env, "SERVING_WORKERS", usable_cpus())
+    header_timeout = _float(env, "SERVING_HEADER_TIMEOUT", 5.0)
+    graceful = _float(env, "SERVING_GRACEFUL_TIMEOUT", 6.0)
+    command = [
+        sys.executable,
+        "-m",
+        "granian",
+        "--interface",
+        "rsgi",
+        "--factory",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--http",
+        "1",
+        "--no-ws",
+        "--workers",
+        str(workers),
+        "--runtime-threads",
+        "1",
+        "--backlog",
+        str(_int(env, "SERVING_BACKLOG", 2048, minimum=128)),
+        "--http1-header-read-timeout",
+        str(max(1, min(60_000, int(header_timeout * 1000)))),
+        "--workers-kill-timeout",
+        str(max(1, math.ceil(graceful))),
+        "--respawn-failed-workers",
+        "--respawn-interval",
+        "0.5",
+        "--log-level",
+        env.get("SERVING_LOG_LEVEL", "info"),
+    ]
+    if env.get("SERVING_KEEPALIVE", "1").strip().lower() not in _TRUE:
+        command.append("--no-http1-keep-alive")
+    if env.get("SERVING_WORKERS_LIFETIME"):
+        command += ["--workers-lifetime", str(_int(env, "SERVING_WORKERS_LIFETIME", 0, 60))]
+    if env.get("SERVING_WORKERS_MAX_RSS"):
+        command += ["--workers-max-rss", str(_int(env, "SERVING_WORKERS_MAX_RSS", 0))]
+    cert, key = env.get("SERVING_TLS_CERT"), env.get("SERVING_TLS_KEY")
+    if bool(cert) != bool(key):
+        raise ConfigError("set both SERVING_TLS_CERT and SERVING_TLS_KEY for HTTPS, or neither.")
+    if cert and key:
+        for name, path in (("SERVING_TLS_CERT", cert), ("SERVING_TLS_KEY", key)):
+            if not os.path.isfile(path):
+                raise ConfigError(f"{name}: no file {path!r}.")
+        command += [
+            "--ssl-certificate",
+            cert,
+            "--ssl-keyfile",
+            key,
+            "--ssl-protocol-min",
+            "tls1.2",
+        ]
+        if env.get("SERVING_TLS_KEY_PASSWORD"):
+            command += ["--ssl-keyfile-password", env["SERVING_TLS_KEY_PASSWORD"]]
+    command.append("serving.rsgi:create_rsgi_app")
+    return command
+
+
+class Launcher:
+    """Runs granian with a runtime dir, the registry publisher and the signal policy."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = dict(env)
+        self.drain_seconds = _float(env, "SERVING_DRAIN_SECONDS", 2.0)
+        self.graceful = _float(env, "SERVING_GRACEFUL_TIMEOUT", 6.0)
+        self.command = granian_command(env)
+        self.owned_runtime: Path | None = None
+        if not self.env.get("SERVING_RUNTIME_DIR"):
+            self.owned_runtime = Path(tempfile.mkdtemp(prefix="serving-"))
+            self.env["SERVING_RUNTIME_DIR"] = str(self.owned_runtime)
+        self.runtime_dir = Path(self.env["SERVING_RUNTIME_DIR"])
+        self.runtime_dir.mkdir(parents=True, exist_ok=True)
+        (self.runtime_dir / DRAIN_FILE).unlink(missing_ok=True)
+        self.env.setdefault("SERVING_ORT_INTRA_OP_THREADS", "1")
+        self.env.setdefault("SERVING_ORT_INTER_OP_THREADS", "1")
+        self.config = ServingConfig.from_env(self.env)  # refuse bad settings before starting
+        self.publisher = None
+        self.proc: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+
+    def start_publisher(self) -> bool:
+        """Registry mode: publish the first version before workers start."""
+        if self.config.model_uri is None:
+            return True
+        from serving.publisher import Publisher
+
+        self.env[PUBLISHED_ENV] = "1"
+        self.publisher = Publisher(self.config, self.runtime_dir)
+        published = self.publisher.publish_first()
+        if not published and self.config.reload_interval <= 0:
+            print(
+                f"serving: no servable model from {self.config.model_uri} and reloading is "
+                "off: exiting",
+                file=sys.stderr,
+            )
+            return False
+        self.publisher.start()
+        return True
+
+    def run(self) -> int:
+        try:
+            if not self.start_publisher():
+                return 1
+            signal.signal(signal.SIGTERM, self._on_stop)
+            signal.signal(signal.SIGINT, self._on_stop)
+            signal.signal(signal.SIGHUP, self._on_hup)
+            self.proc = subprocess.Popen(self.command, env=self.env, start_new_session=True)
+            self._write_address()
+            while True:
+                try:
+                    return self.proc.wait()
+                except InterruptedError:  # pragma: no cover (PEP 475 retries)
+                    continue
+        finally:
+            self._cleanup()
+
+    def _write_address(self) -> None:
+        # Where the image's HEALTHCHECK (serving/healthcheck.py) finds the port actually bound.
+        path = self.env.get("SERVING_ADDRESS_FILE")
+        if path:
+            host, port = parse_bind(self.env.get("SERVING_BIND", "127.0.0.1:8000"))
+            Path(path).write_text(f"{host}:{port}\n")
+
+    def _on_hup(self, signum, frame) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
+
+    def _on_stop(self, signum, frame) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        (self.runtime_dir / DRAIN_FILE).write_text("draining\n")
+        threading.Thread(target=self._stop, name="drain", daemon=True).start()
+
+    def _stop(self) -> None:
+        proc = self.proc
+        if proc is None:
+            return
+        # Readiness is 503 from now on; load balancers stop sending new work, the server
+        # keeps serving what still comes in.
+        if proc.poll() is None and self.drain_seconds:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=self.drain_seconds)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=self.graceful + 2)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def _cleanup(self) -> None:
+        if self.publisher is not None:
+            self.publisher.stop()
+        if self.owned_runtime is not None:
+            shutil.rmtree(self.owned_runtime, ignore_errors=True)
+        else:
+            (self.runtime_dir / DRAIN_FILE).unlink(missing_ok=True)
+
+
+def configure_logging(level: str) -> None:
+    """The app's loggers (``serving.*``) on stderr, one line each, where granian logs too."""
+    import logging
+
+    logger = logging.getLogger("serving")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[%(levelname)s] %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper() if level.upper() in logging._nameToLevel else "INFO")
+    logger.propagate = False
+
+
+def main() -> int:
+    configure_logging(os.environ.get("SERVING_LOG_LEVEL", "info"))
+    try:
+        launcher = Launcher(os.environ)
+    except ConfigError as exc:
+        print(f"serving: configuration error: {exc}", file=sys.stderr)
+        return 2
+    return launcher.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""The prediction log, the feedback log and ``POST /feedback`` (format shared with
+monitoring: one JSON line per predicted row)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from serving.predlog import JsonLinesWriter
+from tests.serving.conftest import FEATURES, MODEL_NAME, metric_samples
+
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+def flush(app) -> None:
+    state = app.extensions["serving"]
+    for writer in (state.prediction_log and state.prediction_log.writer, state.feedback_log):
+        if writer is not None:
+            writer.flush()
+
+
+def lines(path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture
+def logged(make_app, tmp_path):
+    return make_app(
+        prediction_log=tmp_path / "predictions.jsonl",
+        feedback_log=tmp_path / "feedback.jsonl",
+        api_token="tok",
+    )
+
+
+AUTH = {"Authorization": "Bearer tok"}
+
+
+def test_one_line_per_row_in_the_shared_format(logged, golden, tmp_path):
+    client = logged.test_client()
+    rows = [r["inputs"] for r in golden["rows"][:2]]
+    rows.append({**rows[0], "sex": None, "bill_length_mm": None})
+    response = client.post(
+        "/predict", json={"instances": rows}, headers={**AUTH, "X-Request-ID": "req-42"}
+    )
+    assert response.status_code == 200
+    assert response.headers["X-Request-ID"] == "req-42"
+    body = response.get_json()
+    assert body["request_id"] == "req-42" and body["variant"] == "champion"
+    flush(logged)
+    records = lines(tmp_path / "predictions.jsonl")
+    assert [r["row"] for r in records] == [0, 1, 2]
+    for record, row, prediction in zip(records, rows, body["predictions"], strict=True):
+        assert set(record) == {
+            "ts", "request_id", "row", "model", "variant", "served", "inputs", "output",
+            "latency_ms",
+        }  # fmt: skip
+        assert TS.match(record["ts"]), record["ts"]
+        assert record["request_id"] == "req-42"
+        assert record["model"] == {"name": MODEL_NAME, "version": body["model"]["version"]}
+        assert (record["variant"], record["served"]) == ("champion", True)
+        assert list(record["inputs"]) == FEATURES
+        assert record["inputs"] == row  # missing values as null, categories as sent
+        assert record["output"] == prediction  # label and probabilities by class
+        assert record["latency_ms"] > 0
+    assert records[2]["inputs"]["sex"] is None  # a missing value is logged as null
+    assert any(v is None for r in records for v in r["inputs"].values())
+    samples = metric_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples[("serving_prediction_log_rows_total", (("outcome", "written"),))] == 3
+
+
+def test_refused_requests_are_not_logged(logged, row, tmp_path):
+    client = logged.test_client()
+    assert client.post("/predict", json={"instances": [row]}).status_code == 401
+    bad = {**row, "island": "Atlantis"}
+    assert client.post("/predict", json={"instances": [bad]}, headers=AUTH).status_code == 422
+    flush(logged)
+    assert not (tmp_path / "predictions.jsonl").exists()
+
+
+def test_sampling_is_per_request(make_app, row, tmp_path):
+    off = make_app(prediction_log=tmp_path / "none.jsonl", prediction_log_sample=0.0)
+    client = off.test_client()
+    for _ in range(20):
+        assert client.post("/predict", json={"instances": [row, row]}).status_code == 200
+    flush(off)
+    assert not (tmp_path / "none.jsonl").exists()
+    half = make_app(prediction_log=tmp_path / "half.jsonl", prediction_log_sample=0.5)
+    client = half.test_client()
+    for i in range(200):
+        client.post("/predict", json={"instances": [row, row]}, headers={"X-Request-ID": f"r{i}"})
+    flush(half)
+    records = lines(tmp_path / "half.jsonl")
+    per_request = {}
+    for r in records:
+        per_request.setdefault(r["request_id"], []).append(r["row"])
+    assert all(rows == [0, 1] for rows in per_request.values())  # whole requests
+    assert 40 <= len(per_request) <= 160  # 100 expected; a wide margin, never 0 or 200
+
+
+def test_full_queue_drops_and_counts_never_blocks(make_app, row, tmp_path):
+    app = make_app(prediction_log=tmp_path / "p.jsonl", prediction_log_queue=2)
+    writer = app.extensions["serving"].prediction_log.writer
+    writer._pid = -1  # noqa: SLF001 - keep the writer thread from starting: nothing drains
+    writer._start = lambda: None  # noqa: SLF001
+    client = app.test_client()
+    for _ in range(5):
+        assert client.post("/predict", json={"instances": [row, row, row]}).status_code == 200
+    samples = metric_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples[("serving_prediction_log_rows_total", (("outcome", "dropped"),))] == 9
+    writer.flush()
+    assert len(lines(tmp_path / "p.jsonl")) == 6
+
+
+def test_rotation_keeps_newest_first_and_bounded(tmp_path):
+    path = tmp_path / "p.jsonl"
+    writer = JsonLinesWriter(path, max_bytes=4096, backups=2, queue_size=10_000)
+    for i in range(300):
+        writer.submit(json.dumps({"i": i, "pad": "x" * 40}).encode())
+        if i % 50 == 49:
+            writer.flush()
+    writer.close()
+    files = sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+    assert files == ["p.jsonl", "p.jsonl.1", "p.jsonl.2"]
+    newest, older, oldest = (lines(tmp_path / n) for n in files)
+    assert newest[-1]["i"] == 299
+    assert oldest[-1]["i"] < older[0]["i"] <= older[-1]["i"] < newest[0]["i"]
+    assert all((tmp_path / n).stat().st_size < 4096 + 512 * 60 for n in files)
+
+
+def test_feedback_is_appended_and_checked(logged, row, tmp_path):
+    client = logged.test_client()
+    served = client.post("/predict", json={"instances": [row, row]}, headers=AUTH).get_json()
+    rid = served["request_id"]
+    one = client.post("/feedback", json={"request_id": rid, "actual": "Adelie"}, headers=AUTH)
+    assert one.status_code == 202 and one.get_json() == {"accepted": 1}
+    many = client.post(
+        "/feedback",
+        json={"items": [{"request_id": rid, "row": 1, "actual": "Gentoo"}]},
+        headers=AUTH,
+    )
+    assert many.status_code == 202
+    flush(logged)
+    records = lines(tmp_path / "feedback.jsonl")
+    assert [{k: r[k] for k in ("request_id", "row", "actual")} for r in records] == [
+        {"request_id": rid, "row": 0, "actual": "Adelie"},
+        {"request_id": rid, "row": 1, "actual": "Gentoo"},
+    ]
+    assert all(TS.match(r["ts"]) for r in records)
+
+    def refused(body, status, rule, field):
+        response = client.post("/feedback", json=body, headers=AUTH)
+        assert response.status_code == status, response.get_data(as_text=True)
+        error = response.get_json()["error"]
+        assert (error["rule"], error.get("field")) == (rule, field)
+
+    refused({"request_id": rid, "actual": "Penguin"}, 422, "category", "actual")
+    refused({"request_id": "a b", "actual": "Adelie"}, 422, "request_id", "request_id")
+    refused({"request_id": rid}, 422, "required", "actual")
+    refused({"items": [{"request_id": rid, "row": -1, "actual": "Adelie"}]}, 422, "type",
+            "items[0].row")  # fmt: skip
+    assert client.post("/feedback", json={"request_id": rid, "actual": "Adelie"}).status_code == 401
+
+
+def test_feedback_off_without_a_log(client):
+    response = client.post("/feedback", json={"request_id": "x", "actual": "Adelie"})
+    assert response.status_code == 404
+    assert response.get_json()["error"]["rule"] == "feedback_off"

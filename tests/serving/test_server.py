@@ -1,0 +1,384 @@
+"""The real server process (``python -m serving.server``: launcher, granian, the app)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from benchmarks.load import SlowClients, Tally, caller, run_callers
+from serving.server import ConfigError, granian_command
+from tests.serving.conftest import is_unseen, metric_samples
+
+pytestmark = pytest.mark.serving
+
+TOKEN = "server-test-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def raw_exchange(server, data: bytes, *, half_close: bool = False, timeout: float = 30) -> bytes:
+    """Send ``data`` on a fresh connection; return everything the server answers."""
+    with socket.create_connection((server.host, server.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+            if b"\r\n\r\n" in b"".join(chunks):
+                head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
+                length = [
+                    int(line.split(b":", 1)[1])
+                    for line in head.split(b"\r\n")
+                    if line.lower().startswith(b"content-length:")
+                ]
+                if length and len(body) >= length[0]:
+                    break
+        return b"".join(chunks)
+
+
+def status_and_json(answer: bytes) -> tuple[int, dict]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 "), answer[:200]
+    assert b"content-type: application/json" in head.lower(), head
+    return int(head[9:12]), json.loads(body)
+
+
+def test_granian_command_from_settings(tmp_path):
+    command = granian_command(
+        {"SERVING_BIND": "0.0.0.0:9000", "SERVING_WORKERS": "3", "SERVING_HEADER_TIMEOUT": "2"}
+    )
+    assert command[1:3] == ["-m", "granian"]
+    flags, args = {}, command[3:-1]
+    for i, arg in enumerate(args):
+        if arg.startswith("--"):
+            value = args[i + 1] if i + 1 < len(args) else ""
+            flags[arg] = "" if value.startswith("--") else value
+    assert flags["--interface"] == "rsgi"
+    assert (flags["--host"], flags["--port"], flags["--workers"]) == ("0.0.0.0", "9000", "3")
+    assert flags["--http1-header-read-timeout"] == "2000"
+    assert "--respawn-failed-workers" in command
+    assert command[-1] == "serving.rsgi:create_rsgi_app"
+    with pytest.raises(ConfigError, match="SERVING_BIND must be host:port, not '8000'"):
+        granian_command({"SERVING_BIND": "8000"})
+    with pytest.raises(ConfigError, match="SERVING_WORKERS must be a whole number, not 'two'"):
+        granian_command({"SERVING_WORKERS": "two"})
+    with pytest.raises(ConfigError, match="set both SERVING_TLS_CERT and SERVING_TLS_KEY"):
+        granian_command({"SERVING_TLS_CERT": str(tmp_path / "c.pem")})
+
+
+def test_bad_setting_is_one_clear_line(exported_model):
+    proc = subprocess.run(
+        [sys.executable, "-m", "serving.server"],
+        env={**os.environ, "SERVING_MODEL_DIR": str(exported_model), "SERVING_BIND": "nope"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        "serving: configuration error: SERVING_BIND must be host:port, not 'nope'.\n"
+    )
+
+
+def test_predict_health_metrics_access_log_across_workers(
+    live_server, exported_model, golden, tmp_path
+):
+    runtime = tmp_path / "runtime"
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_API_TOKEN=TOKEN,
+        SERVING_RUNTIME_DIR=str(runtime),
+        SERVING_ADDRESS_FILE=str(tmp_path / "address"),
+        SERVING_PREDICTION_LOG=str(tmp_path / "predictions.jsonl"),
+    )
+    assert (tmp_path / "address").read_text() == f"127.0.0.1:{server.port}\n"
+    healthcheck = subprocess.run(
+        [sys.executable, "-m", "serving.healthcheck"],
+        env={
+            **os.environ,
+            "SERVING_ADDRESS_FILE": str(tmp_path / "address"),
+            "SERVING_BIND": "127.0.0.1:1",
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert healthcheck.returncode == 0, healthcheck.stderr
+    rows = [r for r in golden["rows"] if not is_unseen(r)]
+
+    def call(i: int):
+        r = rows[i % len(rows)]
+        return r, requests.post(
+            server.url + "/predict", json={"instances": [r["inputs"]]}, headers=AUTH, timeout=10
+        )
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(120)))
+    for expected, response in results:
+        assert response.status_code == 200
+        (prediction,) = response.json()["predictions"]
+        assert prediction["label"] == expected["label"]
+        assert list(prediction["probabilities"].values()) == pytest.approx(
+            expected["probabilities"], abs=golden["tolerance"]
+        )
+    mine = requests.post(
+        server.url + "/predict",
+        json={"instances": [rows[0]["inputs"]]},
+        headers={**AUTH, "X-Request-ID": "caller-id-1"},
+    )
+    assert mine.headers["X-Request-ID"] == "caller-id-1"
+    assert mine.json()["request_id"] == "caller-id-1"
+
+    denied = requests.post(server.url + "/predict", json={"instances": [rows[0]["inputs"]]})
+    assert denied.status_code == 401
+    assert denied.json()["error"]["message"] == "missing bearer token"
+    assert len(denied.headers["X-Request-ID"]) == 32
+    assert requests.get(server.url + "/health/live").json() == {"status": "alive"}
+    assert requests.get(server.url + "/health/ready").json()["status"] == "ready"
+    assert requests.get(server.url + "/metadata").status_code == 401
+
+    samples = metric_samples(requests.get(server.url + "/metrics").text)
+    assert samples[("serving_requests_total", (("endpoint", "/predict"), ("status", "200")))] == 121
+    assert samples[("serving_requests_total", (("endpoint", "/predict"), ("status", "401")))] == 1
+    assert samples[("serving_ready_workers", ())] == 2.0
+    assert samples[("serving_request_duration_seconds_count", (("endpoint", "/predict"),))] == 122
+
+    # Two workers, two slots, each holding part of the count; /metrics summed them.
+    per_slot = []
+    key = json.dumps(
+        ["serving_requests", [["endpoint", "/predict"], ["status", "200"]]], separators=(",", ":")
+    )
+    for names_file in sorted((runtime / "metrics").glob("slot-*.json")):
+        names = json.loads(names_file.read_text())
+        values = memoryview(names_file.with_suffix(".bin").read_bytes()).cast("d")
+        per_slot.append(values[names.index(key)] if key in names else 0.0)
+    assert len(per_slot) == 2
+    assert sum(per_slot) == 121 and min(per_slot) > 0, per_slot
+
+    access = [json.loads(line) for line in server.access_log.read_text().splitlines()]
+    predicts = [entry for entry in access if entry["path"] == "/predict"]
+    assert len(predicts) == 122
+    assert {e["status"] for e in predicts} == {200, 401}
+    assert len({e["pid"] for e in predicts}) == 2
+    assert "caller-id-1" in {e["request_id"] for e in predicts}
+    assert set(predicts[0]) == {
+        "time",
+        "remote",
+        "method",
+        "path",
+        "status",
+        "bytes",
+        "duration_ms",
+        "user_agent",
+        "request_id",
+        "pid",
+    }
+
+    assert server.stop() == 0  # SIGTERM: drain, graceful shutdown, clean exit
+    # Both workers appended to one prediction log; what was queued was written at exit.
+    logged = [
+        json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert len(logged) == 121
+    assert sum(r["request_id"] == "caller-id-1" for r in logged) == 1
+    assert {r["variant"] for r in logged} == {"champion"}
+    healthcheck = subprocess.run(
+        [sys.executable, "-m", "serving.healthcheck"],
+        env={**os.environ, "SERVING_ADDRESS_FILE": str(tmp_path / "address")},
+        capture_output=True,
+        text=True,
+    )
+    assert healthcheck.returncode == 1
+    assert f"http://127.0.0.1:{server.port}/health/ready: " in healthcheck.stderr
+
+
+def test_hostile_bodies_get_json_answers(live_server, exported_model, row):
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_MAX_BODY_BYTES="2000",
+        SERVING_BODY_TIMEOUT="1",
+    )
+    body = json.dumps({"instances": [row]}).encode()
+    head = b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+
+    # Defect 1: a Content-Length larger than the body: a JSON 408 once the deadline passes.
+    lying = head + b"Content-Length: %d\r\n\r\n" % (len(body) + 50) + body
+    status, error = status_and_json(raw_exchange(server, lying))
+    assert (status, error["error"]["rule"]) == (408, "body_timeout")
+    assert error["error"]["message"] == "the body did not arrive within 1 s"
+    # Defect 13: the same short body, then a half-close: 400, never processed.
+    status, error = status_and_json(raw_exchange(server, lying, half_close=True))
+    assert (status, error["error"]["rule"]) == (400, "incomplete_body")
+    # Defect 3: malformed chunked bodies (a bad chunk size; EOF before the last chunk).
+    chunked = head + b"Transfer-Encoding: chunked\r\n\r\n"
+    for broken in (chunked + b"zz\r\n" + body + b"\r\n0\r\n\r\n", chunked + b'5\r\n{"ins'):
+        status, error = status_and_json(raw_exchange(server, broken, half_close=True))
+        assert status == 400, error
+        assert error["error"]["rule"] in ("incomplete_body", "json")
+    # Chunked bodies within the limit work; over it, 413 without reading the rest.
+    ok = requests.post(
+        server.url + "/predict",
+        data=(body[i : i + 50] for i in range(0, len(body), 50)),
+        headers={"Content-Type": "application/json"},
+    )
+    assert ok.request.headers["Transfer-Encoding"] == "chunked"
+    assert ok.status_code == 200
+    big = json.dumps({"instances": [row] * 20}).encode()
+    too_big = requests.post(
+        server.url + "/predict",
+        data=(big[i : i + 50] for i in range(0, len(big), 50)),
+        headers={"Content-Type": "application/json"},
+    )
+    assert too_big.status_code == 413
+    assert too_big.json()["error"]["message"] == "the body exceeds 2000 bytes"
+    declared_big = requests.post(
+        server.url + "/predict", data=big, headers={"Content-Type": "application/json"}
+    )
+    assert declared_big.status_code == 413
+    # Defect 6: requests granian hands on are answered by the app in JSON.
+    for raw in (
+        b"get /predict HTTP/1.1\r\nHost: t\r\n\r\n",  # a lowercase method: 405
+        b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",  # an 8 KB URL: 404
+    ):
+        status, error = status_and_json(raw_exchange(server, raw))
+        assert status in (404, 405) and error["error"]["status"] == status
+    # What granian refuses itself (malformed request line or Content-Length, too many
+    # headers) gets a bare 400/431 with no body and the connection closed: never HTML.
+    for raw in (
+        b"HELLO\r\n\r\n",
+        head + b"Content-Length: -1\r\n\r\n",
+        b"GET /x HTTP/1.1\r\nHost: t\r\n"
+        + b"".join(b"X-%d: 1\r\n" % i for i in range(150))
+        + b"\r\n",
+    ):
+        answer = raw_exchange(server, raw)
+        assert answer.split(b"\r\n", 1)[0] in (
+            b"HTTP/1.1 400 Bad Request",
+            b"HTTP/1.1 431 Request Header Fields Too Large",
+        )
+        assert b"content-length: 0" in answer.lower() and b"html" not in answer.lower()
+    assert "Traceback" not in server.log()
+
+
+def test_slow_clients_do_not_disturb_normal_ones(live_server, exported_model, row):
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_API_TOKEN=TOKEN,
+        SERVING_BODY_TIMEOUT="3",
+        SERVING_HEADER_TIMEOUT="3",
+    )
+    slow = [
+        SlowClients(server.host, server.port, 15, "body", TOKEN, interval=0.5).start(),
+        SlowClients(server.host, server.port, 15, "headers", TOKEN, interval=0.5).start(),
+        SlowClients(server.host, server.port, 10, "body", None, interval=0.5).start(),
+    ]
+    try:
+        time.sleep(1)  # the slow connections are open and trickling
+        tally, stop = Tally(), threading.Event()
+        body = json.dumps({"instances": [row]}).encode()
+        headers = {"Content-Type": "application/json", **AUTH}
+        threads = run_callers(8, caller, server.host, server.port, body, headers, stop, tally)
+        time.sleep(4)  # longer than the body and header deadlines
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    finally:
+        for clients in slow:
+            clients.close()
+    assert tally.ok > 100
+    assert (tally.reset, tally.refused, dict(tally.status)) == (0, 0, {})
+    # Every slow client was cut off by a deadline: 408 JSON for a body, closed for headers.
+    body_answers = slow[0].answers + slow[2].answers
+    assert set(body_answers) == {"408"}, body_answers
+    assert slow[1].closed + sum(slow[1].answers.values()) >= 15
+    assert "200" not in slow[1].answers
+
+
+def test_sigterm_turns_ready_503_then_finishes_every_request(live_server, exported_model, row):
+    server = live_server(SERVING_MODEL_DIR=str(exported_model), SERVING_DRAIN_SECONDS="1.5")
+    body = json.dumps({"instances": [row]}).encode()
+    headers = {"Content-Type": "application/json"}
+    tally, stop = Tally(), threading.Event()
+    # Callers that, like a load balancer, stop using the server once it answers
+    # "Connection: close" (it does from SIGTERM on); each sends until then.
+    threads = run_callers(
+        16, caller, server.host, server.port, body, headers, stop, tally, stop_on_close=True
+    )
+    time.sleep(1)
+    before = tally.ok
+    server.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    ready = requests.get(server.url + "/health/ready", timeout=5)
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "not ready", "reason": "shutting down"}
+    for thread in threads:
+        thread.join(timeout=30)
+    assert server.proc.wait(timeout=30) == 0
+    assert tally.reset == 0, tally
+    assert tally.ok > before and dict(tally.status) == {}
+
+
+def test_killed_worker_is_replaced(live_server, exported_model, row):
+    server = live_server(SERVING_MODEL_DIR=str(exported_model))
+    body = json.dumps({"instances": [row]}).encode()
+    headers = {"Content-Type": "application/json"}
+    tally, stop = Tally(), threading.Event()
+    threads = run_callers(4, caller, server.host, server.port, body, headers, stop, tally)
+    time.sleep(1)
+    victim = server.worker_pids()[0]
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        pids = server.worker_pids()
+        if len(pids) == 2 and victim not in pids:
+            break
+        time.sleep(0.2)
+    server.wait_ready()
+    seen = tally.ok
+    time.sleep(1)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert victim not in server.worker_pids() and len(server.worker_pids()) == 2
+    # At most the requests in flight on the killed worker's connections fail.
+    assert tally.reset <= 4, tally
+    assert tally.ok > seen and dict(tally.status) == {}
+
+
+def test_https_with_a_self_signed_certificate(live_server, exported_model, row, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model), SERVING_TLS_CERT=str(cert), SERVING_TLS_KEY=str(key)
+    )
+    assert server.url.startswith("https://")
+    response = requests.post(server.url + "/predict", json={"instances": [row]}, verify=str(cert))
+    assert response.status_code == 200
+    assert len(response.json()["predictions"]) == 1
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(server.url + "/health/live", timeout=5)  # not trusted without the cert
+    plain = raw_exchange(server, b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n", timeout=5)
+    assert b'"alive"' not in plain  # no plain HTTP on the TLS port
