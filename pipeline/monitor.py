@@ -298,8 +298,9 @@ def live_metric(name: str, actual: pd.Series, predicted: pd.Series) -> float:
 
 # ---------------------------------------------------------------------- the core
 def task_of(contract: Contract) -> str:
-    """``classification`` when the contract's target is categorical, else ``regression``."""
-    return "regression" if contract.target_spec.is_numeric else "classification"
+    """``classification`` or ``regression``: the contract's task (its target's type) decides;
+    the live metric is chosen by this name (``monitor.live_metric``)."""
+    return "regression" if contract.task.is_regression else "classification"
 
 
 def monitor_window(

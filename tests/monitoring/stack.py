@@ -151,18 +151,24 @@ class Prometheus(Process):
         raise AssertionError(f"{what} did not happen within {deadline_s} s (last: {last!r})")
 
 
+#: ``make serve``: the launcher with granian, as the image runs it.
+SERVE = [sys.executable, "-m", "serving.server"]
+#: The same app under gunicorn's sync workers, which hand the body stream to the app, so a
+#: client that sends its body slowly shows up in the latency histogram (granian's bridge reads
+#: the body first, with a deadline).
+GUNICORN = [
+    str(Path(sys.executable).parent / "gunicorn"),
+    "-c",
+    str(REPO_ROOT / "serving" / "gunicorn.conf.py"),
+    "serving.app:create_app()",
+]
+
+
 class Server(Process):
-    """The prediction server on a free port: ``command`` is the launch command (the README's
-    ``make serve``), its settings are ``SERVING_*`` variables."""
+    """The prediction server on a free port, started with ``command``; its settings are
+    ``SERVING_*`` variables."""
 
-    COMMAND = [
-        str(Path(sys.executable).parent / "gunicorn"),
-        "-c",
-        str(REPO_ROOT / "serving" / "gunicorn.conf.py"),
-        "serving.app:create_app()",
-    ]
-
-    def __init__(self, env: dict[str, str], root: Path, name: str):
+    def __init__(self, env: dict[str, str], root: Path, name: str, command: list[str] = SERVE):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.instance = f"127.0.0.1:{self.port}"
@@ -171,6 +177,7 @@ class Server(Process):
             "SERVING_BIND": self.instance,
             "SERVING_ACCESS_LOG": str(root / f"{name}-access.log"),
             "SERVING_WORKERS": "2",
+            "SERVING_DRAIN_SECONDS": "0.5",
             **env,
         }
         self.workers = float(full["SERVING_WORKERS"])
@@ -178,7 +185,7 @@ class Server(Process):
         self.log_path = root / f"{name}.log"
         self.ready_url = self.url + "/health/live"
         self.proc = subprocess.Popen(
-            self.COMMAND, cwd=REPO_ROOT, env=full, stdout=self._log, stderr=subprocess.STDOUT
+            command, cwd=REPO_ROOT, env=full, stdout=self._log, stderr=subprocess.STDOUT
         )
 
     def metrics(self) -> dict[tuple, float]:
@@ -206,3 +213,15 @@ class Server(Process):
                 pass
             time.sleep(0.2)
         raise AssertionError(f"server not {'ready' if ready else 'up'}:\n{self.log()}")
+
+
+def wait_for_lines(path: Path, count: int, deadline_s: float = 60.0) -> None:
+    """The server's log writer is a thread: wait until ``path`` holds ``count`` lines."""
+    deadline = time.monotonic() + deadline_s
+    seen = 0
+    while time.monotonic() < deadline:
+        seen = path.read_bytes().count(b"\n") if path.exists() else 0
+        if seen >= count:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{path} has {seen} lines, expected {count}")

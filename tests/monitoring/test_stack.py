@@ -9,8 +9,8 @@ Four scrape targets, each with one fault, and the monitor's pushed drift:
   reload failures;
 - ``idle``: ready, never called -> no traffic;
 - ``down``: a port nobody listens on -> down;
-- the monitor run on traffic with one feature shifted, pushed to a pushgateway -> feature
-  drift on exactly that feature, prediction drift.
+- the monitor run on the healthy server's own prediction log of traffic with one feature
+  shifted, pushed to a pushgateway -> feature drift on exactly that feature, prediction drift.
 
 The rules are the committed ones with ``for:`` shortened (tests/monitoring/stack.py). Then
 every Grafana panel's query must return data from this Prometheus.
@@ -32,8 +32,15 @@ import requests
 from pipeline.monitor import main as monitor_main
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import write_params
-from tests.monitoring.conftest import MONITORING, log_records, write_jsonl
-from tests.monitoring.stack import Prometheus, Pushgateway, Server, free_port
+from tests.monitoring.conftest import MONITORING
+from tests.monitoring.stack import (
+    GUNICORN,
+    Prometheus,
+    Pushgateway,
+    Server,
+    free_port,
+    wait_for_lines,
+)
 from tests.serving.conftest import build_export, tamper_golden
 
 pytestmark = pytest.mark.monitoring
@@ -103,10 +110,18 @@ def stack(tmp_path_factory, splits, contract):
         gateway = Pushgateway(root)
         started.append(gateway)
         servers = {
-            "healthy": Server({"SERVING_MODEL_DIR": str(model)}, root, "healthy"),
-            "broken": Server(
-                {"SERVING_MODEL_DIR": str(broken_model), "SERVING_WORKERS": "1"}, root, "broken"
+            "healthy": Server(
+                {
+                    "SERVING_MODEL_DIR": str(model),
+                    "SERVING_PREDICTION_LOG": str(root / "logs" / "predictions.jsonl"),
+                },
+                root,
+                "healthy",
+                GUNICORN,
             ),
+            # Two workers: granian restarts them one by one on SIGHUP, so one always listens
+            # (with one, connections are refused while it respawns).
+            "broken": Server({"SERVING_MODEL_DIR": str(broken_model)}, root, "broken"),
             "idle": Server({"SERVING_MODEL_DIR": str(model), "SERVING_WORKERS": "1"}, root, "idle"),
         }
         started.extend(servers.values())
@@ -139,6 +154,8 @@ def stack(tmp_path_factory, splits, contract):
             lambda: _reload_failures(servers["broken"]) > before,
         )
 
+        # First, before any other /predict: the shifted rows, which the server logs.
+        drift = _monitor_and_push(root, servers["healthy"].url, splits, contract, gateway.url)
         traffic = Traffic([servers["healthy"].url, servers["broken"].url], rows)
         traffic.start()
         slow: list[bytes] = []
@@ -152,8 +169,6 @@ def stack(tmp_path_factory, splits, contract):
             thread.start()
         for thread in threads:
             thread.join()
-
-        drift = _monitor_and_push(root, servers["healthy"].url, splits, contract, gateway.url)
 
         expected = {
             ("ServingHighLatencyP99", instances["healthy"]),
@@ -185,24 +200,26 @@ def stack(tmp_path_factory, splits, contract):
 
 
 def _reload_failures(server: Server) -> float:
-    samples = server.metrics()
+    try:
+        samples = server.metrics()
+    except requests.RequestException:  # a slow machine: ask again
+        return -1.0
     return sum(
         v for (name, _), v in samples.items() if name == "serving_model_reload_failures_total"
     )
 
 
 def _monitor_and_push(root: Path, url: str, splits, contract, gateway: str) -> dict:
-    """Shifted test rows through the healthy server; the monitor on them; push the summary."""
+    """Shifted test rows through the healthy server; the monitor on its prediction log; push
+    the summary to the pushgateway with the CLI's ``push``."""
     frame = splits.test.copy()
     frame[SHIFTED] = frame[SHIFTED] + SHIFT
     features = contract.feature_names
-    labels = []
     for row in rows_of(frame, features):
         reply = predict(url, row)
         assert reply.status_code == 200, reply.text
-        labels.append(reply.json()["predictions"][0]["label"])
-    # The server's own prediction log replaces this once it writes one (README, Monitoring).
-    log = write_jsonl(root / "logs" / "predictions.jsonl", log_records(frame, features, labels))
+    log = root / "logs" / "predictions.jsonl"
+    wait_for_lines(log, len(frame))
     train = root / "train.parquet"
     splits.train.to_parquet(train)
     params = write_params(
