@@ -313,3 +313,46 @@ def test_main_without_a_log_says_what_to_do(tmp_path, monitor_params, capsys):
     err = capsys.readouterr().err
     assert err.startswith("monitor failed: no prediction log at ")
     assert "SERVING_PREDICTION_LOG" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------ fetch and push
+def test_fetch_copies_the_logs_and_their_rotations(tmp_path):
+    from pipeline.monitor import fetch_logs
+
+    store = tmp_path / "store"
+    store.mkdir()
+    for name in ("predictions.jsonl", "predictions.jsonl.1", "feedback.jsonl", "notes.txt"):
+        (store / name).write_text(name + "\n")
+    copied = fetch_logs(store.as_uri(), tmp_path / "logs")
+    assert sorted(p.name for p in copied) == [
+        "feedback.jsonl", "predictions.jsonl", "predictions.jsonl.1",
+    ]  # fmt: skip
+    assert (tmp_path / "logs" / "predictions.jsonl.1").read_text() == "predictions.jsonl.1\n"
+    assert not (tmp_path / "logs" / "notes.txt").exists()
+
+
+def test_fetch_from_nowhere_names_the_uri(tmp_path, capsys):
+    missing = (tmp_path / "nope").as_uri()
+    assert main(["fetch", "--uri", missing, "--dest", str(tmp_path / "logs")]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"monitor failed: PREDICTION_LOG_URI '{missing}' does not exist.\n"
+    )
+
+
+def test_push_to_an_unreachable_gateway_is_one_clear_line(tmp_path, capsys):
+    from tests.monitoring.stack import free_port
+
+    summary = tmp_path / "summary.json"
+    summary.write_text(json.dumps({
+        "drift": {"features": {"sex": {"drifted": False, "score": 0.1}}, "drift_share": 0.0,
+                  "prediction": {"drifted": False}},
+        "volume": {"rows": 10},
+    }))  # fmt: skip
+    gateway = f"http://127.0.0.1:{free_port()}"
+    assert main(["push", "--summary", str(summary), "--pushgateway", gateway]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"monitor failed: could not push to the pushgateway at {gateway}: ")
+    assert "Traceback" not in err
+    assert main(["push", "--summary", str(tmp_path / "none.json"), "--pushgateway", gateway]) == 1
+    assert "run `make monitor` first" in capsys.readouterr().err
