@@ -14,6 +14,7 @@ import json
 import time
 from datetime import UTC, datetime
 
+import numpy as np
 import pytest
 import requests
 from sklearn.metrics import f1_score
@@ -151,3 +152,88 @@ def test_live_metric_matches_an_independent_computation(served, window):
     if window == "second":
         assert expected < 0.9  # the shift makes the model wrong, and the monitor sees it
         assert live["degraded"] is True
+
+
+# ---------------------------------------------------------------------- a regression model
+REGRESSION_CONTRACT = """
+rows: {min: 10}
+columns:
+  body_mass_g: {type: numeric, role: target, max_missing: 0.0}
+  "bill length (mm)": {type: numeric, max_missing: 0.0}
+  flipper_length_mm: {type: numeric, max_missing: 0.0}
+  island: {type: categorical, categories: [Biscoe, Dream, Torgersen], max_missing: 0.0}
+"""
+
+
+@pytest.fixture(scope="module")
+def regression_served(tmp_path_factory, splits):
+    """A regression server (values, ``serving_prediction_value``) and the monitor on its log,
+    with the true body mass as feedback."""
+    from tests.serving.conftest import build_regression_export
+
+    root = tmp_path_factory.mktemp("acceptance-regression")
+    logs = root / "logs"
+    columns = {"bill_length_mm": "bill length (mm)"}
+    keep = ["bill length (mm)", "flipper_length_mm", "island", "body_mass_g"]
+
+    def frame(split):
+        return split.rename(columns=columns)[keep].dropna().reset_index(drop=True)
+
+    test, train = frame(splits.test), frame(splits.train)
+    server = Server(
+        {
+            "SERVING_MODEL_DIR": str(build_regression_export(root / "model")),
+            "SERVING_PREDICTION_LOG": str(logs / "predictions.jsonl"),
+            "SERVING_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
+            "SERVING_WORKERS": "1",
+        },
+        root,
+        "server",
+    )
+    try:
+        server.wait_ready()
+        answers = _send(server.url, test, keep[:3])
+        items = [
+            {"request_id": a["request_id"], "actual": float(y)}
+            for a, y in zip(answers, test["body_mass_g"], strict=True)
+        ]
+        reply = requests.post(server.url + "/feedback", json={"items": items}, timeout=30)
+        assert reply.status_code in (200, 202), reply.text
+        wait_for_lines(logs / "predictions.jsonl", len(answers))
+        wait_for_lines(logs / "feedback.jsonl", len(items))
+    finally:
+        server.stop()
+    (root / "contract.yaml").write_text(REGRESSION_CONTRACT)
+    train.to_parquet(root / "train.parquet")
+    (root / "metrics.json").write_text(json.dumps({"rmse": 300.0}))
+    params = write_params(
+        REPO_ROOT / "params.yaml",
+        root / "params.yaml",
+        **{"monitor.min_rows": 20, "data.contract": str(root / "contract.yaml")},
+    )
+    argv = ["--params", str(params), "--predictions", str(logs / "predictions.jsonl"),
+            "--feedback", str(logs / "feedback.jsonl"), "--reference", str(root / "train.parquet"),
+            "--test-metrics", str(root / "metrics.json"), "--out", str(root / "report"),
+            "--start", "2000-01-01T00:00:00Z"]  # fmt: skip
+    assert monitor_main(argv) == 0
+    summary = json.loads((root / "report" / "summary.json").read_text())
+    return summary, answers, test
+
+
+def test_a_regression_server_through_the_monitor(regression_served):
+    summary, answers, test = regression_served
+    values = [a["predictions"][0] for a in answers]
+    assert all(isinstance(v, float) for v in values)
+    assert summary["task"] == "regression"
+    assert summary["volume"]["rows"] == len(test) > 20
+    # The same rows as the training split's distribution: no feature drifts.
+    assert summary["drift"]["drifted_features"] == []
+    # The stand-in model predicts about 300 where penguins weigh about 4,200 g.
+    prediction = summary["drift"]["prediction"]
+    assert (prediction["method"], prediction["drifted"]) == ("ks", True)
+    assert summary["predictions"]["p50"] < 500
+    rmse = float(np.sqrt(np.mean((np.array(values) - test["body_mass_g"].to_numpy()) ** 2)))
+    live = summary["live_metric"]
+    assert (live["metric"], live["rows"]) == ("rmse", len(test))
+    assert live["value"] == pytest.approx(rmse, rel=1e-6)
+    assert live["degraded"] is True and summary["retrain"] is True
