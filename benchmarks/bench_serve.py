@@ -1,25 +1,27 @@
-"""Load test of the prediction server against ``mlflow models serve``, in one run.
+"""Load test of the prediction server against its previous stack and ``mlflow models serve``,
+in one run.
 
     python -m benchmarks.bench_serve --model-dir models/export
 
 With wrk (``apt-get install wrk``) on 127.0.0.1, the load generator on the same machine:
 
-1. time to ready: from starting gunicorn to the first ``/health/ready`` 200, and to every
-   worker ready (``serving_ready_workers``), over a few cold starts;
-2. our server (``serving/gunicorn.conf.py`` defaults, bearer token on, validation and metrics
-   always on, JSON access log to a file): one-row and 100-row requests at 16 connections;
-3. ``mlflow models serve`` (2 uvicorn workers, ``--env-manager local``), same requests:
-   ``mlflow-onnx`` serves the same ONNX file saved as an MLflow ONNX model (one ``[-1, 1]``
-   tensor per feature, as the export stage logs it; same JSON body as ours);
-   ``mlflow-native`` serves the model the train stage logged to the pipeline's run (the
-   scikit-learn pipeline on raw columns, or the Keras network on transformed features), with
-   rows from its saved serving input example. ``mlflow-native`` is the peer of the anchor in
-   ENVIRONMENT.md and the one the 30x target is checked against;
-4. a soak of our server: 64 connections for 60 s after a warm-up, counting errors and 5xx,
-   and the resident memory of the server's processes after warm-up and at the end.
+1. time to ready: from starting ``python -m serving.server`` to the first ``/health/ready``
+   200, and to every worker ready (``serving_ready_workers``), over a few cold starts;
+2. one-row and 100-row requests at 16 connections, interleaved: ``ours`` (granian, what
+   ships: token, validation, metrics, JSON access log and the prediction log on), ``gunicorn``
+   (the same app under the previous stack, ``serving/gunicorn.conf.py``, 2 sync workers, same
+   settings) and ``ours-nolog`` (ours with the prediction log off: the log's cost);
+3. hostile clients against ours: 100 slow connections (headers or body at one byte per
+   second, half with a token) while wrk measures normal clients; a lying Content-Length;
+   kill -9 of a worker and SIGTERM, each under 16 keep-alive connections (``benchmarks/load``);
+4. ``mlflow models serve`` (2 uvicorn workers, ``--env-manager local``) on the same ONNX file
+   (``mlflow-onnx``) and, when the pipeline's run is in the store, on the native model the
+   train stage logged (``mlflow-native``);
+5. a soak of ours: 64 connections for 60 s after a warm-up, counting errors and 5xx, and the
+   resident memory of the server's processes after warm-up and at the end.
 
 Prints a Markdown table for BENCHMARKS.md and writes the numbers to
-``.bench/serve/results.json``. Exits 1 when a target of issue 5 is missed.
+``.bench/serve/results.json``. Exits 1 when a target of issue 10 is missed.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ import argparse
 import json
 import os
 import re
-import runpy
 import shutil
 import signal
 import socket
@@ -36,9 +37,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,11 +50,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TOKEN = "bench-token-" + os.urandom(6).hex()
 
-TARGET_RPS = 3000.0
+TARGET_RPS = 6000.0
+TARGET_RPS_100 = 3000.0
 TARGET_P99_MS = 10.0
-TARGET_RATIO = 30.0
+TARGET_RATIO_GUNICORN = 1.7
+TARGET_RATIO_MLFLOW = 20.0
+TARGET_SLOW_P99_MS = 20.0
 TARGET_READY_S = 2.0
 TARGET_RSS_GROWTH = 0.10
+SLOW_CONNECTIONS = 100
 
 
 # ---------------------------------------------------------------------- wrk
@@ -216,7 +223,18 @@ class Server:
         self._log.close()
 
 
-def start_ours(model_dir: Path, work: Path, extra_env: dict[str, str]) -> Server:
+def start_ours(
+    model_dir: Path,
+    work: Path,
+    extra_env: dict[str, str],
+    *,
+    stack: str = "granian",
+    prediction_log: bool = True,
+) -> Server:
+    """Our app: under ``python -m serving.server`` (granian, what ships), or under the
+    previous stack, gunicorn with ``serving/gunicorn.conf.py`` (2 sync workers): the peer the
+    new stack is measured against. Token, validation, metrics and the JSON access log are on
+    in both; the prediction log too unless ``prediction_log`` is False."""
     port = free_port()
     env = {
         **os.environ,
@@ -226,8 +244,13 @@ def start_ours(model_dir: Path, work: Path, extra_env: dict[str, str]) -> Server
         "SERVING_ACCESS_LOG": str(work / f"access-{port}.log"),
         **extra_env,
     }
-    cmd = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_app()"]
-    return Server(cmd, env, port, work / f"gunicorn-{port}.log")
+    if prediction_log:
+        env["SERVING_PREDICTION_LOG"] = str(work / f"predictions-{port}.jsonl")
+    if stack == "gunicorn":
+        cmd = [str(BIN / "gunicorn"), "-c", "serving/gunicorn.conf.py", "serving.app:create_app()"]
+    else:
+        cmd = [sys.executable, "-m", "serving.server"]
+    return Server(cmd, env, port, work / f"{stack}-{port}.log")
 
 
 def ready_workers(status: int, body: str) -> float:
@@ -272,10 +295,11 @@ def save_onnx_peer(model_dir: Path, out: Path, rows: list[dict[str, Any]]) -> Pa
     feeds = {}
     for spec in descriptor["inputs"]:
         values = [row[spec["name"]] for row in rows]
+        name = spec.get("onnx_name", spec["name"])
         if spec["kind"] == "numeric":
-            feeds[spec["name"]] = np.array(values, dtype=np.float64).reshape(-1, 1)
+            feeds[name] = np.array(values, dtype=np.float64).reshape(-1, 1)
         else:
-            feeds[spec["name"]] = np.array(values, dtype=object).reshape(-1, 1)
+            feeds[name] = np.array(values, dtype=object).reshape(-1, 1)
     outputs = {
         "label": np.array([descriptor["classes"][0]] * len(rows), dtype=object),
         "probabilities": np.zeros((len(rows), len(descriptor["classes"])), dtype=np.float32),
@@ -354,6 +378,12 @@ class Report:
     rss_end_mb: float = 0.0
     soak_5xx: float = 0.0
     soak_recycles: int = 0
+    slow: WrkResult | None = None
+    slow_answers: dict[str, Any] = field(default_factory=dict)
+    lying_length: dict[str, Any] = field(default_factory=dict)
+    sigterm: dict[str, Any] = field(default_factory=dict)
+    kill9: dict[str, Any] = field(default_factory=dict)
+    log_rows: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def run(self, label: str) -> WrkResult | None:
@@ -447,8 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         # 1. time to ready
-        conf = runpy.run_path(str(REPO_ROOT / "serving" / "gunicorn.conf.py"))
-        workers = float(extra_env.get("SERVING_WORKERS") or conf["workers"])
+        from serving.server import usable_cpus
+
+        workers = float(extra_env.get("SERVING_WORKERS") or usable_cpus())
         for _ in range(args.starts):
             server = start_ours(model_dir, work, extra_env)
             try:
@@ -465,21 +496,39 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-        # 2. ours
-        server = start_ours(model_dir, work, extra_env)
-        try:
-            server.wait("/health/ready", lambda s, b: s == 200)
-            bench_server(
-                report,
-                "ours",
-                f"http://127.0.0.1:{server.port}/predict",
-                auth,
-                bodies,
-                args.seconds,
-                args.warmup,
-            )
-        finally:
-            server.stop()
+        # 2. ours (prediction log on), the previous gunicorn stack, ours with the log off
+        for name, stack, logged in (
+            ("ours", "granian", True),
+            ("gunicorn", "gunicorn", True),
+            ("ours-nolog", "granian", False),
+        ):
+            server = start_ours(model_dir, work, extra_env, stack=stack, prediction_log=logged)
+            try:
+                server.wait("/metrics", lambda s, b: ready_workers(s, b) >= workers)
+                bench_server(
+                    report,
+                    name,
+                    f"http://127.0.0.1:{server.port}/predict",
+                    auth,
+                    bodies,
+                    args.seconds,
+                    args.warmup,
+                )
+                if name == "ours":
+                    _, metrics = http(f"http://127.0.0.1:{server.port}/metrics")
+                    report.log_rows = {
+                        outcome: float(value)
+                        for outcome, value in re.findall(
+                            r'^serving_prediction_log_rows_total\{outcome="(\w+)"\} (\S+)$',
+                            metrics,
+                            re.M,
+                        )
+                    }
+            finally:
+                server.stop()
+
+        # 2b. hostile clients, SIGTERM and kill -9 against ours
+        hostile(report, model_dir, work, extra_env, bodies, auth, workers, args.seconds)
 
         # 3. the MLflow peers: the same ONNX file, and the native model the pipeline logged
         if not args.no_mlflow:
@@ -527,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                 label="ours, soak, 1 row",
             )
             report.rss_end_mb = tree_rss_mb(server.proc.pid)
-            report.soak_recycles = server.log.read_text().count("Autorestarting worker")
+            report.soak_recycles = server.log.read_text().count("Respawning worker")
             _, metrics = http(f"http://127.0.0.1:{server.port}/metrics")
             report.soak_5xx = sum(
                 float(v)
@@ -563,14 +612,33 @@ def verdict(report: Report) -> list[str]:
         failures.append(f"one-row throughput {ours.rps:,.0f} req/s < {TARGET_RPS:,.0f}")
     if ours.p99_ms > TARGET_P99_MS:
         failures.append(f"one-row p99 {ours.p99_ms:.2f} ms > {TARGET_P99_MS} ms")
+    hundred = report.run("ours, 100 rows")
+    if hundred.rps < TARGET_RPS_100:
+        failures.append(f"100-row throughput {hundred.rps:,.0f} req/s < {TARGET_RPS_100:,.0f}")
     for run in report.runs:
         if run.label.startswith("ours") and (run.non_2xx or run.socket_errors):
             failures.append(f"{run.label}: {run.non_2xx} non-2xx, {run.socket_errors} errors")
-    peer = report.run("mlflow-native, 1 row") or report.run("mlflow-onnx, 1 row")
-    if peer is not None and ours.rps < TARGET_RATIO * peer.rps:
+    old = report.run("gunicorn, 1 row")
+    if old is not None and ours.rps < TARGET_RATIO_GUNICORN * old.rps:
+        failures.append(f"{ours.rps / old.rps:.2f}x gunicorn, below {TARGET_RATIO_GUNICORN}x")
+    peer = report.run("mlflow-onnx, 1 row")
+    if peer is not None and ours.rps < TARGET_RATIO_MLFLOW * peer.rps:
+        failures.append(f"{ours.rps / peer.rps:.1f}x mlflow-onnx, below {TARGET_RATIO_MLFLOW:.0f}x")
+    slow = report.slow
+    if slow is not None and (
+        slow.non_2xx or slow.socket_errors or slow.p99_ms > TARGET_SLOW_P99_MS
+    ):
         failures.append(
-            f"{ours.rps / peer.rps:.1f}x {peer.label.split(',')[0]}, below {TARGET_RATIO:.0f}x"
+            f"with {SLOW_CONNECTIONS} slow clients: {slow.non_2xx} non-2xx, "
+            f"{slow.socket_errors} errors, p99 {slow.p99_ms:.2f} ms"
         )
+    lying = report.lying_length
+    if lying and (lying["status"] not in ("408", "closed") or lying["seconds"] > 10):
+        failures.append(f"lying Content-Length: {lying}")
+    if report.sigterm and report.sigterm["reset_lb"]:
+        failures.append(f"SIGTERM: {report.sigterm['reset_lb']} requests reset")
+    if report.kill9 and report.kill9["reset"] > 16:
+        failures.append(f"kill -9 of a worker: {report.kill9['reset']} requests failed")
     soak = report.soak
     if soak.non_2xx or soak.socket_errors or report.soak_5xx:
         failures.append(
@@ -585,8 +653,107 @@ def verdict(report: Report) -> list[str]:
     return failures
 
 
+def hostile(report, model_dir, work, extra_env, bodies, auth, workers, seconds) -> None:
+    """Slow clients and a lying Content-Length, then SIGTERM and kill -9 under load."""
+    from benchmarks.load import SlowClients, Tally, caller, run_callers
+
+    server = start_ours(model_dir, work, extra_env)
+    try:
+        server.wait("/metrics", lambda s, b: ready_workers(s, b) >= workers)
+        url = f"http://127.0.0.1:{server.port}/predict"
+        quarter = SLOW_CONNECTIONS // 4
+        slow = [
+            SlowClients("127.0.0.1", server.port, quarter, mode, token).start()
+            for mode in ("body", "headers")
+            for token in (TOKEN, None)
+        ]
+        time.sleep(2)
+        try:
+            report.slow = run_wrk(
+                url, bodies["1 row"], auth, connections=16, seconds=seconds,
+                label=f"ours, 1 row, {SLOW_CONNECTIONS} slow clients open",
+            )  # fmt: skip
+            report.lying_length = lying_content_length(server.port, bodies["1 row"])
+        finally:
+            for clients in slow:
+                clients.close()
+        report.slow_answers = {
+            "answers": dict(sum((c.answers for c in slow), start=Counter())),
+            "closed": sum(c.closed for c in slow),
+        }
+        print(
+            f"  {report.slow.label}: {report.slow.rps:,.0f} req/s, p99 {report.slow.p99_ms:.2f} ms,"
+            f" non-2xx {report.slow.non_2xx}, errors {report.slow.socket_errors}; slow clients "
+            f"got {report.slow_answers}; lying Content-Length: {report.lying_length}",
+            flush=True,
+        )
+
+        # kill -9 of one worker under 16 connections
+        body = bodies["1 row"].encode()
+        headers = {k: v for k, v in auth.items()}
+        tally, stop = Tally(), threading.Event()
+        threads = run_callers(16, caller, "127.0.0.1", server.port, body, headers, stop, tally)
+        time.sleep(2)
+        (granian,) = _children(server.proc.pid)
+        os.kill(_children(granian)[0], signal.SIGKILL)
+        time.sleep(6)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        report.kill9 = {"ok": tally.ok, "reset": tally.reset, "other": dict(tally.status)}
+        print(f"  kill -9 of a worker at 16 connections: {report.kill9}", flush=True)
+        server.wait("/metrics", lambda s, b: ready_workers(s, b) >= workers)
+
+        # SIGTERM under 16 connections: clients that leave when told Connection: close (a
+        # load balancer), and clients that keep reconnecting until refused (wrk-like)
+        lb, lb_stop = Tally(), threading.Event()
+        threads = run_callers(
+            8, caller, "127.0.0.1", server.port, body, headers, lb_stop, lb, stop_on_close=True
+        )
+        rude, rude_stop = Tally(), threading.Event()
+        threads += run_callers(
+            8, caller, "127.0.0.1", server.port, body, headers, rude_stop, rude, until_refused=True
+        )
+        time.sleep(2)
+        os.kill(server.proc.pid, signal.SIGTERM)
+        server.proc.wait(timeout=30)
+        lb_stop.set()
+        rude_stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+        report.sigterm = {
+            "ok_lb": lb.ok, "reset_lb": lb.reset, "ok_reconnecting": rude.ok,
+            "reset_reconnecting": rude.reset, "exit": server.proc.returncode,
+        }  # fmt: skip
+        print(f"  SIGTERM at 16 connections: {report.sigterm}", flush=True)
+    finally:
+        server.stop()
+
+
+def _children(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def lying_content_length(port: int, body: str) -> dict[str, Any]:
+    """Promise 50 bytes more than sent; how long until the server answers, and with what."""
+    data = body.encode()
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {TOKEN}\r\nContent-Length: {len(data) + 50}\r\n\r\n"
+    ).encode()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(head + data)
+        answer = sock.recv(4096)
+    return {
+        "status": answer[9:12].decode() or "closed",
+        "seconds": round(time.monotonic() - started, 2),
+        "json": b"application/json" in answer,
+    }
+
+
 def markdown(report: Report, failures: list[str]) -> str:
-    ours = {r.label.split(", ", 1)[1]: r for r in report.runs if r.label.startswith("ours")}
+    ours = {r.label.split(", ", 1)[1]: r for r in report.runs if r.label.startswith("ours, ")}
     lines = [
         f"Model {report.machine['model']}; {report.machine['cpus']} CPUs; load average "
         f"{report.machine['load_at_start']:.2f} at start, {report.machine['load_at_end']:.2f} "
@@ -608,8 +775,9 @@ def markdown(report: Report, failures: list[str]) -> str:
         "",
         f"Soak, ours, 1 row, 64 connections, {s.seconds} s: {s.rps:,.0f} requests/s, "
         f"{s.requests:,} requests, {s.socket_errors} socket errors, {s.non_2xx} non-2xx, "
-        f"{report.soak_5xx:.0f} 5xx, {report.soak_recycles} worker(s) recycled by max_requests "
-        f"during warm-up and soak; RSS of master + workers {report.rss_after_warmup_mb:.1f} MiB "
+        f"{report.soak_5xx:.0f} 5xx, {report.soak_recycles} worker(s) respawned "
+        "during warm-up and soak; RSS of launcher + granian + workers "
+        f"{report.rss_after_warmup_mb:.1f} MiB "
         f"after warm-up, {report.rss_end_mb:.1f} MiB at the end "
         f"({report.rss_end_mb / report.rss_after_warmup_mb - 1:+.1%}).",
         "",
@@ -618,6 +786,23 @@ def markdown(report: Report, failures: list[str]) -> str:
         f"{statistics.median(report.ready_first_s):.2f} s, every worker "
         f"{statistics.median(report.ready_all_s):.2f} s.",
     ]
+    if report.slow is not None:
+        w = report.slow
+        lines += [
+            "",
+            f"With {SLOW_CONNECTIONS} slow connections open (headers or body at 1 byte/s, half "
+            f"with a token), normal clients at 16 connections: {w.rps:,.0f} requests/s, p99 "
+            f"{w.p99_ms:.2f} ms, {w.non_2xx} non-2xx, {w.socket_errors} socket errors; the slow "
+            f"clients were answered {report.slow_answers}. A lying Content-Length: "
+            f"{report.lying_length}.",
+        ]
+    if report.sigterm:
+        lines.append(
+            f"SIGTERM at 16 connections: {report.sigterm}. kill -9 of a worker at 16 "
+            f"connections: {report.kill9}."
+        )
+    if report.log_rows:
+        lines.append(f"Prediction log rows in the `ours` runs: {report.log_rows}.")
     lines += [f"Note: {n}." for n in report.notes]
     lines.append("")
     lines.append("Targets: " + ("all met." if not failures else "MISSED: " + "; ".join(failures)))

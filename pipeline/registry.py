@@ -35,6 +35,7 @@ from typing import Any
 from model_spec.descriptor import DESCRIPTOR_FILE, DescriptorError, ModelDescriptor
 from pipeline.config import flatten, load_params
 from pipeline.errors import PipelineError, cli
+from pipeline.servable import require_servable
 from pipeline.io import file_sha256, read_json
 
 CHAMPION = "champion"
@@ -369,6 +370,7 @@ def promote(name: str, version: str | None, reason: str, who: str | None = None)
     previous = None if current is None else str(current.version)
     if previous == target_v:
         return Moved(target_v, previous, False)
+    require_servable(name, target_v)  # the server's own check, before the alias moves
 
     who = who or actor()
     at = _now()
@@ -422,6 +424,7 @@ def rollback(name: str, reason: str, who: str | None = None) -> Moved:
             f"records no champion before version {current_v}."
         )
     target_v = stack[-1]
+    require_servable(name, target_v)  # the server's own check, before the alias moves
     who = who or actor()
     at = _now()
     why = reason or "(no reason given)"

@@ -38,7 +38,7 @@ from serving.metrics import MetricsStore
 from serving.model import LoadedModel, ModelError, ModelHolder, load_model
 from serving.openapi import build_openapi
 from serving.predlog import JsonLinesWriter, Prediction, PredictionLog, timestamp
-from serving.registry import POINTER, RegistryWatcher, read_pointer
+from serving.registry import POINTER, RegistryWatcher, read_pointer, read_refusal
 from serving.rsgi import request_id_from
 from serving.schema import RequestError
 
@@ -545,6 +545,13 @@ def _follow_pointer(state: ServingState) -> None:
     def check() -> None:
         pointer = read_pointer(state.runtime_dir)
         model = state.holder.model
+        if pointer is None and model is None:
+            refusal = read_refusal(state.runtime_dir)
+            if refusal is not None:  # the launcher could not get a servable first version
+                state.holder.error = (
+                    f"{refusal['uri']}: no servable version yet ({refusal['step']} failed): "
+                    f"{refusal['message']}"
+                )
         if pointer is None or pointer["version"] in refused:
             return
         if model is not None and pointer["version"] == model.version:
@@ -567,7 +574,7 @@ def _follow_pointer(state: ServingState) -> None:
         nonlocal seen
         while not state.stop.wait(POINTER_CHECK_SECONDS):
             key = _stat_key(pointer_path)
-            if key != seen:
+            if key != seen or state.holder.model is None:
                 seen = key
                 check()
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from serving import metrics as m
 from serving.config import ServingConfig
 from serving.metrics import MetricsStore
-from serving.registry import RegistryWatcher, write_pointer
+from serving.registry import RegistryWatcher, write_pointer, write_refusal
 from serving.verify import EXIT_GOLDEN
 
 log = logging.getLogger("serving.publisher")
@@ -70,6 +70,7 @@ class Publisher:
 
     def _failure(self, step: str, message: str) -> None:
         self.store.inc(self.store.index(m.RELOAD_FAILURES, (("step", step),)))
+        write_refusal(self.runtime_dir, self.config.model_uri, step, message)
         log.error("registry %s failed, serving what we have: %s", step, message)
 
     def publish_first(self) -> bool:

@@ -22,6 +22,8 @@ from pathlib import Path
 log = logging.getLogger("serving.registry")
 
 POINTER = "current.json"
+#: The last version the launcher refused, and why (workers show it while they have no model).
+REFUSED = "refused.json"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -97,6 +99,20 @@ def write_pointer(runtime_dir: Path, version: str, path: Path, uri: str) -> None
     tmp = target.with_name(f".{POINTER}.{os.getpid()}")
     tmp.write_text(json.dumps({"version": version, "path": str(path), "uri": uri}))
     os.replace(tmp, target)
+
+
+def write_refusal(runtime_dir: Path, uri: str, step: str, message: str) -> None:
+    target = Path(runtime_dir) / REFUSED
+    tmp = target.with_name(f".{REFUSED}.{os.getpid()}")
+    tmp.write_text(json.dumps({"uri": uri, "step": step, "message": message}))
+    os.replace(tmp, target)
+
+
+def read_refusal(runtime_dir: Path) -> dict[str, str] | None:
+    try:
+        return json.loads((Path(runtime_dir) / REFUSED).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def read_pointer(runtime_dir: Path) -> dict[str, str] | None:

@@ -116,8 +116,10 @@ def granian_command(env: Mapping[str, str]) -> list[str]:
         "--workers-kill-timeout",
         str(max(1, math.ceil(graceful))),
         "--respawn-failed-workers",
+        # On SIGHUP (and SERVING_WORKERS_LIFETIME) granian starts the new worker, waits this
+        # long, then stops the old one: long enough for the new worker to load its model.
         "--respawn-interval",
-        "0.5",
+        str(_float(env, "SERVING_RESTART_OVERLAP", 5.0)),
         "--log-level",
         env.get("SERVING_LOG_LEVEL", "info"),
     ]

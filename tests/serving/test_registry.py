@@ -143,13 +143,6 @@ def test_server_follows_the_alias_without_failing_requests(live_server, registry
         wait_for(lambda: workers_on(v2), "both workers on v2")
         seen_v2 = len(hammer.results)
         wait_for(lambda: len(hammer.results) > seen_v2 + 20, "requests on v2")
-        # SIGHUP restarts the workers one by one while the launcher's watcher runs; the new
-        # workers start on the published v2 and the runtime dir stays the same one.
-        old_workers = set(server.worker_pids())
-        server.proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: not old_workers & set(server.worker_pids()), "workers restarted")
-        wait_for(lambda: workers_on(v2), "restarted workers on v2")
-
         registry.point(name, "champion", v3)
         failures = ("serving_model_reload_failures_total", (("step", "golden"),))
         wait_for(lambda: metrics().get(failures, 0) >= 1.0, "v3 refused")
@@ -167,6 +160,18 @@ def test_server_follows_the_alias_without_failing_requests(live_server, registry
     assert set(served[refused_at:]) == {v2}
     samples = metrics()
     assert samples[failures] == 1.0  # refused once, by the launcher, before any worker saw it
+    # SIGHUP restarts the workers one by one while the launcher's watcher runs; the new
+    # workers start on the published v2, in the same runtime dir, with the counters kept.
+    served_before = samples[
+        ("serving_requests_total", (("endpoint", "/predict"), ("status", "200")))
+    ]
+    old_workers = set(server.worker_pids())
+    server.proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: not old_workers & set(server.worker_pids()), "workers restarted")
+    wait_for(lambda: workers_on(v2), "restarted workers on v2")
+    assert Path(server_runtime_dir(server)) == runtime
+    after = metrics()[("serving_requests_total", (("endpoint", "/predict"), ("status", "200")))]
+    assert after == served_before
     assert f"published version {v2} of models:/{name}@champion" in server.log()
     assert f"registry golden failed, serving what we have: version {v3}: golden row 1" in (
         server.log()
@@ -188,3 +193,64 @@ def server_runtime_dir(server) -> str:
 
 def _children_of(pid: int) -> list[int]:
     return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_promote_and_rollback_refuse_an_unservable_version(registry, versions, monkeypatch):
+    """``make promote``/``rollback`` run the server's own check before moving the alias."""
+    from pipeline.errors import PipelineError
+    from pipeline.registry import promote, rollback
+
+    name, v1, v2, v3 = versions
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry.uri)
+    for v in (v2, v3):
+        registry.client.set_model_version_tag(name, v, "gate_passed", "true")
+    with pytest.raises(PipelineError) as refused:
+        promote(name, v3, "tampered golden rows")
+    message = str(refused.value)
+    assert message.startswith(
+        f"version {v3} of '{name}' does not reproduce its golden rows, so the prediction "
+        "server would refuse it: golden row 1: probabilities differ by"
+    )
+    assert message.endswith("The alias was not moved.")
+    assert "/tmp/" not in message
+    champion = registry.client.get_model_version_by_alias(name, "champion")
+    assert str(champion.version) == v1
+    assert promote(name, v2, "a servable version").changed
+    # Rollback checks the version it would go back to: make v1 unservable by deleting its graph.
+    v1_dir = Path(registry.client.get_model_version_download_uri(name, v1).removeprefix("file://"))
+    (v1_dir / "model.onnx").write_bytes(b"broken")
+    with pytest.raises(PipelineError, match=f"version {v1} of '{name}' cannot be loaded"):
+        rollback(name, "back")
+    assert str(registry.client.get_model_version_by_alias(name, "champion").version) == v2
+
+
+def test_server_started_on_an_unservable_champion_says_why(live_server, registry, versions):
+    name, v1, v2, v3 = versions
+    registry.point(name, "champion", v3)
+    server = live_server(
+        wait=False,
+        SERVING_MODEL_URI=f"models:/{name}@champion",
+        MLFLOW_TRACKING_URI=registry.uri,
+        SERVING_RELOAD_INTERVAL="1",
+    )
+
+    def reason():
+        try:
+            response = requests.get(server.url + "/health/ready", timeout=2)
+        except requests.ConnectionError:
+            return None
+        return response.status_code == 503 and "golden" in response.text and response.json()
+
+    body = wait_for(reason, "the refusal in /health/ready")
+    assert body["status"] == "not ready"
+    assert body["reason"].startswith(
+        f"models:/{name}@champion: no servable version yet (golden failed): version {v3}: "
+        "golden row 1: probabilities differ by"
+    )
+    assert "/tmp" not in body["reason"] and "serving-" not in body["reason"]
+    samples = metric_samples(requests.get(server.url + "/metrics").text)
+    assert samples[("serving_model_reload_failures_total", (("step", "golden"),))] >= 1.0
+    assert samples[("serving_ready_workers", ())] == 0.0
+    registry.point(name, "champion", v2)  # fixed: the server becomes ready on its own
+    server.wait_ready()
+    assert requests.get(server.url + "/health/ready").json()["model"]["version"] == v2
