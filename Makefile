@@ -182,3 +182,32 @@ push-image: env ## Push IMAGE:IMAGE_TAG, also as IMAGE:model-<registry version> 
 retag-image: env ## Point IMAGE:champion at the image of the registry's @champion version
 	@version=$$($(BIN)/python .github/scripts/model_version.py --alias champion); \
 	CONTAINER_TOOL=$(CONTAINER_TOOL) .github/scripts/image.sh retag $(IMAGE) model-$$version champion
+
+# ---------------------------------------------------------------- the team stack (deploy/)
+# PostgreSQL + an S3 server + the MLflow server on 127.0.0.1, state in TEAM_DIR (git-ignored).
+# deploy/compose.yaml describes the same services for Docker; README "Working as a team".
+TEAM_DIR ?= .team
+
+.PHONY: team-up team-down team-clean team-env team-dvc-remote test-team
+
+team-up: env ## Start the local team stack (PostgreSQL, S3, MLflow server); idempotent
+	$(BIN)/python -m deploy.stack up --dir $(TEAM_DIR)
+
+team-down: env ## Stop every process of the team stack; keeps its data in TEAM_DIR; idempotent
+	$(BIN)/python -m deploy.stack down --dir $(TEAM_DIR)
+
+team-clean: env ## Stop the team stack and delete its data (TEAM_DIR)
+	$(BIN)/python -m deploy.stack down --dir $(TEAM_DIR) --purge
+
+team-env: env ## Print the variables a teammate exports: eval "$$(make -s team-env)"
+	@$(BIN)/python -m deploy.stack env --dir $(TEAM_DIR)
+
+# Writes .dvc/config.local (not committed): the endpoint is this machine's; keys come from the
+# AWS_* variables `make team-env` exports.
+team-dvc-remote: env ## Point this clone's DVC remote at the team stack's S3 bucket (TEAM_S3_ENDPOINT)
+	@test -n "$${TEAM_S3_ENDPOINT:-}" || { echo 'team-dvc-remote: run eval "$$(make -s team-env)" first'; exit 1; }
+	$(BIN)/dvc remote add --local --force --default team $${TEAM_DVC_REMOTE_URL:-s3://dvc/store}
+	$(BIN)/dvc remote modify --local team endpointurl $$TEAM_S3_ENDPOINT
+
+test-team: env ## The team stack test: PostgreSQL, S3, MLflow server, two clones, serving (minutes)
+	$(BIN)/python -m pytest tests/team $(PYTEST_ARGS)
