@@ -211,3 +211,26 @@ team-dvc-remote: env ## Point this clone's DVC remote at the team stack's S3 buc
 
 test-team: env ## The team stack test: PostgreSQL, S3, MLflow server, two clones, serving (minutes)
 	$(BIN)/python -m pytest tests/team $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------- Kubernetes (deploy/k8s/)
+# CI calls `make deploy` after pushing the image and `make deploy-champion` after a promotion;
+# both do nothing, successfully, when the KUBE_CONFIG secret is not set.
+K8S_OVERLAY ?= deploy/k8s/overlays/directory
+# sha256:... of the image to roll out; by default looked up for IMAGE:IMAGE_TAG.
+DIGEST ?=
+
+.PHONY: deploy deploy-champion k8s-render test-deploy
+
+deploy: ## Apply K8S_OVERLAY with IMAGE pinned to its digest and wait for the rollout (KUBE_CONFIG)
+	@if [ -z "$${KUBE_CONFIG:-}" ]; then echo "deploy: KUBE_CONFIG is not set; no cluster to deploy to, skipping"; exit 0; fi; \
+	digest='$(DIGEST)'; [ -n "$$digest" ] || digest=$$(CONTAINER_TOOL=$(CONTAINER_TOOL) deploy/k8s/deploy.sh digest $(IMAGE):$(IMAGE_TAG)); \
+	KUBECTL=$${KUBECTL:-$(abspath $(BIN))/kubectl} deploy/k8s/deploy.sh apply $(K8S_OVERLAY) $(IMAGE) "$$digest"
+
+deploy-champion: ## Roll IMAGE:champion (the registry's @champion image) out the same way (KUBE_CONFIG)
+	@$(MAKE) --no-print-directory deploy IMAGE_TAG=champion
+
+k8s-render: env ## Print K8S_OVERLAY's manifests with IMAGE pinned to DIGEST (what `make deploy` applies)
+	@KUBECTL=$(BIN)/kubectl deploy/k8s/deploy.sh render $(K8S_OVERLAY) $(IMAGE) $(DIGEST)
+
+test-deploy: env ## Render the manifests; Kubernetes schemas, the KServe/Prometheus CRD schemas, checkov
+	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)
