@@ -214,7 +214,8 @@ test-team: env ## The team stack test: PostgreSQL, S3, MLflow server, two clones
 
 # ---------------------------------------------------------------- Kubernetes (deploy/k8s/)
 # CI calls `make deploy` after pushing the image and `make deploy-champion` after a promotion;
-# both do nothing, successfully, when the KUBE_CONFIG secret is not set.
+# both do nothing, successfully, when neither KUBE_CONFIG (the kubeconfig's contents, a CI
+# secret) nor KUBECONFIG (a path, e.g. Jenkins' file credential) is set.
 K8S_OVERLAY ?= deploy/k8s/overlays/directory
 # sha256:... of the image to roll out; by default looked up for IMAGE:IMAGE_TAG.
 DIGEST ?=
@@ -222,7 +223,7 @@ DIGEST ?=
 .PHONY: deploy deploy-champion k8s-render test-deploy
 
 deploy: ## Apply K8S_OVERLAY with IMAGE pinned to its digest and wait for the rollout (KUBE_CONFIG)
-	@if [ -z "$${KUBE_CONFIG:-}" ]; then echo "deploy: KUBE_CONFIG is not set; no cluster to deploy to, skipping"; exit 0; fi; \
+	@if [ -z "$${KUBE_CONFIG:-}$${KUBECONFIG:-}" ]; then echo "deploy: KUBE_CONFIG is not set; no cluster to deploy to, skipping"; exit 0; fi; \
 	digest='$(DIGEST)'; [ -n "$$digest" ] || digest=$$(CONTAINER_TOOL=$(CONTAINER_TOOL) deploy/k8s/deploy.sh digest $(IMAGE):$(IMAGE_TAG)); \
 	KUBECTL=$${KUBECTL:-$(abspath $(BIN))/kubectl} deploy/k8s/deploy.sh apply $(K8S_OVERLAY) $(IMAGE) "$$digest"
 

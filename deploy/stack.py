@@ -410,13 +410,16 @@ class Stack:
             f"database_uri = {db}/mlflow_auth\n"
             f"admin_username = {ADMIN}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            # Each request's password check is a PBKDF2 hash (seconds on a busy machine);
+            # a worker remembers a good login for 5 minutes. A changed password reaches
+            # the other workers within that time.
+            "auth_cache_ttl_seconds = 300\n"
         )
         auth_ini.chmod(0o600)
         mlflow = str(Path(sys.executable).parent / "mlflow")
         argv = [
             mlflow,
             "server",
-            "--backend-store-uri", f"{db}/mlflow",
             "--artifacts-destination", ARTIFACTS,
             "--serve-artifacts",
             "--app-name", "basic-auth",
@@ -428,6 +431,8 @@ class Stack:
             "mlflow",
             argv,
             {
+                # the database password stays out of the process list
+                "MLFLOW_BACKEND_STORE_URI": f"{db}/mlflow",
                 "MLFLOW_AUTH_CONFIG_PATH": str(auth_ini),
                 "MLFLOW_AUTH_ADMIN_PASSWORD": creds["admin_password"],
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": creds["flask_secret"],

@@ -10,6 +10,7 @@ default_permission = EDIT
 database_uri = ${MLFLOW_AUTH_DATABASE_URI}
 admin_username = ${MLFLOW_AUTH_ADMIN_USER:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = ${MLFLOW_AUTH_CACHE_TTL:-300}
 INI
 export MLFLOW_AUTH_CONFIG_PATH="$HOME/basic_auth.ini"
 exec "$@"

@@ -205,7 +205,7 @@ def test_deploy_refuses_a_tag_in_place_of_a_digest_and_skips_without_a_cluster()
     skipped = subprocess.run(
         [make, "-s", "deploy", "deploy-champion"],
         cwd=REPO_ROOT,
-        env={"PATH": "/usr/bin:/bin", "KUBE_CONFIG": "", "HOME": "/tmp"},
+        env={"PATH": "/usr/bin:/bin", "KUBE_CONFIG": "", "KUBECONFIG": "", "HOME": "/tmp"},
         capture_output=True,
         text=True,
         check=False,
