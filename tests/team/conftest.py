@@ -31,6 +31,9 @@ def stack() -> Iterator[Stack]:
     root = Path(tempfile.mkdtemp(prefix="team-stack-", dir="/tmp"))
     root.chmod(0o755)
     stack = Stack(root)
+    # one MLflow worker is plenty for the tests and halves the server's start-up work
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TEAM_MLFLOW_WORKERS", "1")
     try:
         stack.up(prometheus=False)
         yield stack
@@ -38,6 +41,7 @@ def stack() -> Iterator[Stack]:
         pids = dict(stack.state().pids)
         ports = dict(stack.state().ports)
         stack.down(purge=True)
+        mp.undo()
     left = [name for name, pid in pids.items() if _alive(pid)]
     assert not left, f"still running after down: {left}"
     assert not any(_port_open(ports[n]) for n in ("mlflow", "postgres", "s3")), ports

@@ -146,13 +146,15 @@ def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stac
     artifacts = s3.list_objects_v2(Bucket="mlflow", Prefix="artifacts/").get("KeyCount", 0)
     assert artifacts > 0 and not (alice.root / "mlruns").exists()
 
-    # Bob: `git clone` of Alice's repository (no dvc.lock: she did not commit it). The run cache
-    # he pulls restores every stage, so his `dvc repro` trains nothing and logs no run.
+    # Bob: `git clone` of Alice's repository (no dvc.lock: she did not commit it). `make
+    # ci-dvc-pull` fetches the run cache's entries; `dvc repro --pull` fetches the outputs they
+    # name and restores every stage from them, so Bob trains nothing and logs no run.
     bob = git_clone(alice, tmp_path / "bob", "bob", "bob-pw-1234567")
     assert not (bob.root / "dvc.lock").exists()
     bob.make("team-dvc-remote")
     bob.make("ci-dvc-pull")
-    out = bob.make("repro")
+    assert list((bob.root / ".dvc/cache/runs").iterdir()), "no run cache entry was pulled"
+    out = bob.dvc("repro", "--pull")
     log = out.stdout + out.stderr
     for stage in ("ingest", "preprocess", "train", "evaluate", "export"):
         assert f"Stage '{stage}' is cached - skipping run" in log, log[-3000:]
