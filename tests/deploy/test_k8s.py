@@ -212,3 +212,23 @@ def test_deploy_refuses_a_tag_in_place_of_a_digest_and_skips_without_a_cluster()
     )
     assert skipped.returncode == 0, skipped.stderr
     assert skipped.stdout.count("KUBE_CONFIG is not set; no cluster to deploy to, skipping") == 2
+
+
+def test_the_prometheus_rules_parse_with_promtool(rendered, tmp_path):
+    rule = by_kind(rendered["monitoring"], "PrometheusRule")
+    rules_file = tmp_path / "rules.yml"
+    rules_file.write_text(yaml.safe_dump({"groups": rule["spec"]["groups"]}))
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing: apt-get install prometheus (system-packages.txt)"
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 3 rules found" in proc.stdout
+    broken = copy.deepcopy(rule["spec"]["groups"])
+    broken[0]["rules"][0]["expr"] = "sum(serving_ready_workers == "
+    rules_file.write_text(yaml.safe_dump({"groups": broken}))
+    proc = subprocess.run(
+        [promtool, "check", "rules", str(rules_file)], capture_output=True, text=True
+    )
+    assert proc.returncode == 1 and "parse error" in proc.stdout + proc.stderr
