@@ -229,3 +229,56 @@ test-monitoring: env ## Monitoring tests: the monitor, promtool, real Prometheus
 bench-monitor: env ## Time the monitor on 100,000 logged predictions of the default data
 	$(BIN)/python -m benchmarks.bench_monitor --params params.yaml --rows 100000 \
 	  $(if $(EVIDENTLY_PYTHON),--evidently-python $(EVIDENTLY_PYTHON))
+
+# ---------------------------------------------------------------- the team stack (deploy/)
+# PostgreSQL + an S3 server + the MLflow server on 127.0.0.1, state in TEAM_DIR (git-ignored).
+# deploy/compose.yaml describes the same services for Docker; README "Working as a team".
+TEAM_DIR ?= .team
+
+.PHONY: team-up team-down team-clean team-env team-dvc-remote test-team
+
+team-up: env ## Start the local team stack (PostgreSQL, S3, MLflow server); idempotent
+	$(BIN)/python -m deploy.stack up --dir $(TEAM_DIR)
+
+team-down: env ## Stop every process of the team stack; keeps its data in TEAM_DIR; idempotent
+	$(BIN)/python -m deploy.stack down --dir $(TEAM_DIR)
+
+team-clean: env ## Stop the team stack and delete its data (TEAM_DIR)
+	$(BIN)/python -m deploy.stack down --dir $(TEAM_DIR) --purge
+
+team-env: env ## Print the variables a teammate exports: eval "$$(make -s team-env)"
+	@$(BIN)/python -m deploy.stack env --dir $(TEAM_DIR)
+
+# Writes .dvc/config.local (not committed): the endpoint is this machine's; keys come from the
+# AWS_* variables `make team-env` exports.
+team-dvc-remote: env ## Point this clone's DVC remote at the team stack's S3 bucket (TEAM_S3_ENDPOINT)
+	@test -n "$${TEAM_S3_ENDPOINT:-}" || { echo 'team-dvc-remote: run eval "$$(make -s team-env)" first'; exit 1; }
+	$(BIN)/dvc remote add --local --force --default team $${TEAM_DVC_REMOTE_URL:-s3://dvc/store}
+	$(BIN)/dvc remote modify --local team endpointurl $$TEAM_S3_ENDPOINT
+
+test-team: env ## The team stack test: PostgreSQL, S3, MLflow server, two clones, serving (minutes)
+	$(BIN)/python -m pytest tests/team $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------- Kubernetes (deploy/k8s/)
+# CI calls `make deploy` after pushing the image and `make deploy-champion` after a promotion;
+# both do nothing, successfully, when neither KUBE_CONFIG (the kubeconfig's contents, a CI
+# secret) nor KUBECONFIG (a path, e.g. Jenkins' file credential) is set.
+K8S_OVERLAY ?= deploy/k8s/overlays/directory
+# sha256:... of the image to roll out; by default looked up for IMAGE:IMAGE_TAG.
+DIGEST ?=
+
+.PHONY: deploy deploy-champion k8s-render test-deploy
+
+deploy: ## Apply K8S_OVERLAY with IMAGE pinned to its digest and wait for the rollout (KUBE_CONFIG)
+	@if [ -z "$${KUBE_CONFIG:-}$${KUBECONFIG:-}" ]; then echo "deploy: KUBE_CONFIG is not set; no cluster to deploy to, skipping"; exit 0; fi; \
+	digest='$(DIGEST)'; [ -n "$$digest" ] || digest=$$(CONTAINER_TOOL=$(CONTAINER_TOOL) deploy/k8s/deploy.sh digest $(IMAGE):$(IMAGE_TAG)); \
+	KUBECTL=$${KUBECTL:-$(abspath $(BIN))/kubectl} deploy/k8s/deploy.sh apply $(K8S_OVERLAY) $(IMAGE) "$$digest"
+
+deploy-champion: ## Roll IMAGE:champion (the registry's @champion image) out the same way (KUBE_CONFIG)
+	@$(MAKE) --no-print-directory deploy IMAGE_TAG=champion
+
+k8s-render: env ## Print K8S_OVERLAY's manifests with IMAGE pinned to DIGEST (what `make deploy` applies)
+	@KUBECTL=$(BIN)/kubectl deploy/k8s/deploy.sh render $(K8S_OVERLAY) $(IMAGE) $(DIGEST)
+
+test-deploy: env ## Render the manifests; Kubernetes schemas, the KServe/Prometheus CRD schemas, checkov
+	$(BIN)/python -m pytest tests/deploy $(PYTEST_ARGS)

@@ -14,9 +14,9 @@ Not DVC stages: they change the MLflow registry, not files. ``python -m pipeline
   needs in one place. Tags record the lineage (see :func:`version_tags`). One version per
   pipeline run: registering the same run again is a no-op that names the existing version.
 - **promote** moves ``champion`` to a version (default: the ``challenger``) whose recorded gate
-  passed, tags it with who/when/why and appends to the ``champion_history`` tag of the
-  registered model (a JSON list of promote/rollback events). Promoting the current champion
-  again does nothing.
+  passed, tags it with who/when/why and records the event as one tag of the registered model,
+  ``champion_history.<seq>`` (a short JSON object; see :func:`history_tag`). Promoting the
+  current champion again does nothing.
 - **rollback** moves ``champion`` back to the champion before it, from that history.
 """
 
@@ -40,14 +40,19 @@ from pipeline.io import file_sha256, read_json
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+#: Each promote/rollback event is one registered-model tag ``champion_history.<seq>``; the old
+#: single tag of that name (a JSON list, before per-event tags) is still read as the oldest events.
 HISTORY_TAG = "champion_history"
 #: Where the export directory goes inside a registered version's artifacts.
 EXPORT_ARTIFACT_DIR = "export"
 RUN_ID_TAG = "pipeline_run_id"
 #: The run tag with which the export stage names the ONNX model it logged.
 EXPORT_MODEL_URI_TAG = "export.onnx_model_uri"
-#: Keep the history tag well under MLflow's 100,000-character limit for registry tags.
-MAX_HISTORY_EVENTS = 300
+#: A tag value must fit MLflow's SQL column (varchar(5000), enforced by PostgreSQL and MySQL):
+#: a free-text reason is cut so that one event's JSON stays far below it.
+MAX_REASON_CHARS = 1000
+#: Zero-padded sequence numbers sort in the UI in the order the events happened.
+_SEQ_DIGITS = 6
 
 
 def _client():
@@ -147,9 +152,24 @@ def champion_of(name: str) -> tuple[Any | None, str]:
 
 
 # ---------------------------------------------------------------------------- history
+def history_tag(seq: int) -> str:
+    """The registered-model tag key of the ``seq``-th event: ``champion_history.000042``."""
+    return f"{HISTORY_TAG}.{seq:0{_SEQ_DIGITS}d}"
+
+
+def _history_seq(key: str) -> int | None:
+    prefix, _, number = key.partition(".")
+    return int(number) if prefix == HISTORY_TAG and number.isdigit() else None
+
+
 def load_history(model) -> list[dict[str, Any]]:
-    raw = (model.tags or {}).get(HISTORY_TAG)
-    return json.loads(raw) if raw else []
+    """The promote/rollback events recorded on ``model``, oldest first."""
+    tags = model.tags or {}
+    legacy = tags.get(HISTORY_TAG)
+    events: list[dict[str, Any]] = json.loads(legacy) if legacy else []
+    numbered = sorted((seq, key) for key in tags if (seq := _history_seq(key)) is not None)
+    events.extend(json.loads(tags[key]) for _, key in numbered)
+    return events
 
 
 def champion_stack(events: list[dict[str, Any]]) -> list[str]:
@@ -173,8 +193,24 @@ def champion_stack(events: list[dict[str, Any]]) -> list[str]:
     return stack
 
 
-def _save_history(client, name: str, events: list[dict[str, Any]]) -> None:
-    client.set_registered_model_tag(name, HISTORY_TAG, json.dumps(events[-MAX_HISTORY_EVENTS:]))
+def _append_event(client, name: str, event: dict[str, Any]) -> str:
+    """Record ``event`` as the next ``champion_history.<seq>`` tag and return its key.
+
+    One short tag per event, so the history never outgrows what a tag value may hold. Two
+    people acting at the same moment may pick the same number; the one whose value was
+    overwritten sees that on reading it back and takes the next number.
+    """
+    event = {**event, "reason": str(event.get("reason", ""))[:MAX_REASON_CHARS]}
+    value = json.dumps(event, separators=(",", ":"))
+    tags = require_model(client, name).tags or {}
+    seq = max((s for key in tags if (s := _history_seq(key)) is not None), default=0) + 1
+    for _ in range(10):
+        key = history_tag(seq)
+        client.set_registered_model_tag(name, key, value)
+        if (require_model(client, name).tags or {}).get(key) == value:
+            return key
+        seq += 1
+    raise PipelineError(f"could not record the {event['action']} of '{name}' in its history.")
 
 
 # ---------------------------------------------------------------------------- register
@@ -383,18 +419,8 @@ def promote(name: str, version: str | None, reason: str, who: str | None = None)
         "previous_champion": previous or "none",
     }.items():
         client.set_model_version_tag(name, target_v, key, value)
-    events = load_history(require_model(client, name))
-    events.append(
-        {
-            "action": "promote",
-            "version": target_v,
-            "from": previous,
-            "by": who,
-            "at": at,
-            "reason": why,
-        }
-    )
-    _save_history(client, name, events)
+    event = {"action": "promote", "version": target_v, "from": previous}
+    _append_event(client, name, {**event, "by": who, "at": at, "reason": why})
     return Moved(target_v, previous, True)
 
 
@@ -420,8 +446,8 @@ def rollback(name: str, reason: str, who: str | None = None) -> Moved:
             stack.pop()
     if not stack:
         raise PipelineError(
-            f"model '{name}' has no previous champion to roll back to: its {HISTORY_TAG} "
-            f"records no champion before version {current_v}."
+            f"model '{name}' has no previous champion to roll back to: its {HISTORY_TAG}.* "
+            f"tags record no champion before version {current_v}."
         )
     target_v = stack[-1]
     require_servable(name, target_v)  # the server's own check, before the alias moves
@@ -431,17 +457,8 @@ def rollback(name: str, reason: str, who: str | None = None) -> Moved:
     client.set_registered_model_alias(name, CHAMPION, target_v)
     for key, value in {"rolled_back_by": who, "rolled_back_at": at, "rollback_reason": why}.items():
         client.set_model_version_tag(name, current_v, key, value)
-    events.append(
-        {
-            "action": "rollback",
-            "version": target_v,
-            "from": current_v,
-            "by": who,
-            "at": at,
-            "reason": why,
-        }
-    )
-    _save_history(client, name, events)
+    event = {"action": "rollback", "version": target_v, "from": current_v}
+    _append_event(client, name, {**event, "by": who, "at": at, "reason": why})
     return Moved(target_v, current_v, True)
 
 

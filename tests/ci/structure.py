@@ -20,7 +20,9 @@ from pathlib import Path
 import yaml
 
 #: Targets that publish something outside the build: never run by ``make ci``.
-PUBLISH_TARGETS = frozenset({"push-image", "retag-image", "ci-dvc-push", "ci-comment"})
+PUBLISH_TARGETS = frozenset(
+    {"push-image", "retag-image", "ci-dvc-push", "ci-comment", "deploy", "deploy-champion"}
+)
 #: Targets that move registry aliases by hand: the promote workflow / Jenkins parameters only.
 REGISTRY_MOVES = frozenset({"promote", "rollback"})
 #: Targets that may only run for the ``main`` branch.

@@ -99,7 +99,7 @@ def test_make_ci_recipe_runs_ci_steps_in_order(makefile):
 
 def test_the_promote_workflow_runs_only_registry_moves_and_the_retag():
     targets = load_workflow(PROMOTE_WORKFLOW).targets()
-    assert targets == ["env", "promote", "rollback", "retag-image"]
+    assert targets == ["env", "promote", "rollback", "retag-image", "deploy-champion"]
 
 
 # ------------------------------------------------------------- broken copies of ci.yml fail

@@ -21,7 +21,7 @@ import pytest
 from model_spec.descriptor import ModelDescriptor
 from pipeline.gate import find_export_dir, predict_onnx
 from pipeline.io import file_sha256, read_json
-from pipeline.registry import HISTORY_TAG, actor
+from pipeline.registry import actor, load_history
 from tests.integration.chain import Candidate, Chain, new_chain
 
 pytestmark = pytest.mark.integration
@@ -108,7 +108,7 @@ class Registry:
         return sorted(str(v.version) for v in found)
 
     def history(self) -> list[dict]:
-        return json.loads(self.client.get_registered_model(self.name).tags[HISTORY_TAG])
+        return load_history(self.client.get_registered_model(self.name))
 
 
 @pytest.fixture

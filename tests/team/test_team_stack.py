@@ -1,0 +1,309 @@
+"""Two teammates on one team stack: PostgreSQL-backed MLflow with S3 artifacts, a DVC S3 remote.
+
+Alice runs the pipeline in her clone, registers and promotes, and pushes the DVC cache and run
+cache; Bob's fresh clone pulls them and `dvc repro` trains nothing, then trains a model of his
+own, registers and promotes it; a real gunicorn process serving ``@champion`` follows the
+promotion and Alice's rollback. Then 100 promote/rollback events on the PostgreSQL store, which
+the old single ``champion_history`` tag could not hold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import boto3
+import mlflow
+import pytest
+import requests
+from botocore.exceptions import ClientError
+from mlflow.exceptions import MlflowException
+
+from deploy.stack import ADMIN, _free_port
+from pipeline.registry import HISTORY_TAG, load_history
+from tests.conftest import REPO_ROOT
+from tests.team.conftest import add_user, git_clone, new_clone
+
+pytestmark = pytest.mark.team
+
+MODEL = "penguins-classifier"
+
+
+def wait_for(predicate, what: str, deadline_s: float = 120.0):
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@pytest.fixture
+def admin(stack, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", stack.client_env()["MLFLOW_TRACKING_PASSWORD"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", stack.client_env()["MLFLOW_TRACKING_URI"])
+    monkeypatch.setenv("USER", "history-test")
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    yield mlflow.MlflowClient(tracking_uri=stack.client_env()["MLFLOW_TRACKING_URI"])
+    mlflow.set_tracking_uri(None)
+
+
+class Server:
+    """``gunicorn -c serving/gunicorn.conf.py`` serving ``models:/<name>@champion``."""
+
+    def __init__(self, tmp_path, env: dict[str, str]) -> None:
+        self.url = f"http://127.0.0.1:{_free_port()}"
+        self.log_path = tmp_path / "serving.log"
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [
+                str(os.path.join(os.path.dirname(sys.executable), "gunicorn")),
+                "-c", "serving/gunicorn.conf.py",
+                "serving.app:create_app()",
+            ],
+            cwd=REPO_ROOT,
+            env={
+                **env,
+                "SERVING_MODEL_URI": f"models:/{MODEL}@champion",
+                "SERVING_MODEL_DIR": "",
+                "SERVING_MODEL_CACHE_DIR": str(tmp_path / "model-cache"),
+                "SERVING_RELOAD_INTERVAL": "1",
+                "SERVING_WORKERS": "1",
+                "SERVING_BIND": self.url.removeprefix("http://"),
+                "SERVING_RUNTIME_DIR": str(tmp_path / "serving-runtime"),
+                "HOME": str(tmp_path),
+            },
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def version(self) -> str | None:
+        try:
+            response = requests.get(self.url + "/health/ready", timeout=5)
+        except requests.RequestException:
+            return None
+        if response.status_code != 200:
+            return None
+        return response.json()["model"]["version"]
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()
+
+
+def runs_in(client, experiment: str) -> list[str]:
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return sorted(r.info.run_id for r in client.search_runs([found.experiment_id]))
+
+
+def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stack, tmp_path, admin):
+    add_user(stack, "alice", "alice-pw-12345")
+    add_user(stack, "bob", "bob-pw-1234567")
+    experiment = "tabular-mlops"
+
+    # Alice: a fresh repository, logistic regression (seconds to train), the team's remote.
+    alice = new_clone(tmp_path / "alice", stack, "alice", "alice-pw-12345")
+    alice.set_params(**{"train.estimator": "logistic_regression"})
+    alice.commit("logistic regression")
+    alice.make("team-dvc-remote")
+    assert "url = s3://dvc/store" in (alice.root / ".dvc/config.local").read_text()
+    alice.make("repro")
+    alice.commit("pipeline run: dvc.lock, metrics and plots")
+    run_a = alice.read_json("models/export/model.json")["lineage"]["run_id"]
+    out = alice.make("register").stdout
+    assert f"'{MODEL}' version 1 (run {run_a}) is @challenger" in out
+    out = alice.make("promote", REASON="first team model").stdout
+    assert f"'{MODEL}' @champion -> version 1 (was none)" in out
+    out = alice.make("ci-dvc-push")
+    assert "ci-dvc-push: no DVC remote configured" not in out.stdout
+    keys = stack.client_env()
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=keys["TEAM_S3_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id=keys["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=keys["AWS_SECRET_ACCESS_KEY"],
+    )
+    stored = s3.list_objects_v2(Bucket="dvc", Prefix="store/").get("KeyCount", 0)
+    assert stored > 0, "nothing reached the DVC remote"
+    runs_before = runs_in(admin, experiment)
+    assert runs_before == [run_a]
+    # the tracking server stored the run's artifacts in S3, not on Alice's disk
+    artifacts = s3.list_objects_v2(Bucket="mlflow", Prefix="artifacts/").get("KeyCount", 0)
+    assert artifacts > 0 and not (alice.root / "mlruns").exists()
+
+    # Bob clones Alice's repository at the commit before her run (no dvc.lock): `make
+    # ci-dvc-pull` fetches the run cache's entries, and `dvc repro --pull` restores the stages
+    # whose outputs DVC caches from the outputs Alice pushed. (Stages with `cache: false`
+    # outputs, from train on, are not restorable this way: DVC pushes no object for those
+    # outputs; they are committed to git with dvc.lock instead.)
+    bob = git_clone(alice, tmp_path / "bob", "bob", "bob-pw-1234567")
+    bob.run("git", "reset", "-q", "--hard", "HEAD~1")
+    assert not (bob.root / "dvc.lock").exists()
+    bob.make("team-dvc-remote")
+    bob.make("ci-dvc-pull")
+    assert list((bob.root / ".dvc/cache/runs").iterdir()), "no run cache entry was pulled"
+    out = bob.dvc("repro", "--pull", "preprocess")
+    log = out.stdout + out.stderr
+    for stage in ("ingest", "validate", "preprocess"):
+        assert f"Stage '{stage}' is cached - skipping run" in log, log[-3000:]
+    assert "Running stage" not in log, log[-3000:]
+
+    # At Alice's commit (her dvc.lock), `make ci-dvc-pull` + `make repro` trains nothing and
+    # logs no run: Bob has Alice's model, run id and all.
+    bob.run("git", "reset", "-q", "--hard", "origin/main")
+    bob.make("ci-dvc-pull")
+    out = bob.make("repro")
+    log = out.stdout + out.stderr
+    assert "Running stage" not in log and "Data and pipelines are up to date." in log, log
+    assert runs_in(admin, experiment) == runs_before
+    assert bob.read_json("models/export/model.json")["lineage"]["run_id"] == run_a
+
+    # Bob trains a model of his own: a new run on the shared server, which Alice sees.
+    bob.set_params(**{"train.logistic_regression.C": 0.5})
+    bob.make("gate")
+    run_b = bob.read_json("models/export/model.json")["lineage"]["run_id"]
+    assert run_b != run_a
+    alice_view = mlflow.MlflowClient(tracking_uri=stack.urls()["mlflow"])
+    os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
+        "alice",
+        "alice-pw-12345",
+    )
+    assert runs_in(alice_view, experiment) == sorted([run_a, run_b])
+    gate = bob.read_json("reports/gate.json")
+    assert gate["passed"] is True and gate["champion_version"] == "1"
+    assert f"'{MODEL}' version 2 (run {run_b}) is @challenger" in bob.make("register").stdout
+    v2 = alice_view.get_model_version(MODEL, "2")
+    assert v2.tags["registered_by"] == "bob"
+
+    # A real server on @champion follows Bob's promotion and Alice's rollback.
+    server = Server(tmp_path, {**bob.env(), "MLFLOW_TRACKING_USERNAME": "bob"})
+    try:
+        assert wait_for(lambda: server.version() == "1", "serving v1", 180), server.log()[-3000:]
+        out = bob.make("promote", REASON="bob's C=0.5").stdout
+        assert f"'{MODEL}' @champion -> version 2 (was 1)" in out
+        wait_for(lambda: server.version() == "2", "the server to follow the promotion")
+        out = alice.make("rollback", REASON="alice prefers v1").stdout
+        assert f"'{MODEL}' @champion -> version 1 (was 2)" in out
+        wait_for(lambda: server.version() == "1", "the server to follow the rollback")
+        row = json.loads((bob.root / "models/export/golden.json").read_text())["rows"][0]
+        response = requests.post(server.url + "/predict", json={"instances": [row["inputs"]]})
+        assert response.status_code == 200, response.text
+        assert response.json()["model"]["version"] == "1"
+    finally:
+        server.stop()
+    model = alice_view.get_registered_model(MODEL)
+    events = [(e["action"], e["version"], e["by"]) for e in load_history(model)]
+    assert events == [
+        ("promote", "1", "alice"),
+        ("promote", "2", "bob"),
+        ("rollback", "1", "alice"),
+    ]
+    assert sorted(k for k in model.tags if k.startswith(HISTORY_TAG)) == [
+        f"{HISTORY_TAG}.000001",
+        f"{HISTORY_TAG}.000002",
+        f"{HISTORY_TAG}.000003",
+    ]
+
+
+def _versions_with_a_passing_gate(client, name: str, count: int) -> list[str]:
+    experiment = client.get_experiment_by_name("history") or client.get_experiment(
+        client.create_experiment("history")
+    )
+    client.create_registered_model(name)
+    versions = []
+    for _ in range(count):
+        run = client.create_run(experiment.experiment_id)
+        version = client.create_model_version(
+            name, f"{run.info.artifact_uri}/model", run.info.run_id, tags={"gate_passed": "true"}
+        )
+        versions.append(str(version.version))
+    return versions
+
+
+def test_100_promote_and_rollback_events_fit_the_postgresql_store(stack, admin, tmp_path):
+    from pipeline import registry
+
+    name = "history-100"
+    assert _versions_with_a_passing_gate(admin, name, 3) == ["1", "2", "3"]
+    # The store really enforces the column length the old single JSON tag outgrew.
+    with pytest.raises(MlflowException, match="value too long|5000"):
+        admin.set_registered_model_tag(name, "probe", "x" * 5200)
+
+    registry.promote(name, "1", "start")
+    for _ in range(24):  # 1 + 24 * 4 = 97 events, ending with v1 as champion
+        assert registry.promote(name, "2", "a" * 2000).changed
+        assert registry.promote(name, "3", "b").changed
+        assert registry.rollback(name, "c").version == "2"
+        assert registry.rollback(name, "d").version == "1"
+    registry.promote(name, "2", "98")
+    registry.promote(name, "3", "99")
+    assert registry.rollback(name, "100").version == "2"
+
+    model = admin.get_registered_model(name)
+    events = load_history(model)
+    assert len(events) == 100
+    assert events[-1] == events[-1] | {"action": "rollback", "version": "2", "from": "3"}
+    values = [v for k, v in model.tags.items() if k.startswith(HISTORY_TAG)]
+    assert max(map(len, values)) < 1500  # a 2,000-character reason is cut
+    assert sum(map(len, values)) > 5000  # what a single tag would have had to hold
+    assert model.aliases["champion"] == "2"
+
+    # `make rollback` on the command line, in a clone, returns to the champion before v2.
+    clone = new_clone(
+        tmp_path / "clone", stack, ADMIN, stack.client_env()["MLFLOW_TRACKING_PASSWORD"]
+    )
+    clone.set_params(**{"registry.model_name": name})
+    out = clone.make("rollback", REASON="after 100 events").stdout
+    assert f"rollback: '{name}' @champion -> version 1 (was 2)." in out
+    failed = clone.make("rollback", check=False)
+    assert failed.returncode != 0
+    assert "has no previous champion to roll back to" in failed.stderr
+    assert admin.get_registered_model(name).aliases["champion"] == "1"
+
+
+def test_the_stack_checks_logins_and_keys_and_up_is_idempotent(stack):
+    env = stack.client_env()
+    url = env["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert requests.get(url, timeout=30).status_code == 401
+    assert requests.get(url, auth=(ADMIN, "wrong"), timeout=30).status_code == 401
+    ok = requests.get(url, auth=(ADMIN, env["MLFLOW_TRACKING_PASSWORD"]), timeout=30)
+    assert ok.status_code == 200
+
+    wrong = boto3.client(
+        "s3",
+        endpoint_url=env["TEAM_S3_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id="nobody",
+        aws_secret_access_key="wrong-secret",
+    )
+    with pytest.raises(ClientError, match="InvalidAccessKeyId"):
+        wrong.list_buckets()
+    right = boto3.client(
+        "s3",
+        endpoint_url=env["TEAM_S3_ENDPOINT"],
+        region_name="us-east-1",
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+    assert {"mlflow", "dvc"} <= {b["Name"] for b in right.list_buckets()["Buckets"]}
+
+    pids = stack.state().pids
+    assert stack.up(prometheus=False).startswith("team stack already running")
+    assert stack.state().pids == pids
+    assert oct(stack.credentials_file.stat().st_mode & 0o777) == "0o600"
