@@ -494,6 +494,7 @@ def test_openapi_is_generated_from_the_descriptor(client):
         ["instances"],
         ["dataframe_records"],
         ["dataframe_split"],
+        ["inputs"],
     ]
     rows = formats[0]["properties"]["instances"]
     assert rows["maxItems"] == 1000 and rows["minItems"] == 1
@@ -506,7 +507,7 @@ def test_openapi_is_generated_from_the_descriptor(client):
     }
     assert item["properties"]["sex"] == {
         "type": ["string", "null"],
-        "enum": ["female", "male", None],
+        "enum": ["female", "male", None, ""],
     }
     assert item["properties"]["body_mass_g"] == {
         "type": ["number", "null"],
@@ -564,7 +565,12 @@ def test_metrics_count_requests_latency_classes_and_version(client, golden, row,
     assert samples[(latency + "_bucket", (("endpoint", "/predict"), ("le", "+Inf")))] == 3.0
     assert samples[(latency + "_sum", (("endpoint", "/predict"),))] > 0.0
     version = client.get("/metadata").get_json()["version"]
-    info = (("name", MODEL_NAME), ("source", "directory"), ("version", version))
+    info = (
+        ("name", MODEL_NAME),
+        ("source", "directory"),
+        ("variant", "champion"),
+        ("version", version),
+    )
     assert samples[("serving_model_info", info)] == 1.0
     assert samples[("serving_ready_workers", ())] == 1.0
     assert samples[("serving_model_reload_failures_total", (("step", "load"),))] == 0.0
