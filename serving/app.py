@@ -114,6 +114,8 @@ def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(_ops_blueprint(state))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
+    if config.allowed_hosts:  # inside the metrics wrapper, so refusals are counted
+        app.wsgi_app = _HostAllowList(app.wsgi_app, config.allowed_hosts)  # type: ignore[method-assign]
     app.wsgi_app = _Instrumented(app.wsgi_app, store)  # type: ignore[method-assign]
     return app
 
@@ -462,6 +464,37 @@ def _parse_lenient(raw: bytes, error: orjson.JSONDecodeError) -> Any:
 
 
 # ---------------------------------------------------------------------- metrics wrapper
+class _HostAllowList:
+    """Refuse requests whose ``Host`` is not listed (``SERVING_ALLOWED_HOSTS``): a page on
+    another site that rebinds its DNS name to this server cannot read it. Counted like any
+    response (the metrics wrapper is outside it)."""
+
+    def __init__(self, app, hosts: tuple[str, ...]):
+        self.app = app
+        self.hosts = frozenset(h.lower() for h in hosts)
+        self.body = orjson.dumps(
+            {
+                "error": {
+                    "status": 421,
+                    "rule": "host",
+                    "field": "Host",
+                    "message": "this server does not answer for that host name",
+                }
+            }
+        )
+
+    def __call__(self, environ, start_response):
+        host = environ.get("HTTP_HOST", "").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name.strip("[]") in self.hosts or host in self.hosts:
+            return self.app(environ, start_response)
+        start_response(
+            "421 Misdirected Request",
+            [("Content-Type", JSON), ("Content-Length", str(len(self.body)))],
+        )
+        return [self.body]
+
+
 class _Instrumented:
     """WSGI wrapper: one counter increment and one histogram observation per response."""
 

@@ -51,6 +51,8 @@ class ServingConfig:
     out_of_range: str = REJECT
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1
+    #: Host names (``Host`` header, port ignored) this server answers; any when empty.
+    allowed_hosts: tuple[str, ...] = ()
     #: ``off``; ``shadow`` (the challenger also scores every request, logged, never returned);
     #: ``canary`` (``canary_percent`` of requests answered by the challenger, sticky by key).
     rollout: str = "off"
@@ -127,6 +129,10 @@ class ServingConfig:
         ):
             if env.get(var):
                 values[field] = env[var].strip().lower()
+        if env.get("SERVING_ALLOWED_HOSTS"):
+            values["allowed_hosts"] = tuple(
+                h.strip() for h in env["SERVING_ALLOWED_HOSTS"].split(",") if h.strip()
+            )
         if env.get("SERVING_ROLLOUT"):
             values["rollout"] = env["SERVING_ROLLOUT"].strip().lower()
         if env.get("SERVING_ROLLOUT_KEY_HEADER"):

@@ -643,3 +643,26 @@ def test_mlflow_inputs_and_params_are_accepted(client, golden):
         error_of(predict(client, {"instances": rows, "params": [1]}), 400, "format", "params")
         == "must be an object"
     )
+
+
+def test_host_allow_list(make_app, row):
+    app = make_app(allowed_hosts=("model.example.org", "127.0.0.1"))
+    client = app.test_client()
+    ok = predict(client, {"instances": [row]}, headers={"Host": "model.example.org:8000"})
+    assert ok.status_code == 200
+    assert client.get("/health/live", headers={"Host": "127.0.0.1"}).status_code == 200
+    rebound = client.get("/metadata", headers={"Host": "attacker.example.com"})
+    assert (
+        error_of(rebound, 421, "host", "Host") == "this server does not answer for that host name"
+    )
+    samples = metric_samples(
+        client.get("/metrics", headers={"Host": "127.0.0.1"}).get_data(as_text=True)
+    )
+    assert samples[("serving_requests_total", (("endpoint", "/metadata"), ("status", "421")))] == 1
+
+
+def test_host_allow_list_from_the_environment():
+    from serving.config import ServingConfig
+
+    config = ServingConfig.from_env({"SERVING_ALLOWED_HOSTS": " a.example , b.example,"})
+    assert config.allowed_hosts == ("a.example", "b.example")
