@@ -211,7 +211,9 @@ class Launcher:
             signal.signal(signal.SIGTERM, self._on_stop)
             signal.signal(signal.SIGINT, self._on_stop)
             signal.signal(signal.SIGHUP, self._on_hup)
-            self.proc = subprocess.Popen(self.command, env=self.env, start_new_session=True)
+            # Same process group: a stop aimed at the group (a supervisor, `oci stop`) reaches
+            # granian too, and granian never outlives the launcher.
+            self.proc = subprocess.Popen(self.command, env=self.env)
             self._write_address()
             while True:
                 try:
@@ -253,7 +255,7 @@ class Launcher:
         try:
             proc.wait(timeout=self.graceful + 2)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
 
     def _cleanup(self) -> None:
         if self.challenger is not None:
