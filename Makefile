@@ -25,7 +25,7 @@ export GIT_PYTHON_REFRESH := quiet
 .PHONY: help env run repro test test-unit test-integration test-serving test-ci lint format \
         ingest validate preprocess train evaluate export gate infer-contract \
         register promote rollback ui serve image image-test push-image \
-        bench-pipeline bench-model bench-serve ci clean
+        bench-pipeline bench-model bench-serve compare ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -133,6 +133,12 @@ image-test: image env ## Build and run the image; check health, non-root user, g
 
 bench-serve: export ## wrk: our server vs mlflow models serve (1 and 100 rows), 60 s soak, time to ready
 	$(BIN)/python -m benchmarks.bench_serve --model-dir $(MODEL_DIR) $(BENCH_SERVE_ARGS)
+
+PREDICTION_LOG ?= $(SERVING_PREDICTION_LOG)
+FEEDBACK_LOG ?= $(SERVING_FEEDBACK_LOG)
+compare: env ## Champion vs challenger from PREDICTION_LOG (and FEEDBACK_LOG): agreement, latency, metric with a 95% CI
+	@test -n "$(PREDICTION_LOG)" || { echo "compare: set PREDICTION_LOG=path (the server's SERVING_PREDICTION_LOG)"; exit 1; }
+	$(BIN)/python -m serving.compare --log $(PREDICTION_LOG) $(if $(FEEDBACK_LOG),--feedback $(FEEDBACK_LOG))
 
 test-serving: env ## Serving tests: Flask test client, real server processes, registry reload
 	$(BIN)/python -m pytest tests/serving $(PYTEST_ARGS)

@@ -35,8 +35,8 @@ from typing import Any
 from model_spec.descriptor import DESCRIPTOR_FILE, DescriptorError, ModelDescriptor
 from pipeline.config import flatten, load_params
 from pipeline.errors import PipelineError, cli
-from pipeline.servable import require_servable
 from pipeline.io import file_sha256, read_json
+from pipeline.servable import require_servable
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"

@@ -23,6 +23,7 @@ import shutil
 import tempfile
 import threading
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,13 @@ from serving.metrics import MetricsStore
 from serving.model import LoadedModel, ModelError, ModelHolder, load_model
 from serving.openapi import build_openapi
 from serving.predlog import JsonLinesWriter, Prediction, PredictionLog, timestamp
-from serving.registry import POINTER, RegistryWatcher, read_pointer, read_refusal
+from serving.registry import (
+    CHALLENGER_PREFIX,
+    POINTER,
+    RegistryWatcher,
+    read_pointer,
+    read_refusal,
+)
 from serving.rsgi import request_id_from
 from serving.schema import RequestError
 
@@ -47,6 +54,7 @@ log = logging.getLogger("serving")
 JSON = "application/json"
 #: The variant that answers when no rollout is configured (and the registry alias it follows).
 CHAMPION = "champion"
+CHALLENGER = "challenger"
 #: Paths the metrics name; anything else is counted as ``other`` (bounded label values).
 ENDPOINTS = (
     "/predict",
@@ -73,6 +81,9 @@ class ServingState:
     cache: dict[str, tuple[LoadedModel, bytes]] = field(default_factory=dict)
     stop: threading.Event = field(default_factory=threading.Event)
     watcher: RegistryWatcher | None = None
+    #: The challenger (``SERVING_ROLLOUT``); empty when the rollout is off.
+    challenger: ModelHolder = field(default_factory=ModelHolder)
+    challenger_watcher: RegistryWatcher | None = None
     prediction_log: PredictionLog | None = None
     feedback_log: JsonLinesWriter | None = None
 
@@ -103,6 +114,8 @@ def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(_ops_blueprint(state))
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)
+    if config.allowed_hosts:  # inside the metrics wrapper, so refusals are counted
+        app.wsgi_app = _HostAllowList(app.wsgi_app, config.allowed_hosts)  # type: ignore[method-assign]
     app.wsgi_app = _Instrumented(app.wsgi_app, store)  # type: ignore[method-assign]
     return app
 
@@ -149,6 +162,9 @@ def _api_blueprint(state: ServingState) -> Blueprint:
     expected = state.expected_auth
     unauthorized_headers = {"WWW-Authenticate": 'Bearer realm="serving"'}
     predictions_log, feedback_log = state.prediction_log, state.feedback_log
+    challenger, rollout = state.challenger, state.config.rollout
+    key_header = "HTTP_" + state.config.rollout_key_header.upper().replace("-", "_")
+    canary_cut = state.config.canary_percent * 100  # buckets are 0..9999
 
     def check_auth(environ: dict[str, Any]) -> Response | None:
         if expected is None:
@@ -209,22 +225,23 @@ def _api_blueprint(state: ServingState) -> Blueprint:
         model = holder.model
         if model is None:
             return _not_ready(holder)
+        request_id = environ["serving.request_id"]
+        variant, shadow = CHAMPION, None
+        if rollout != "off":
+            candidate = challenger.model
+            if candidate is not None:
+                if rollout == "shadow":
+                    shadow = candidate
+                elif canary_bucket(environ.get(key_header) or request_id) < canary_cut:
+                    model, variant = candidate, CHALLENGER
         try:
             body = read_body(environ)
             n, feed = model.schema.feed_from_body(body)
         except RequestError as exc:
             return _error(exc)
-        outputs = model.outputs(feed)
-        variant = CHAMPION
-        if model.task.is_regression:
-            values = [o["value"] for o in outputs]
-            store.observe_values(model.value_index, values)
-            predictions: list[Any] = values
-        else:
-            store.count_classes(model.class_index, [o["label"] for o in outputs])
-            predictions = outputs
-        request_id = environ["serving.request_id"]
-        if predictions_log is not None and predictions_log.wants():
+        predictions, outputs = _score(store, model, feed)
+        logged = predictions_log is not None and predictions_log.wants()
+        if logged:
             predictions_log.submit(
                 Prediction(
                     epoch=time.time(),
@@ -244,7 +261,10 @@ def _api_blueprint(state: ServingState) -> Blueprint:
             "variant": variant,
             "request_id": request_id,
         }
-        return Response(orjson.dumps(payload), content_type=JSON)
+        response = Response(orjson.dumps(payload), content_type=JSON)
+        if shadow is not None:  # scored after the answer is built; never part of it
+            _shadow(store, shadow, body, request_id, predictions_log if logged else None)
+        return response
 
     @api.post("/feedback")
     def feedback() -> Response:
@@ -284,6 +304,49 @@ def _api_blueprint(state: ServingState) -> Blueprint:
         return Response(body, content_type=JSON)
 
     return api
+
+
+def canary_bucket(key: str) -> int:
+    """The key's bucket, 0 to 9999: the same in every worker and every restart (CRC-32), so a
+    caller key or request id always gets the same variant."""
+    return zlib.crc32(key.encode("utf-8", "replace")) % 10_000
+
+
+def _score(store: MetricsStore, model: LoadedModel, feed) -> tuple[list[Any], list[Any]]:
+    """The response's predictions and the log's outputs, counted into the variant's metrics."""
+    outputs = model.outputs(feed)
+    if model.task.is_regression:
+        values = [o["value"] for o in outputs]
+        store.observe_values(model.value_index, values)
+        return values, outputs
+    store.count_classes(model.class_index, [o["label"] for o in outputs])
+    return outputs, outputs
+
+
+def _shadow(store, model: LoadedModel, body: Any, request_id: str, predictions_log) -> None:
+    """The challenger scores the same rows; the result goes to the log, never to the client."""
+    started = time.perf_counter()
+    try:
+        _, feed = model.schema.feed_from_body(body)
+        _, outputs = _score(store, model, feed)
+    except Exception as exc:  # a challenger that cannot take this request: count, go on
+        store.inc(store.index(m.SHADOW_FAILURES))
+        log.warning("shadow challenger failed on request %s: %s", request_id, exc)
+        return
+    if predictions_log is not None:
+        predictions_log.submit(
+            Prediction(
+                epoch=time.time(),
+                request_id=request_id,
+                model=model.model_block,
+                variant=CHALLENGER,
+                served=False,
+                columns=model.log_columns,
+                feed=feed,
+                outputs=outputs,
+                latency_ms=(time.perf_counter() - started) * 1000,
+            )
+        )
 
 
 def _health_blueprint(state: ServingState) -> Blueprint:
@@ -401,6 +464,37 @@ def _parse_lenient(raw: bytes, error: orjson.JSONDecodeError) -> Any:
 
 
 # ---------------------------------------------------------------------- metrics wrapper
+class _HostAllowList:
+    """Refuse requests whose ``Host`` is not listed (``SERVING_ALLOWED_HOSTS``): a page on
+    another site that rebinds its DNS name to this server cannot read it. Counted like any
+    response (the metrics wrapper is outside it)."""
+
+    def __init__(self, app, hosts: tuple[str, ...]):
+        self.app = app
+        self.hosts = frozenset(h.lower() for h in hosts)
+        self.body = orjson.dumps(
+            {
+                "error": {
+                    "status": 421,
+                    "rule": "host",
+                    "field": "Host",
+                    "message": "this server does not answer for that host name",
+                }
+            }
+        )
+
+    def __call__(self, environ, start_response):
+        host = environ.get("HTTP_HOST", "").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name.strip("[]") in self.hosts or host in self.hosts:
+            return self.app(environ, start_response)
+        start_response(
+            "421 Misdirected Request",
+            [("Content-Type", JSON), ("Content-Length", str(len(self.body)))],
+        )
+        return [self.body]
+
+
 class _Instrumented:
     """WSGI wrapper: one counter increment and one histogram observation per response."""
 
@@ -468,40 +562,54 @@ def _private_runtime_dir() -> Path:
     return path
 
 
-def _install(state: ServingState, model: LoadedModel) -> None:
-    """Make ``model`` the one served: metric series first, then one atomic swap."""
+def _holder(state: ServingState, variant: str) -> ModelHolder:
+    return state.holder if variant == CHAMPION else state.challenger
+
+
+def _install(state: ServingState, model: LoadedModel, variant: str = CHAMPION) -> None:
+    """Make ``model`` the one ``variant`` serves: metric series first, then one atomic swap."""
     store = state.store
-    variant = (("variant", CHAMPION),)
+    label = (("variant", variant),)
     if model.task.is_regression:
         model.value_index = store.index(
-            m.PREDICTION_VALUE, variant, width=m.histogram_width(m.PREDICTION_VALUE)
+            m.PREDICTION_VALUE, label, width=m.histogram_width(m.PREDICTION_VALUE)
         )
     else:
         model.class_index = {
-            c: store.index(m.PREDICTIONS, (("class", c), *variant)) for c in model.classes
+            c: store.index(m.PREDICTIONS, (("class", c), *label)) for c in model.classes
         }
-    info = store.index(
-        m.MODEL_INFO, (("name", model.name), ("version", model.version), ("source", model.source))
-    )
-    old = state.holder.swap(model)
+
+    def info_of(mo: LoadedModel) -> int:
+        labels = (("name", mo.name), ("version", mo.version), ("source", mo.source))
+        return store.index(m.MODEL_INFO, labels + label)
+
+    info = info_of(model)
+    old = _holder(state, variant).swap(model)
     if old is not None:
-        store.set(
-            store.index(
-                m.MODEL_INFO, (("name", old.name), ("version", old.version), ("source", old.source))
-            ),
-            0.0,
-        )
+        store.set(info_of(old), 0.0)
         store.inc(store.index(m.RELOADS))
-        log.info("model %s version %s replaced version %s", model.name, model.version, old.version)
+        log.info(
+            "%s %s version %s replaced version %s",
+            variant,
+            model.name,
+            model.version,
+            old.version,
+        )
     store.set(info, 1.0)
-    store.set(store.index(m.READY), 1.0)
+    if variant == CHAMPION:
+        store.set(store.index(m.READY), 1.0)
 
 
-def _failed(state: ServingState, step: str, message: str, *, startup: bool) -> None:
+def _failed(
+    state: ServingState, step: str, message: str, *, startup: bool, variant: str = CHAMPION
+) -> None:
     state.store.inc(state.store.index(m.RELOAD_FAILURES, (("step", step),)))
-    if startup or state.holder.model is None:
-        state.holder.error = message
-    log.error("model %s failed (%s); %s", "load" if startup else "reload", step, message)
+    holder = _holder(state, variant)
+    if startup or holder.model is None:
+        holder.error = message
+    log.error(
+        "%s model %s failed (%s); %s", variant, "load" if startup else "reload", step, message
+    )
 
 
 def _start_model(state: ServingState) -> None:
@@ -510,45 +618,58 @@ def _start_model(state: ServingState) -> None:
         store.index(m.RELOAD_FAILURES, (("step", step),))
     store.index(m.RELOADS)
     store.set(store.index(m.READY), 0.0)
-    if config.model_uri is None:
+    _start_variant(state, CHAMPION, config.model_uri or config.model_dir)
+    if config.rollout != "off":
+        _start_variant(state, CHALLENGER, config.challenger_source)
+
+
+def _start_variant(state: ServingState, variant: str, source: str | Path) -> None:
+    config = state.config
+    holder = _holder(state, variant)
+    if not (isinstance(source, str) and source.startswith("models:/")):
         try:
-            _install(state, load_model(config.model_dir, config))
+            _install(state, load_model(Path(source), config), variant)
         except ModelError as exc:
-            _failed(state, exc.step, str(exc), startup=True)
+            _failed(state, exc.step, str(exc), startup=True, variant=variant)
         return
     if config.follow_published:  # the launcher (serving.server) does the registry work
-        _follow_pointer(state)
+        _follow_pointer(state, variant, source)
         return
 
     cache = config.model_cache_dir or state.runtime_dir / "models"
 
     def accept(version: str, path: Path) -> None:
-        _install(state, load_model(path, config, version=version, source="registry"))
+        _install(state, load_model(path, config, version=version, source="registry"), variant)
 
     def on_failure(step: str, message: str) -> None:
-        _failed(state, step, message, startup=state.holder.model is None)
+        _failed(state, step, message, startup=holder.model is None, variant=variant)
 
-    watcher = RegistryWatcher(config.model_uri, cache, config.reload_interval, accept, on_failure)
-    state.holder.error = f"waiting for {config.model_uri}"
+    watcher = RegistryWatcher(source, cache, config.reload_interval, accept, on_failure)
+    holder.error = f"waiting for {source}"
     watcher.poll_once()
-    state.watcher = watcher
+    if variant == CHAMPION:
+        state.watcher = watcher
+    else:
+        state.challenger_watcher = watcher
     watcher.start()
 
 
-def _follow_pointer(state: ServingState) -> None:
-    """Load the version the master published, then follow the pointer file as it moves."""
+def _follow_pointer(state: ServingState, variant: str, uri: str) -> None:
+    """Load the version the launcher published, then follow the pointer file as it moves."""
     config = state.config
-    pointer_path = state.runtime_dir / POINTER
+    holder = _holder(state, variant)
+    prefix = "" if variant == CHAMPION else CHALLENGER_PREFIX
+    pointer_path = state.runtime_dir / (prefix + POINTER)
     refused: set[str] = set()
-    state.holder.error = f"waiting for the first version of {config.model_uri}"
+    holder.error = f"waiting for the first version of {uri}"
 
     def check() -> None:
-        pointer = read_pointer(state.runtime_dir)
-        model = state.holder.model
+        pointer = read_pointer(state.runtime_dir, prefix)
+        model = holder.model
         if pointer is None and model is None:
-            refusal = read_refusal(state.runtime_dir)
+            refusal = read_refusal(state.runtime_dir, prefix)
             if refusal is not None:  # the launcher could not get a servable first version
-                state.holder.error = (
+                holder.error = (
                     f"{refusal['uri']}: no servable version yet ({refusal['step']} failed): "
                     f"{refusal['message']}"
                 )
@@ -562,10 +683,11 @@ def _follow_pointer(state: ServingState) -> None:
                 load_model(
                     Path(pointer["path"]), config, version=pointer["version"], source="registry"
                 ),
+                variant,
             )
         except ModelError as exc:
             refused.add(pointer["version"])
-            _failed(state, exc.step, str(exc), startup=model is None)
+            _failed(state, exc.step, str(exc), startup=model is None, variant=variant)
 
     seen = _stat_key(pointer_path)
     check()
@@ -574,11 +696,11 @@ def _follow_pointer(state: ServingState) -> None:
         nonlocal seen
         while not state.stop.wait(POINTER_CHECK_SECONDS):
             key = _stat_key(pointer_path)
-            if key != seen or state.holder.model is None:
+            if key != seen or holder.model is None:
                 seen = key
                 check()
 
-    threading.Thread(target=follow, name="model-pointer", daemon=True).start()
+    threading.Thread(target=follow, name=f"model-pointer-{variant}", daemon=True).start()
 
 
 def _stat_key(path: Path) -> tuple[int, int] | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 REJECT, ACCEPT = "reject", "accept"
+ROLLOUT_MODES = ("off", "shadow", "canary")
 #: Set by ``serving.server`` when it publishes registry versions for the workers.
 PUBLISHED_ENV = "SERVING_MODEL_PUBLISHED"
 #: Written into the runtime dir by ``serving.server`` on SIGTERM: readiness turns 503.
@@ -50,6 +51,17 @@ class ServingConfig:
     out_of_range: str = REJECT
     ort_intra_op_threads: int = 1
     ort_inter_op_threads: int = 1
+    #: Host names (``Host`` header, port ignored) this server answers; any when empty.
+    allowed_hosts: tuple[str, ...] = ()
+    #: ``off``; ``shadow`` (the challenger also scores every request, logged, never returned);
+    #: ``canary`` (``canary_percent`` of requests answered by the challenger, sticky by key).
+    rollout: str = "off"
+    canary_percent: float = 10.0
+    #: The challenger: a registry URI (default: ``model_uri`` with ``@challenger``) or a dir.
+    challenger_uri: str | None = None
+    challenger_dir: Path | None = None
+    #: Header whose value picks the canary bucket; the request id when absent.
+    rollout_key_header: str = "X-Rollout-Key"
     #: JSON Lines file of served predictions (one line per row); off when unset.
     prediction_log: Path | None = None
     #: Fraction of requests whose rows are logged (drawn per request).
@@ -67,6 +79,17 @@ class ServingConfig:
     #: True when another process (the launcher, ``serving.server``) resolves ``model_uri``
     #: and publishes each checked version to ``runtime_dir``; this process only follows it.
     follow_published: bool = False
+
+    @property
+    def challenger_source(self) -> str | Path | None:
+        """Where the challenger comes from: a registry URI or a directory."""
+        if self.challenger_dir is not None:
+            return self.challenger_dir
+        if self.challenger_uri:
+            return self.challenger_uri
+        if self.model_uri and "@" in self.model_uri:
+            return self.model_uri.rsplit("@", 1)[0] + "@challenger"
+        return None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> ServingConfig:
@@ -86,6 +109,7 @@ class ServingConfig:
             ("reload_interval", "SERVING_RELOAD_INTERVAL", float),
             ("body_timeout", "SERVING_BODY_TIMEOUT", float),
             ("prediction_log_sample", "SERVING_PREDICTION_LOG_SAMPLE", float),
+            ("canary_percent", "SERVING_CANARY_PERCENT", float),
             ("prediction_log_max_bytes", "SERVING_PREDICTION_LOG_MAX_BYTES", int),
             ("prediction_log_backups", "SERVING_PREDICTION_LOG_BACKUPS", int),
             ("prediction_log_queue", "SERVING_PREDICTION_LOG_QUEUE", int),
@@ -105,9 +129,19 @@ class ServingConfig:
         ):
             if env.get(var):
                 values[field] = env[var].strip().lower()
+        if env.get("SERVING_ALLOWED_HOSTS"):
+            values["allowed_hosts"] = tuple(
+                h.strip() for h in env["SERVING_ALLOWED_HOSTS"].split(",") if h.strip()
+            )
+        if env.get("SERVING_ROLLOUT"):
+            values["rollout"] = env["SERVING_ROLLOUT"].strip().lower()
+        if env.get("SERVING_ROLLOUT_KEY_HEADER"):
+            values["rollout_key_header"] = env["SERVING_ROLLOUT_KEY_HEADER"].strip()
+        values["challenger_uri"] = env.get("SERVING_CHALLENGER_URI") or None
         for field, var in (
             ("prediction_log", "SERVING_PREDICTION_LOG"),
             ("feedback_log", "SERVING_FEEDBACK_LOG"),
+            ("challenger_dir", "SERVING_CHALLENGER_DIR"),
         ):
             if env.get(var):
                 values[field] = Path(env[var])
@@ -150,6 +184,20 @@ class ServingConfig:
         ):
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, not {value}.")
+        if self.rollout not in ROLLOUT_MODES:
+            raise ConfigError(
+                f"SERVING_ROLLOUT must be one of {', '.join(ROLLOUT_MODES)}, not {self.rollout!r}."
+            )
+        if not 0.0 <= self.canary_percent <= 100.0:
+            raise ConfigError(
+                f"SERVING_CANARY_PERCENT must be from 0 to 100, not {self.canary_percent}."
+            )
+        if self.rollout != "off" and self.challenger_source is None:
+            raise ConfigError(
+                f"SERVING_ROLLOUT={self.rollout} needs a challenger: SERVING_CHALLENGER_URI, "
+                "SERVING_CHALLENGER_DIR, or SERVING_MODEL_URI=models:/<name>@<alias> "
+                "(then models:/<name>@challenger)."
+            )
         if not 0.0 <= self.prediction_log_sample <= 1.0:
             raise ConfigError(
                 "SERVING_PREDICTION_LOG_SAMPLE must be a fraction from 0 to 1, "

@@ -53,6 +53,7 @@ READY = "serving_ready_workers"
 PREDICTION_VALUE = "serving_prediction_value"
 PREDICTION_LOG = "serving_prediction_log_rows"
 FEEDBACK = "serving_feedback_rows"
+SHADOW_FAILURES = "serving_shadow_failures"
 
 #: name -> (type, help). Label names are given where each series is created.
 FAMILIES = {
@@ -62,7 +63,8 @@ FAMILIES = {
     PREDICTION_VALUE: ("histogram", "Predicted values of a regression model, by variant."),
     PREDICTION_LOG: ("counter", "Prediction log rows: written, dropped (queue full), failed."),
     FEEDBACK: ("counter", "Feedback rows: written, dropped (queue full), failed."),
-    MODEL_INFO: ("gauge", "Processes serving each model version (name, version, source)."),
+    SHADOW_FAILURES: ("counter", "Requests the shadow challenger could not score."),
+    MODEL_INFO: ("gauge", "Processes serving each model version (name, version, source, variant)."),
     RELOADS: ("counter", "Model versions swapped in by a reload."),
     RELOAD_FAILURES: ("counter", "Reload attempts that kept the old model, by failed step."),
     READY: ("gauge", "Worker processes with a loaded, golden-checked model."),

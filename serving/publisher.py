@@ -38,15 +38,24 @@ class ModelRefused(Exception):
 class Publisher:
     """Owns the master's registry watcher and metrics slot."""
 
-    def __init__(self, config: ServingConfig, runtime_dir: Path):
+    def __init__(
+        self,
+        config: ServingConfig,
+        runtime_dir: Path,
+        uri: str | None = None,
+        prefix: str = "",
+        store: MetricsStore | None = None,
+    ):
         self.config = config
+        self.uri = uri or config.model_uri
+        self.prefix = prefix
         self.runtime_dir = Path(runtime_dir)
-        self.store = MetricsStore(self.runtime_dir / "metrics")
+        self.store = store or MetricsStore(self.runtime_dir / "metrics")
         for step in ("resolve", "download", "load", "golden"):
             self.store.index(m.RELOAD_FAILURES, (("step", step),))
         cache = config.model_cache_dir or self.runtime_dir / "models"
         self.watcher = RegistryWatcher(
-            config.model_uri,
+            self.uri,
             cache,
             config.reload_interval,
             accept=self._accept,
@@ -63,14 +72,12 @@ class Publisher:
         if proc.returncode != 0:
             reason = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ModelRefused("golden" if proc.returncode == EXIT_GOLDEN else "load", reason)
-        write_pointer(self.runtime_dir, version, path, self.config.model_uri)
-        log.info(
-            "published version %s of %s: %s", version, self.config.model_uri, proc.stdout.strip()
-        )
+        write_pointer(self.runtime_dir, version, path, self.uri, self.prefix)
+        log.info("published version %s of %s: %s", version, self.uri, proc.stdout.strip())
 
     def _failure(self, step: str, message: str) -> None:
         self.store.inc(self.store.index(m.RELOAD_FAILURES, (("step", step),)))
-        write_refusal(self.runtime_dir, self.config.model_uri, step, message)
+        write_refusal(self.runtime_dir, self.uri, step, message, self.prefix)
         log.error("registry %s failed, serving what we have: %s", step, message)
 
     def publish_first(self) -> bool:

@@ -24,6 +24,8 @@ log = logging.getLogger("serving.registry")
 POINTER = "current.json"
 #: The last version the launcher refused, and why (workers show it while they have no model).
 REFUSED = "refused.json"
+#: The challenger's (``SERVING_ROLLOUT``): the same files with this prefix.
+CHALLENGER_PREFIX = "challenger-"
 _URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
 
 
@@ -93,31 +95,31 @@ def download_version(ref: RegistryRef, version: str, cache_dir: Path) -> Path:
     return final
 
 
-def write_pointer(runtime_dir: Path, version: str, path: Path, uri: str) -> None:
+def write_pointer(runtime_dir: Path, version: str, path: Path, uri: str, prefix: str = "") -> None:
     """Publish a checked version for the workers (atomic replace)."""
-    target = Path(runtime_dir) / POINTER
-    tmp = target.with_name(f".{POINTER}.{os.getpid()}")
+    target = Path(runtime_dir) / (prefix + POINTER)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
     tmp.write_text(json.dumps({"version": version, "path": str(path), "uri": uri}))
     os.replace(tmp, target)
 
 
-def write_refusal(runtime_dir: Path, uri: str, step: str, message: str) -> None:
-    target = Path(runtime_dir) / REFUSED
-    tmp = target.with_name(f".{REFUSED}.{os.getpid()}")
+def write_refusal(runtime_dir: Path, uri: str, step: str, message: str, prefix: str = "") -> None:
+    target = Path(runtime_dir) / (prefix + REFUSED)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
     tmp.write_text(json.dumps({"uri": uri, "step": step, "message": message}))
     os.replace(tmp, target)
 
 
-def read_refusal(runtime_dir: Path) -> dict[str, str] | None:
+def read_refusal(runtime_dir: Path, prefix: str = "") -> dict[str, str] | None:
     try:
-        return json.loads((Path(runtime_dir) / REFUSED).read_text())
+        return json.loads((Path(runtime_dir) / (prefix + REFUSED)).read_text())
     except (OSError, ValueError):
         return None
 
 
-def read_pointer(runtime_dir: Path) -> dict[str, str] | None:
+def read_pointer(runtime_dir: Path, prefix: str = "") -> dict[str, str] | None:
     try:
-        return json.loads((Path(runtime_dir) / POINTER).read_text())
+        return json.loads((Path(runtime_dir) / (prefix + POINTER)).read_text())
     except (OSError, ValueError):
         return None
 

@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from serving.config import DRAIN_FILE, PUBLISHED_ENV, ConfigError, ServingConfig
+from serving.registry import CHALLENGER_PREFIX
 
 #: Checked once, as the first thing a misconfigured server says.
 _TRUE = ("1", "true", "yes", "on")
@@ -169,6 +170,7 @@ class Launcher:
         self.env.setdefault("SERVING_ORT_INTER_OP_THREADS", "1")
         self.config = ServingConfig.from_env(self.env)  # refuse bad settings before starting
         self.publisher = None
+        self.challenger = None
         self.proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
 
@@ -180,6 +182,17 @@ class Launcher:
 
         self.env[PUBLISHED_ENV] = "1"
         self.publisher = Publisher(self.config, self.runtime_dir)
+        challenger = self.config.challenger_source if self.config.rollout != "off" else None
+        if isinstance(challenger, str):  # a registry alias: published like the champion
+            self.challenger = Publisher(
+                self.config,
+                self.runtime_dir,
+                uri=challenger,
+                prefix=CHALLENGER_PREFIX,
+                store=self.publisher.store,
+            )
+            self.challenger.publish_first()
+            self.challenger.start()
         published = self.publisher.publish_first()
         if not published and self.config.reload_interval <= 0:
             print(
@@ -198,7 +211,9 @@ class Launcher:
             signal.signal(signal.SIGTERM, self._on_stop)
             signal.signal(signal.SIGINT, self._on_stop)
             signal.signal(signal.SIGHUP, self._on_hup)
-            self.proc = subprocess.Popen(self.command, env=self.env, start_new_session=True)
+            # Same process group: a stop aimed at the group (a supervisor, `oci stop`) reaches
+            # granian too, and granian never outlives the launcher.
+            self.proc = subprocess.Popen(self.command, env=self.env)
             self._write_address()
             while True:
                 try:
@@ -240,9 +255,11 @@ class Launcher:
         try:
             proc.wait(timeout=self.graceful + 2)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()
 
     def _cleanup(self) -> None:
+        if self.challenger is not None:
+            self.challenger.watcher.stop()
         if self.publisher is not None:
             self.publisher.stop()
         if self.owned_runtime is not None:

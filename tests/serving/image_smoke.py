@@ -106,7 +106,7 @@ class Container:
                     continue
                 argv = (proc / "cmdline").read_bytes().split(b"\0")
                 # the server's processes, not the `buildah run` (root) that started them
-                if b"gunicorn" not in b" ".join(argv) or argv[0].endswith(b"buildah"):
+                if b"serving" not in b" ".join(argv) or argv[0].endswith(b"buildah"):
                     continue
                 status = (proc / "status").read_text()
             except (OSError, ProcessLookupError):

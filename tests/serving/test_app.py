@@ -494,6 +494,7 @@ def test_openapi_is_generated_from_the_descriptor(client):
         ["instances"],
         ["dataframe_records"],
         ["dataframe_split"],
+        ["inputs"],
     ]
     rows = formats[0]["properties"]["instances"]
     assert rows["maxItems"] == 1000 and rows["minItems"] == 1
@@ -506,7 +507,7 @@ def test_openapi_is_generated_from_the_descriptor(client):
     }
     assert item["properties"]["sex"] == {
         "type": ["string", "null"],
-        "enum": ["female", "male", None],
+        "enum": ["female", "male", None, ""],
     }
     assert item["properties"]["body_mass_g"] == {
         "type": ["number", "null"],
@@ -564,7 +565,12 @@ def test_metrics_count_requests_latency_classes_and_version(client, golden, row,
     assert samples[(latency + "_bucket", (("endpoint", "/predict"), ("le", "+Inf")))] == 3.0
     assert samples[(latency + "_sum", (("endpoint", "/predict"),))] > 0.0
     version = client.get("/metadata").get_json()["version"]
-    info = (("name", MODEL_NAME), ("source", "directory"), ("version", version))
+    info = (
+        ("name", MODEL_NAME),
+        ("source", "directory"),
+        ("variant", "champion"),
+        ("version", version),
+    )
     assert samples[("serving_model_info", info)] == 1.0
     assert samples[("serving_ready_workers", ())] == 1.0
     assert samples[("serving_model_reload_failures_total", (("step", "load"),))] == 0.0
@@ -637,3 +643,26 @@ def test_mlflow_inputs_and_params_are_accepted(client, golden):
         error_of(predict(client, {"instances": rows, "params": [1]}), 400, "format", "params")
         == "must be an object"
     )
+
+
+def test_host_allow_list(make_app, row):
+    app = make_app(allowed_hosts=("model.example.org", "127.0.0.1"))
+    client = app.test_client()
+    ok = predict(client, {"instances": [row]}, headers={"Host": "model.example.org:8000"})
+    assert ok.status_code == 200
+    assert client.get("/health/live", headers={"Host": "127.0.0.1"}).status_code == 200
+    rebound = client.get("/metadata", headers={"Host": "attacker.example.com"})
+    assert (
+        error_of(rebound, 421, "host", "Host") == "this server does not answer for that host name"
+    )
+    samples = metric_samples(
+        client.get("/metrics", headers={"Host": "127.0.0.1"}).get_data(as_text=True)
+    )
+    assert samples[("serving_requests_total", (("endpoint", "/metadata"), ("status", "421")))] == 1
+
+
+def test_host_allow_list_from_the_environment():
+    from serving.config import ServingConfig
+
+    config = ServingConfig.from_env({"SERVING_ALLOWED_HOSTS": " a.example , b.example,"})
+    assert config.allowed_hosts == ("a.example", "b.example")

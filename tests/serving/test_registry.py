@@ -59,9 +59,11 @@ def test_in_process_registry_start_reload_and_refusal(
     samples = metric_samples(client.get("/metrics").get_data(as_text=True))
     assert samples[("serving_model_reload_failures_total", (("step", "golden"),))] == 1.0
     assert samples[("serving_model_reloads_total", ())] == 1.0
-    info = (("name", "penguins-classifier"), ("source", "registry"), ("version", v2))
+    info = (("name", "penguins-classifier"), ("source", "registry"), ("variant", "champion"),
+            ("version", v2))  # fmt: skip
     assert samples[("serving_model_info", info)] == 1.0
-    old = (("name", "penguins-classifier"), ("source", "registry"), ("version", v1))
+    old = (("name", "penguins-classifier"), ("source", "registry"), ("variant", "champion"),
+           ("version", v1))  # fmt: skip
     assert samples[("serving_model_info", old)] == 0.0
 
 
@@ -133,7 +135,12 @@ def test_server_follows_the_alias_without_failing_requests(live_server, registry
     def workers_on(version):
         key = (
             "serving_model_info",
-            (("name", "penguins-classifier"), ("source", "registry"), ("version", version)),
+            (
+                ("name", "penguins-classifier"),
+                ("source", "registry"),
+                ("variant", "champion"),
+                ("version", version),
+            ),
         )
         return metrics().get(key) == 2.0
 
