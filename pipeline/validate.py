@@ -27,7 +27,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline.config import load_params
-from pipeline.contract import ColumnSpec, Contract, dump_contract, load_contract, parse_contract
+from pipeline.contract import (
+    ColumnSpec,
+    Contract,
+    dump_contract,
+    load_contract,
+    min_rows_per_class,
+    parse_contract,
+)
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, read_table, write_json
 
@@ -47,7 +54,22 @@ _DOCS_SITE = "local_site"
 _EXAMPLES = 3  # offending values quoted per failed check
 
 # The order in which a column's checks are reported; table-level checks come first.
-_RULES = ("rows", "columns", "present", "type", "missing", "range", "categories")
+_RULES = (
+    "rows",
+    "columns",
+    "duplicates",
+    "present",
+    "type",
+    "empty",
+    "missing",
+    "range",
+    "categories",
+    "classes",
+    "class_rows",
+)
+#: The ``expectation`` of checks GX has no expectation for, computed with pandas on the same
+#: frame (they are in result.json, not in the Data Docs).
+PANDAS_CHECK = "pipeline.validate (pandas)"
 
 
 @dataclass(frozen=True)
@@ -87,6 +109,8 @@ class ValidationReport:
     checks: tuple[Check, ...]
     failures: tuple[str, ...]  # one plain-words sentence per broken rule
     gx_version: str
+    duplicates: dict[str, float] | None = None  # {"share", "max"}
+    leakage: dict[str, Any] | None = None  # see leakage_report()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +118,8 @@ class ValidationReport:
             "rows": self.rows,
             "failures": list(self.failures),
             "gx_version": self.gx_version,
+            "duplicates": self.duplicates,
+            "leakage": self.leakage,
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -196,13 +222,20 @@ def _quiet_gx() -> Iterator[None]:
 
 
 def validate_table(
-    frame: pd.DataFrame, contract: Contract, docs_dir: Path | None = None
+    frame: pd.DataFrame,
+    contract: Contract,
+    docs_dir: Path | None = None,
+    min_class_rows: int = 3,
 ) -> ValidationReport:
     """Run the contract's expectation suite on ``frame`` with a GX checkpoint.
 
     ``docs_dir``, when given, receives the HTML Data Docs (``index.html`` and its pages).
     Nothing else is written: the GX context lives in memory. A failed check does not raise;
-    read ``report.success`` and ``report.failures``.
+    read ``report.success`` and ``report.failures``. Besides the suite, the table checks GX
+    has no expectation for run on the same frame (:func:`_table_checks`): duplicate rows, an
+    entirely empty column, a target with one class or value, and classes with fewer than
+    ``min_class_rows`` distinct rows (what ``preprocess``'s split needs). Leakage is reported,
+    never failed on (the gate decides).
     """
     with _quiet_gx():
         import great_expectations as gx
@@ -236,9 +269,11 @@ def validate_table(
             .add_dataframe_asset("dataset")
             .add_batch_definition_whole_dataframe("whole_table")
         )
-        suite = context.suites.add(gx.ExpectationSuite(name="data_contract"))
-        for expectation in _expectations(contract):
-            suite.add_expectation(expectation)
+        # The whole suite in one add: suite.add_expectation() re-serialises the stored suite
+        # on every call, which made a 200-column contract cost minutes (BENCHMARKS.md).
+        suite = context.suites.add(
+            gx.ExpectationSuite(name="data_contract", expectations=_expectations(contract))
+        )
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name="data_contract_on_raw_table", data=batch, suite=suite)
         )
@@ -257,8 +292,9 @@ def validate_table(
         )
 
     (suite_result,) = result.run_results.values()
+    gx_checks = [_read_result(r, contract) for r in suite_result.results]
     checks = sorted(
-        (_read_result(r, contract) for r in suite_result.results),
+        gx_checks + _table_checks(frame, contract, min_class_rows),
         key=lambda c: (
             c.column is not None,
             _column_order(contract, c.column),
@@ -275,12 +311,176 @@ def validate_table(
         checks=tuple(checks),
         failures=failures,
         gx_version=gx.__version__,
+        duplicates={"share": _duplicate_share(frame), "max": contract.max_duplicates},
+        leakage=leakage_report(frame, contract),
     )
+
+
+# --------------------------------------------------------------------------- pandas checks
+
+
+def _duplicate_share(frame: pd.DataFrame) -> float:
+    """Share of rows that are an exact copy of an earlier row (all columns compared)."""
+    if frame.empty:
+        return 0.0
+    return round(float(frame.duplicated().mean()), 6)
+
+
+def _check(column: str | None, rule: str, success: bool, threshold: dict, observed) -> Check:
+    return Check(
+        column=column,
+        rule=rule,
+        expectation=PANDAS_CHECK,
+        success=success,
+        threshold=threshold,
+        observed=observed,
+    )
+
+
+def _table_checks(frame: pd.DataFrame, contract: Contract, min_class_rows: int) -> list[Check]:
+    """The rules a GX suite cannot say: duplicates, empty columns, the target's classes."""
+    share = _duplicate_share(frame)
+    checks = [
+        _check(
+            None,
+            "duplicates",
+            share <= contract.max_duplicates,
+            {"max_duplicates": contract.max_duplicates},
+            {"share": share, "count": int(round(share * len(frame)))},
+        )
+    ]
+    for spec in contract.columns:
+        if spec.role == "ignored" or spec.name not in frame.columns:
+            continue
+        present = int(frame[spec.name].notna().sum())
+        checks.append(
+            _check(spec.name, "empty", present > 0 or frame.empty, {"role": spec.role}, present)
+        )
+    target = contract.target
+    if target not in frame.columns or frame.empty:
+        return checks
+    column = frame[target]
+    if contract.target_spec.is_numeric:
+        values = pd.to_numeric(column, errors="coerce").dropna()
+        distinct = int(values.nunique())
+        checks.append(_check(target, "classes", distinct >= 2, {"min_distinct": 2}, distinct))
+        return checks
+    labels = column.dropna().map(str)
+    counts = frame.loc[labels.index].drop_duplicates().loc[:, target].map(str).value_counts()
+    observed = {str(k): int(v) for k, v in counts.sort_index().items()}
+    checks.append(_check(target, "classes", len(counts) >= 2, {"min_classes": 2}, observed))
+    if len(counts) >= 2:  # classes outside the contract's categories are reported there
+        known = set(contract.target_spec.categories or observed)
+        rare = {k: v for k, v in observed.items() if v < min_class_rows and k in known}
+        checks.append(
+            _check(
+                target,
+                "class_rows",
+                not rare,
+                {
+                    "min_distinct_rows_per_class": min_class_rows,
+                    "categories": sorted(known),
+                },
+                observed,
+            )
+        )
+    return checks
 
 
 def _column_order(contract: Contract, column: str | None) -> int:
     names = [c.name for c in contract.columns]
     return names.index(column) if column in names else -1
+
+
+# --------------------------------------------------------------------------- leakage
+
+#: Rows scored for leakage (a seeded sample of larger tables) and the folds scored out of.
+LEAKAGE_MAX_ROWS = 5_000
+LEAKAGE_FOLDS = 5
+
+
+def leakage_report(frame: pd.DataFrame, contract: Contract) -> dict[str, Any]:
+    """Score how well each feature ALONE predicts the target, out of fold.
+
+    A feature scoring at least ``contract.leakage_threshold`` is a suspect: it probably
+    encodes the label (an id sorted by class, a column filled in after the fact). Each
+    feature gets one model of its own, fitted on 4 of 5 folds and scored on the fifth:
+
+    - classification: balanced accuracy (mean recall over classes; 1/classes when the
+      feature says nothing) of a decision tree on a numeric feature (at most 32 leaves),
+      or of the majority class per category for a categorical one;
+    - regression: R^2 of a decision tree regressor on a numeric feature, or of the mean
+      target per category for a categorical one.
+
+    Validation only reports; the gate fails on a suspect the contract does not allow
+    (``leakage_ok: true`` on the column).
+    """
+    report: dict[str, Any] = {
+        "threshold": contract.leakage_threshold,
+        "allowed": [c.name for c in contract.features if c.leakage_ok],
+        "suspects": [],
+        "scores": {},
+    }
+    target = contract.target
+    if target not in frame.columns:
+        report["skipped"] = f"no target column '{target}'"
+        return report
+    regression = contract.target_spec.is_numeric
+    y = frame[target]
+    y = pd.to_numeric(y, errors="coerce") if regression else y.astype(object)
+    rows = frame.loc[y.notna()]
+    if len(rows) > LEAKAGE_MAX_ROWS:
+        rows = rows.sample(LEAKAGE_MAX_ROWS, random_state=0)
+    y = y.loc[rows.index]
+    y = y.astype(float) if regression else y.map(str)
+    if y.nunique() < 2 or len(rows) < 2 * LEAKAGE_FOLDS:
+        report["skipped"] = "the target has fewer than two values or too few rows"
+        return report
+    folds = np.random.default_rng(0).permutation(len(rows)) % LEAKAGE_FOLDS
+    for spec in contract.features:
+        if spec.name not in rows.columns:
+            continue
+        score, metric = _one_feature_score(rows[spec.name], spec, y.to_numpy(), folds, regression)
+        report["scores"][spec.name] = score
+        if score >= contract.leakage_threshold:
+            report["suspects"].append({"column": spec.name, "score": score, "metric": metric})
+    return report
+
+
+def _one_feature_score(
+    column: pd.Series, spec: ColumnSpec, y: np.ndarray, folds: np.ndarray, regression: bool
+) -> tuple[float, str]:
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    numeric = spec.is_numeric
+    if numeric:
+        x = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float).reshape(-1, 1)
+        numeric = bool(np.isfinite(x).any())
+    if not numeric:
+        codes = pd.factorize(column.astype(object).where(column.notna(), None).map(str))[0]
+    predicted = np.empty(len(y), dtype=float if regression else object)
+    leaf = max(5, len(y) // 100)
+    for k in range(LEAKAGE_FOLDS):
+        train, test = folds != k, folds == k
+        if numeric:
+            kind = DecisionTreeRegressor if regression else DecisionTreeClassifier
+            model = kind(max_leaf_nodes=32, min_samples_leaf=leaf, random_state=0)
+            predicted[test] = model.fit(x[train], y[train]).predict(x[test])
+            continue
+        seen = pd.DataFrame({"code": codes[train], "y": y[train]})
+        if regression:
+            table, fallback = seen.groupby("code")["y"].mean(), float(y[train].mean())
+        else:
+            table = seen.groupby("code")["y"].agg(lambda v: v.value_counts().index[0])
+            fallback = pd.Series(y[train]).value_counts().index[0]
+        predicted[test] = pd.Series(codes[test]).map(table).fillna(fallback).to_numpy()
+    model_kind = "tree" if numeric else ("category_mean" if regression else "category_majority")
+    if regression:
+        spread = float(((y - y.mean()) ** 2).sum())
+        score = 1.0 - float(((y - predicted.astype(float)) ** 2).sum()) / spread
+        return round(score, 4), f"r2_one_feature_{model_kind}"
+    recalls = [float(np.mean(predicted[y == c] == c)) for c in np.unique(y)]
+    return round(float(np.mean(recalls)), 4), f"balanced_accuracy_one_feature_{model_kind}"
 
 
 # --------------------------------------------------------------------------- reading results
@@ -387,9 +587,12 @@ def _explain(checks: list[Check]) -> Iterator[str]:
     """
     missing = {c.column for c in checks if not c.success and c.rule == "present"}
     mistyped = {c.column for c in checks if not c.success and c.rule == "type" and not c.error}
+    empty = {c.column for c in checks if not c.success and c.rule == "empty"}
     for check in checks:
         if check.success:
             continue
+        if check.column in empty and check.rule in ("missing", "classes"):
+            continue  # "entirely empty" already says it
         if check.error is not None and (check.column in missing or check.column in mistyped):
             continue
         if check.rule == "columns" and not _undeclared(check):
@@ -402,6 +605,12 @@ def _undeclared(check: Check) -> list[str]:
     return [c for c in (check.observed or []) if c not in declared]
 
 
+def _rare(check: Check) -> dict[str, int]:
+    need = check.threshold["min_distinct_rows_per_class"]
+    known = check.threshold.get("categories")
+    return {k: v for k, v in check.observed.items() if v < need and (known is None or k in known)}
+
+
 def _sentence(check: Check) -> str:
     t, col = check.threshold, f"column '{check.column}'"
     values, eg = _values(check.unexpected_count, check.unexpected_percent), _eg(check.examples)
@@ -409,6 +618,34 @@ def _sentence(check: Check) -> str:
         if t["min"] is not None and check.observed < t["min"]:
             return f"table has {check.observed} rows, fewer than the minimum {t['min']}"
         return f"table has {check.observed} rows, more than the maximum {t['max']}"
+    if check.rule == "duplicates":
+        o = check.observed
+        return (
+            f"{o['count']} rows ({_pct(100 * o['share'])}) are exact copies of an earlier row, "
+            f"more than max_duplicates {t['max_duplicates']} allows (copies inflate test "
+            "metrics; remove them at the source, or raise max_duplicates if they are real)"
+        )
+    if check.rule == "empty":
+        return (
+            f"{col} is entirely empty (every value is missing), so it cannot be the "
+            f"{t['role']}; fix the source or set role: ignored"
+        )
+    if check.rule == "classes":
+        if "min_distinct" in t:
+            return f"{col}: the target has {check.observed} distinct value(s); nothing to predict"
+        only = ", ".join(f"'{k}'" for k in check.observed) or "none"
+        return (
+            f"{col}: the target has {len(check.observed)} class ({only}); a classifier needs "
+            "at least two"
+        )
+    if check.rule == "class_rows":
+        need = t["min_distinct_rows_per_class"]
+        rare = ", ".join(f"'{k}' ({v})" for k, v in _rare(check).items())
+        return (
+            f"{col}: class(es) {rare} have fewer than {need} distinct rows, the least the "
+            "stratified split (preprocess.test_size, preprocess.val_size) needs to put one "
+            "in each of train, validation and test; add rows or merge the rare classes"
+        )
     if check.rule == "columns":
         names = ", ".join(f"'{c}'" for c in _undeclared(check))
         return (
@@ -580,7 +817,8 @@ def _validate_command(argv: list[str]) -> None:
     frame = _read_data(args.data)
     out = Path(args.out)
     with atomic_path(out) as tmp:
-        report = validate_table(frame, contract, tmp / "data_docs")
+        need = min_rows_per_class(params.preprocess.test_size, params.preprocess.val_size)
+        report = validate_table(frame, contract, tmp / "data_docs", min_class_rows=need)
         write_json(tmp / "result.json", {"contract": params.data.contract, **report.to_dict()})
     if not report.success:  # the result and the Data Docs are written first, so people can look
         raise PipelineError(_failure_message(report, params.data.contract, out))

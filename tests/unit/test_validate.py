@@ -46,10 +46,11 @@ def test_penguins_pass_the_repo_contract(penguins, contract):
     assert report.failures == ()
     assert report.rows == 344
     assert all(c.success and c.error is None for c in report.checks)
-    # two table checks, then per column: present, missing, and type+range or categories
-    assert len(report.checks) == 2 + 8 * 2 + 5 * 2 + 3
+    # three table checks, then per column: present, missing, and type+range or categories;
+    # "empty" for the 7 used columns, "classes" and "class_rows" for the target
+    assert len(report.checks) == 3 + 8 * 2 + 5 * 2 + 3 + 7 + 2
     bill = {c.rule: c for c in report.checks if c.column == "bill_length_mm"}
-    assert list(bill) == ["present", "type", "missing", "range"]
+    assert list(bill) == ["present", "type", "empty", "missing", "range"]
     assert bill["missing"].unexpected_count == 2
     assert bill["missing"].threshold == {"max_missing_percent": 5.0}
     assert bill["range"].threshold == {"min": 25.0, "max": 70.0}
@@ -139,7 +140,7 @@ def test_integer_coded_categories_are_compared_as_text(penguins, contract):
 
 
 def test_too_few_rows(penguins, contract):
-    report = validate_table(penguins.dropna().head(50), contract)
+    report = validate_table(penguins.dropna().sample(50, random_state=0), contract)
     assert report.failures == ("table has 50 rows, fewer than the minimum 100",)
 
 
@@ -210,7 +211,7 @@ def test_cli_writes_result_and_docs(penguins, tmp_path, monkeypatch, repo_root, 
     assert sorted(p.name for p in out.iterdir()) == ["data_docs", "result.json"]
     assert not (tmp_path / "gx").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "raw.parquet", "reports"]
-    assert "344 rows pass 31 checks" in capsys.readouterr().out
+    assert "344 rows pass 41 checks" in capsys.readouterr().out
 
 
 def test_cli_failure_writes_result_then_exits_1(penguins, tmp_path, monkeypatch, repo_root, capsys):
