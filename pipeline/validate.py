@@ -428,10 +428,11 @@ def leakage_report(frame: pd.DataFrame, contract: Contract) -> dict[str, Any]:
     regression = contract.target_spec.is_numeric
     y = frame[target]
     y = pd.to_numeric(y, errors="coerce") if regression else y.astype(object)
-    rows = frame.loc[y.notna()]
+    keep = y.notna().to_numpy()
+    rows, y = frame.loc[keep].reset_index(drop=True), y.loc[keep].reset_index(drop=True)
     if len(rows) > LEAKAGE_MAX_ROWS:
         rows = rows.sample(LEAKAGE_MAX_ROWS, random_state=0)
-    y = y.loc[rows.index]
+        y = y.loc[rows.index]
     y = y.astype(float) if regression else y.map(str)
     if y.nunique() < 2 or len(rows) < 2 * LEAKAGE_FOLDS:
         report["skipped"] = "the target has fewer than two values or too few rows"

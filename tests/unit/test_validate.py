@@ -7,10 +7,17 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.contract import Contract, dump_contract, load_contract
+from pipeline.contract import (
+    Contract,
+    dump_contract,
+    load_contract,
+    min_rows_per_class,
+    parse_contract,
+)
 from pipeline.errors import PipelineError
 from pipeline.validate import infer_contract, main, validate_table
 
@@ -364,3 +371,131 @@ def test_infer_cli_unknown_target_exits_1(tmp_path, repo_root, capsys):
     err = capsys.readouterr().err
     assert err.startswith("validate failed: target column 'kind' is not in the data")
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- data-quality rules
+
+
+def test_an_entirely_empty_column_is_refused_whatever_max_missing_says(penguins, contract):
+    frame = penguins.assign(body_mass_g=float("nan"))
+    lax = _with_column(contract, "body_mass_g", max_missing=1.0)
+    report = validate_table(frame, lax)
+    assert not report.success
+    assert report.failures == (
+        "column 'body_mass_g' is entirely empty (every value is missing), so it cannot be the "
+        "feature; fix the source or set role: ignored",
+    )
+    # an ignored column may be empty: nothing reads it
+    ignored = _with_column(lax, "body_mass_g", role="ignored")
+    assert validate_table(frame, ignored).success
+
+
+def test_a_one_class_target_is_refused(penguins, contract):
+    report = validate_table(penguins[penguins["species"] == "Gentoo"], contract)
+    assert report.failures == (
+        "column 'species': the target has 1 class ('Gentoo'); a classifier needs at least two",
+    )
+
+
+def test_classes_too_small_for_the_split_are_named(penguins, contract):
+    frame = pd.concat([penguins[penguins["species"] != "Chinstrap"], penguins.iloc[[152, 153]]])
+    frame.loc[frame.index[-2:], "species"] = "Chinstrap"
+    report = validate_table(frame, contract, min_class_rows=5)
+    assert report.failures == (
+        "column 'species': class(es) 'Chinstrap' (2) have fewer than 5 distinct rows, the least "
+        "the stratified split (preprocess.test_size, preprocess.val_size) needs to put one in "
+        "each of train, validation and test; add rows or merge the rare classes",
+    )
+    # copies of a row are one row to the split (duplicates never straddle it)
+    copies = pd.concat([frame] + [frame.tail(2)] * 3)
+    assert not validate_table(copies, contract, min_class_rows=5).success
+
+
+def test_rows_per_class_follow_the_split_sizes():
+    assert min_rows_per_class(0.2, 0.2) == 5  # the smallest split, 20%, gets one row in 5
+    assert min_rows_per_class(0.1, 0.1) == 10
+    assert min_rows_per_class(0.3, 0.3) == 4  # train 40%, val and test 30%: 1 / 0.3 -> 4
+    assert min_rows_per_class(0.5, 0.45) == 20  # train gets 5%
+
+
+def test_a_numeric_target_validates_with_range_and_missing_rules(penguins):
+    raw = {
+        "columns": {
+            "body_mass_g": {"type": "numeric", "role": "target", "min": 2500, "max": 6500},
+            "flipper_length_mm": {"type": "numeric", "max_missing": 0.05},
+            "island": {"type": "categorical", "categories": ["Biscoe", "Dream", "Torgersen"]},
+        }
+    }
+    contract = parse_contract(raw)
+    frame = penguins[["body_mass_g", "flipper_length_mm", "island"]].dropna()
+    report = validate_table(frame, contract)
+    assert report.success, report.failures
+    target_rules = [c.rule for c in report.checks if c.column == "body_mass_g"]
+    assert target_rules == ["present", "type", "empty", "missing", "range", "classes"]
+    frame.loc[frame.index[:3], "body_mass_g"] = 9000.0
+    assert validate_table(frame, contract).failures == (
+        "column 'body_mass_g': 3 values (0.9%) outside [2500.0, 6500.0], e.g. 9000.0",
+    )
+    constant = frame.assign(body_mass_g=4000.0)  # (which makes many rows alike)
+    lax = dataclasses.replace(contract, max_duplicates=1.0)
+    assert validate_table(constant, lax).failures == (
+        "column 'body_mass_g': the target has 1 distinct value(s); nothing to predict",
+    )
+
+
+def test_duplicate_rows_beyond_max_duplicates_are_refused(penguins, contract):
+    report = validate_table(penguins, contract)
+    assert report.duplicates == {"share": 0.0, "max": 0.05}
+    tenfold = pd.concat([penguins] * 10, ignore_index=True)
+    report = validate_table(tenfold, contract)
+    assert report.duplicates == {"share": 0.9, "max": 0.05}
+    assert report.failures == (
+        "3096 rows (90.0%) are exact copies of an earlier row, more than max_duplicates 0.05 "
+        "allows (copies inflate test metrics; remove them at the source, or raise "
+        "max_duplicates if they are real)",
+    )
+    lax = dataclasses.replace(contract, max_duplicates=0.95)
+    assert validate_table(tenfold, lax).success
+
+
+def _label_in_range(penguins: pd.DataFrame) -> pd.DataFrame:
+    """bill_depth_mm rewritten to encode the species, inside its declared range [10, 25]."""
+    code = penguins["species"].map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2})
+    noise = np.random.default_rng(1).uniform(0.0, 2.0, len(penguins))
+    return penguins.assign(bill_depth_mm=12.0 + 4.0 * code + noise)
+
+
+def test_leakage_names_a_feature_that_encodes_the_label_and_does_not_fail(penguins, contract):
+    report = validate_table(_label_in_range(penguins), contract)
+    assert report.success  # validation reports leakage; the gate decides
+    leakage = report.leakage
+    assert leakage["threshold"] == 0.98 and leakage["allowed"] == []
+    assert leakage["suspects"] == [
+        {
+            "column": "bill_depth_mm",
+            "score": 1.0,
+            "metric": "balanced_accuracy_one_feature_tree",
+        }
+    ]
+    allowed = _with_column(contract, "bill_depth_mm", leakage_ok=True)
+    assert validate_table(_label_in_range(penguins), allowed).leakage["allowed"] == [
+        "bill_depth_mm"
+    ]
+
+
+def test_the_real_penguin_features_are_not_leakage_suspects(penguins, contract):
+    leakage = validate_table(penguins, contract).leakage
+    assert leakage["suspects"] == []
+    assert set(leakage["scores"]) == set(contract.feature_names)
+    assert max(leakage["scores"].values()) < 0.85  # island, the best, about 0.78
+
+
+def test_a_categorical_feature_that_is_the_label_renamed_is_a_suspect(penguins, contract):
+    renamed = {"Adelie": "Biscoe", "Chinstrap": "Dream", "Gentoo": "Torgersen"}
+    frame = penguins.assign(island=penguins["species"].map(renamed))
+    (suspect,) = validate_table(frame, contract).leakage["suspects"]
+    assert suspect == {
+        "column": "island",
+        "score": 1.0,
+        "metric": "balanced_accuracy_one_feature_category_majority",
+    }
