@@ -57,8 +57,8 @@ gate: env ## Bring the pipeline up to date, then always re-check the gate (the c
 	$(BIN)/dvc repro export
 	$(BIN)/dvc repro --force --single-item gate
 
-infer-contract: env ## Draft a data contract from data.source: make infer-contract TARGET=col OUT=path
-	$(BIN)/python -m pipeline.validate infer --params params.yaml --target $(TARGET) --out $(or $(OUT),data/contract.inferred.yaml)
+infer-contract: env ## Draft a data contract from data.source: make infer-contract TARGET=col OUT=path [FORCE=1 to replace OUT]
+	$(BIN)/python -m pipeline.validate infer --params params.yaml --target $(TARGET) --out $(or $(OUT),data/contract.inferred.yaml) $(if $(FORCE),--force)
 
 # ---------------------------------------------------------------- model registry and MLflow UI
 # REASON is read from the environment by the recipe, so any text is safe: make promote REASON="..."

@@ -25,12 +25,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from pipeline.config import load_params
 from pipeline.contract import (
+    DEFAULT_MAX_DUPLICATES,
     ColumnSpec,
     Contract,
-    dump_contract,
     load_contract,
     min_rows_per_class,
     parse_contract,
@@ -683,64 +684,204 @@ def _sentence(check: Check) -> str:
 #: A text column with more distinct values than this is treated as an identifier or free
 #: text and drafted as ``role: ignored`` rather than as a categorical feature.
 MAX_CATEGORIES = 50
+#: An integer-coded target with at most this many distinct values is drafted as class labels
+#: (classification); with more, as a quantity (regression).
+MAX_INTEGER_CLASSES = 20
 #: Numeric bounds are widened by this share of the observed span on each side.
 RANGE_MARGIN = 0.1
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A drafted contract and, per column, the sentence saying what was decided and why."""
+
+    contract: Contract
+    notes: dict[str, str]
+    table_notes: tuple[str, ...] = ()
+
+
 def infer_contract(frame: pd.DataFrame, target: str) -> Contract:
+    """Draft a contract describing ``frame``; see :func:`draft_contract`."""
+    return draft_contract(frame, target).contract
+
+
+def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     """Draft a contract describing ``frame`` (like TFX SchemaGen); a person must review it.
 
     - Types come from dtypes: numbers are ``numeric`` (integer codes with few values too: they
       keep their order; switch them to categorical if they are labels), text and booleans are
-      ``categorical``, anything else (dates, ...) is ``role: ignored``.
+      ``categorical``.
+    - Ignored, each with a note in the draft: an entirely empty column (nothing to learn, and
+      ``max_missing: 1.0`` would hide it), dates and datetimes (as categories they would
+      refuse every new date, e.g. next year's rows; derive a number such as the year at the
+      source), text with more than ``MAX_CATEGORIES`` distinct values (free text or an id:
+      one-hot would make a column per value and refuse unseen ones), other types.
+    - The target: text or booleans are classification; integers (or integral floats) with at
+      most ``MAX_INTEGER_CLASSES`` distinct values are classification with the codes as
+      labels ("0", "1", ...), with more they are regression, as are other numbers. The note
+      says which was picked and how to flip it.
     - ``min``/``max``: the observed range widened by 10% of its span on each side, rounded
       outward to a round number, and never below 0 for a column with no negative values.
-    - ``categories``: the observed values; ``max_unknown`` 0. A text column with more than
-      ``MAX_CATEGORIES`` distinct values is ``role: ignored``.
+    - ``categories``: the observed values; ``max_unknown`` 0.
     - ``max_missing``: 0 if nothing is missing, else 1.5 x the observed share rounded up to
       the next percent.
-    - ``rows``: from half to ten times the observed row count.
+    - ``rows``: from half to ten times the observed row count; ``max_duplicates`` the default
+      (0.05), with a note when the sample already holds more copies than that.
+
+    Refuses (PipelineError) a target that is missing, empty or unusable, and a table with no
+    usable feature.
     """
     frame = frame.rename(columns=str)
     if target not in frame.columns:
         raise PipelineError(
             f"target column '{target}' is not in the data; columns: {', '.join(frame.columns)}."
         )
-    columns = []
+    columns, notes = [], {}
     for name in frame.columns:
         column = frame[name]
-        kind, role = _infer_kind(column)
         if name == target:
-            if column.nunique() > MAX_CATEGORIES:
-                raise PipelineError(
-                    f"target column '{target}' has {column.nunique()} distinct values; this "
-                    f"pipeline trains a classifier (at most {MAX_CATEGORIES} classes)."
-                )
-            kind, role = "categorical", "target"
+            kind, note = _infer_target(column, name)
+            role = "target"
+        else:
+            kind, role, note = _infer_feature(column)
+        if note:
+            notes[name] = note
         spec: dict[str, Any] = {"name": name, "type": kind, "role": role}
         spec["max_missing"] = _missing_allowance(column.isna().mean())
         present = column.dropna()
-        if kind == "numeric" and len(present):
+        if kind == "numeric" and role != "ignored" and len(present):
+            values = pd.to_numeric(present)
             spec["min"], spec["max"] = _widen(
-                float(present.min()), float(present.max()), pd.api.types.is_integer_dtype(column)
+                float(values.min()), float(values.max()), _integral(present)
             )
         if kind == "categorical" and role != "ignored":
-            spec["categories"] = tuple(sorted({str(v) for v in present}))
+            spec["categories"] = tuple(sorted({_label(v) for v in present}))
         columns.append(ColumnSpec(**spec))
+    if not any(c.role == "feature" for c in columns):
+        why = "; ".join(f"'{n}': {notes.get(n, 'ignored')}" for n in frame.columns if n != target)
+        raise PipelineError(
+            f"no usable feature: every column other than the target '{target}' would be "
+            f"ignored ({why or 'there are none'}). A contract needs at least one feature."
+        )
     n = len(frame)
-    contract = Contract(columns=tuple(columns), min_rows=max(1, n // 2), max_rows=max(1, n) * 10)
-    return parse_contract(contract.to_dict(), Path("<inferred>"))  # the same checks as a file
+    share = _duplicate_share(frame)
+    table_notes = ()
+    if share > DEFAULT_MAX_DUPLICATES:
+        table_notes = (
+            f"{share:.1%} of the rows are exact copies of an earlier row; max_duplicates is "
+            f"the default {DEFAULT_MAX_DUPLICATES}, so validate refuses this table until the "
+            "copies are removed at the source or max_duplicates is raised on purpose",
+        )
+    contract = Contract(
+        columns=tuple(columns),
+        min_rows=max(1, n // 2),
+        max_rows=max(1, n) * 10,
+        max_duplicates=DEFAULT_MAX_DUPLICATES,
+    )
+    contract = parse_contract(contract.to_dict(), Path("<inferred>"))  # the same checks as a file
+    return Draft(contract, notes, table_notes)
 
 
-def _infer_kind(column: pd.Series) -> tuple[str, str]:
+def _label(value: Any) -> str:
+    """Category text as ``preprocess`` makes it; integral floats (2.0 from a CSV) as "2"."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _integral(present: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(present):
+        return False
+    if pd.api.types.is_integer_dtype(present):
+        return True
+    values = pd.to_numeric(present, errors="coerce")
+    return bool(pd.api.types.is_float_dtype(values) and (values % 1 == 0).all())
+
+
+def _is_number(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _looks_like_dates(column: pd.Series) -> bool:
+    """Text whose every value is an ISO date or datetime (``2008-01-01``, ``2008-01-01T10:00``)."""
+    present = column.dropna().astype(str)
+    if present.empty or not present.str.match(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}.*)?$").all():
+        return False
+    return bool(pd.to_datetime(present, errors="coerce", format="ISO8601").notna().all())
+
+
+def _infer_target(column: pd.Series, name: str) -> tuple[str, str | None]:
+    present = column.dropna()
+    if present.empty:
+        raise PipelineError(f"target column '{name}' is entirely empty; nothing to predict.")
+    distinct = present.nunique()
+    if distinct < 2:
+        raise PipelineError(
+            f"target column '{name}' has a single value ({_label(present.iloc[0])!r}); "
+            "nothing to predict."
+        )
+    if _is_number(column):
+        if _integral(present) and distinct <= MAX_INTEGER_CLASSES:
+            labels = ", ".join(f'"{v}"' for v in sorted({_label(v) for v in present})[:5])
+            return "categorical", (
+                f"integer-coded target with {distinct} distinct values: drafted as "
+                f"CLASSIFICATION with categories {labels}{', ...' if distinct > 5 else ''}. "
+                "If the numbers are quantities, make it regression: type: numeric, remove "
+                "categories, add min/max"
+            )
+        return "numeric", (
+            f"numeric target with {distinct} distinct values: drafted as REGRESSION. To "
+            "classify instead, set type: categorical and list the classes under categories"
+        )
+    if distinct > MAX_CATEGORIES:
+        raise PipelineError(
+            f"target column '{name}' holds text with {distinct} distinct values; a classifier "
+            f"takes at most {MAX_CATEGORIES} classes here. If it is a number stored as text, "
+            "convert it at the source."
+        )
+    return "categorical", None
+
+
+def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
+    """``(type, role, note)`` for a non-target column."""
+    present = column.dropna()
+    if present.empty:
+        return (
+            "numeric" if _is_number(column) else "categorical",
+            "ignored",
+            (
+                "entirely empty in this sample: ignored (a feature needs values; max_missing: 1.0 "
+                "would only hide it). If it will be filled, give it a type and role: feature"
+            ),
+        )
     if pd.api.types.is_bool_dtype(column):
-        return "categorical", "feature"
-    if pd.api.types.is_numeric_dtype(column):
-        return "numeric", "feature"
+        return "categorical", "feature", None
+    if _is_number(column):
+        return "numeric", "feature", None
+    if pd.api.types.is_datetime64_any_dtype(column) or _looks_like_dates(column):
+        return (
+            "categorical",
+            "ignored",
+            (
+                "dates: ignored. As categories they would refuse every new date (next year's "
+                "rows) and the model cannot use a date as it is; if it matters, derive a number "
+                "at the source (e.g. the year) and declare that as numeric"
+            ),
+        )
     if pd.api.types.is_string_dtype(column) or column.dtype == object:
-        many = column.nunique() > MAX_CATEGORIES
-        return "categorical", "ignored" if many else "feature"
-    return "categorical", "ignored"
+        distinct = present.nunique()
+        if distinct > MAX_CATEGORIES:
+            return (
+                "categorical",
+                "ignored",
+                (
+                    f"free text or an identifier ({distinct} distinct values in {len(present)} "
+                    "rows): ignored, since one-hot encoding would make a column per value and "
+                    "refuse every unseen one"
+                ),
+            )
+        return "categorical", "feature", None
+    return "categorical", "ignored", f"values of type {column.dtype}: ignored"
 
 
 def _missing_allowance(share: float) -> float:
@@ -763,19 +904,75 @@ def _widen(lo: float, hi: float, integer: bool) -> tuple[float, float]:
     return round(low, digits), round(high, digits)
 
 
+#: The contract format, written at the top of every draft so the draft documents itself
+#: (data/contract.yaml carries the same text).
+CONTRACT_FORMAT = """\
+# Per column:
+#   type:        numeric | categorical
+#   role:        feature (default) | target | ignored   (exactly one target; a numeric
+#                target makes a regression task, a categorical one classification)
+#   max_missing: largest allowed share of missing values (0.0 = none allowed); a column
+#                whose every value is missing is refused whatever this says
+#   min / max:   numeric range, inclusive (optional)
+#   categories:  allowed values of a categorical column
+#   max_unknown: largest allowed share of values outside `categories` (default 0.0)
+#   leakage_ok:  true if this feature may predict the target alone (default false; else
+#                the gate fails when validate names it a leakage suspect)
+# Table:
+#   rows: {min, max}     row-count bounds
+#   max_duplicates:      largest allowed share of rows that are exact copies of an earlier
+#                        row (default 0.05)
+#   leakage_threshold:   one-feature score (balanced accuracy, or R^2 for regression) at
+#                        which validate names a feature a leakage suspect (default 0.98)
+"""
+
 _INFERRED_HEADER = """\
 # Data contract DRAFTED by `python -m pipeline.validate infer` from {source} ({rows} rows).
 # REVIEW IT BEFORE COMMITTING: it describes this sample, not what the data should be.
 #  - types come from dtypes: numbers are numeric (integer codes too; make them categorical
-#    if they are labels), text and booleans are categorical; columns with more than {maxcat}
-#    distinct text values, or of other types, are role: ignored;
+#    if they are labels), text and booleans are categorical; empty columns, dates, text
+#    with more than {maxcat} distinct values and other types are role: ignored, each with a
+#    "# NOTE" saying why;
+#  - the target: text is classification; integers with at most {maxint} distinct values
+#    are classification with the codes as labels, other numbers regression (see its NOTE);
 #  - min/max are the observed range widened by 10% of its span, rounded outward;
 #  - categories are the values seen; max_unknown is 0 (raise it to tolerate new values);
 #  - max_missing is 1.5x the share seen, rounded up to a percent (0 where none were missing);
 #  - rows allow from half to ten times the rows seen.
-# The format is documented in data/contract.yaml.
-
+#
+{format}
 """
+
+
+def render_draft(draft: Draft, source: str, rows: int) -> str:
+    """The draft as YAML with its header and one ``# NOTE`` comment per decided column."""
+    header = _INFERRED_HEADER.format(
+        source=source,
+        rows=rows,
+        maxcat=MAX_CATEGORIES,
+        maxint=MAX_INTEGER_CLASSES,
+        format=CONTRACT_FORMAT,
+    )
+    raw = draft.contract.to_dict()
+    columns = raw.pop("columns")
+    lines = [header]
+    for note in draft.table_notes:
+        lines.append(_comment(note, ""))
+    lines.append(yaml.safe_dump(raw, sort_keys=False))
+    lines.append("columns:\n")
+    for name, entry in columns.items():
+        if name in draft.notes:
+            lines.append(_comment(draft.notes[name], "  "))
+        body = yaml.safe_dump({name: entry}, sort_keys=False, allow_unicode=True)
+        lines.append("".join(f"  {line}\n" for line in body.splitlines()))
+    return "".join(lines)
+
+
+def _comment(text: str, indent: str) -> str:
+    import textwrap
+
+    wrapped = textwrap.wrap(f"NOTE: {text}.", width=92 - len(indent))
+    return "".join(f"{indent}# {line}\n" for line in wrapped)
 
 
 # --------------------------------------------------------------------------- command line
@@ -839,21 +1036,36 @@ def _infer_command(argv: list[str]) -> None:
     parser.add_argument("--params", required=True, help="params.yaml (data.source)")
     parser.add_argument("--target", required=True, help="the column to predict")
     parser.add_argument("--out", required=True, help="contract YAML to write")
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out if it exists (make: FORCE=1)"
+    )
     args = parser.parse_args(argv)
 
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise PipelineError(
+            f"'{out}' already exists and may be a reviewed contract; a draft does not replace "
+            "it silently. Write the draft elsewhere (OUT=data/contract.inferred.yaml) and "
+            "compare, or replace it on purpose with FORCE=1 (--force): the draft carries the "
+            "format documentation in its own header."
+        )
     params = load_params(args.params)
     frame = ingest(params.data.source)
-    contract = infer_contract(frame, args.target)
-    header = _INFERRED_HEADER.format(
-        source=params.data.source, rows=len(frame), maxcat=MAX_CATEGORIES
-    )
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(header + dump_contract(contract))
-    load_contract(args.out)  # what was written is a contract the pipeline accepts
+    draft = draft_contract(frame, args.target)
+    with atomic_path(out) as tmp:
+        tmp.write_text(render_draft(draft, params.data.source, len(frame)))
+    load_contract(out)  # what was written is a contract the pipeline accepts
+    contract = draft.contract
+    task = contract.task.value
     print(
-        f"validate infer: drafted a contract for {len(contract.columns)} columns of "
-        f"{params.data.source} -> {args.out}; review it before committing."
+        f"validate infer: drafted a {task} contract for {len(contract.columns)} columns "
+        f"({len(contract.features)} features) of {params.data.source} -> {out}; "
+        "review it before committing."
     )
+    for name, note in draft.notes.items():
+        print(f"  {name}: {note}.")
+    for note in draft.table_notes:
+        print(f"  table: {note}.")
 
 
 @cli("validate")

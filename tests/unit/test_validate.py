@@ -19,7 +19,13 @@ from pipeline.contract import (
     parse_contract,
 )
 from pipeline.errors import PipelineError
-from pipeline.validate import infer_contract, main, validate_table
+from pipeline.validate import (
+    CONTRACT_FORMAT,
+    draft_contract,
+    infer_contract,
+    main,
+    validate_table,
+)
 
 
 def _with_column(contract: Contract, name: str, **changes) -> Contract:
@@ -343,16 +349,91 @@ def test_infer_policies_for_other_column_kinds():
     assert validate_table(frame, inferred).success
 
 
-def test_infer_needs_a_target_present_and_categorical(penguins):
+def test_infer_needs_a_target_present_and_usable(penguins):
     with pytest.raises(PipelineError, match="target column 'kind' is not in the data; columns: "):
         infer_contract(penguins, "kind")
-    with pytest.raises(PipelineError, match="'body_mass_g' has 94 distinct values; .* classifier"):
-        infer_contract(penguins, "body_mass_g")
+    with pytest.raises(PipelineError, match="target column 'island' has a single value"):
+        infer_contract(penguins.assign(island="Dream"), "island")
+    with pytest.raises(PipelineError, match="target column 'sex' is entirely empty"):
+        infer_contract(penguins.assign(sex=None), "sex")
+
+
+def test_infer_a_many_valued_numeric_target_is_regression_and_says_how_to_flip(penguins):
+    draft = draft_contract(penguins, "body_mass_g")
+    assert draft.contract.task.value == "regression"
+    target = draft.contract.target_spec
+    assert (target.type, target.min, target.max, target.categories) == (
+        "numeric",
+        2300.0,
+        6700.0,
+        None,
+    )
+    assert draft.notes["body_mass_g"].startswith(
+        "numeric target with 94 distinct values: drafted as REGRESSION. To classify instead"
+    )
+
+
+def test_infer_an_integer_coded_target_is_classification_and_says_so():
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True).frame
+    draft = draft_contract(iris, "target")
+    assert draft.contract.task.value == "multiclass"
+    assert draft.contract.target_spec.categories == ("0", "1", "2")
+    assert draft.notes["target"] == (
+        "integer-coded target with 3 distinct values: drafted as CLASSIFICATION with "
+        'categories "0", "1", "2". If the numbers are quantities, make it regression: '
+        "type: numeric, remove categories, add min/max"
+    )
+    assert validate_table(iris, draft.contract).success
+
+
+def test_infer_ignores_dates_free_text_and_empty_columns_and_says_why(penguins):
+    frame = penguins.assign(
+        model_year=penguins["year"].map(lambda y: f"{y}-01-01"),  # ISO dates, 3 distinct
+        seen_at=pd.to_datetime(penguins["year"].map(lambda y: f"{y}-06-30 12:00")),
+        comment=[f"penguin number {i} looked well" for i in range(len(penguins))],
+        tag=float("nan"),
+    )
+    draft = draft_contract(frame, "species")
+    contract = draft.contract
+    for name in ("model_year", "seen_at", "comment", "tag"):
+        assert contract.column(name).role == "ignored", name
+    assert draft.notes["model_year"].startswith("dates: ignored. As categories they would")
+    assert draft.notes["seen_at"] == draft.notes["model_year"]
+    assert draft.notes["comment"].startswith("free text or an identifier (344 distinct values")
+    assert draft.notes["tag"].startswith("entirely empty in this sample: ignored")
+    assert all(c.max_missing < 1.0 for c in contract.features)
+    # next year's rows pass: the date is not a category with max_unknown 0
+    next_year = frame.assign(model_year="2010-01-01", seen_at=pd.Timestamp("2010-06-30"))
+    assert validate_table(next_year, contract).success
+
+
+def test_infer_refuses_a_table_with_no_usable_feature():
+    frame = pd.DataFrame(
+        {
+            "label": ["a", "b"] * 60,
+            "note": [f"free text number {i}" for i in range(120)],
+            "empty": [None] * 120,
+        }
+    )
+    with pytest.raises(PipelineError, match="no usable feature: every column other than the ") as e:
+        infer_contract(frame, "label")
+    assert "'empty': entirely empty in this sample" in str(e.value)
+    assert "'note': free text or an identifier" in str(e.value)
+
+
+def test_infer_notes_a_sample_full_of_copies(penguins):
+    draft = draft_contract(pd.concat([penguins] * 10, ignore_index=True), "species")
+    assert draft.contract.max_duplicates == 0.05
+    assert draft.table_notes[0].startswith("90.0% of the rows are exact copies")
 
 
 def test_infer_cli_writes_a_reviewable_contract(penguins, tmp_path, monkeypatch, repo_root, capsys):
     monkeypatch.chdir(tmp_path)
-    penguins.to_parquet(tmp_path / "mine.parquet", index=False)
+    penguins.assign(model_year=penguins["year"].map(lambda y: f"{y}-01-01")).to_parquet(
+        tmp_path / "mine.parquet", index=False
+    )
     params = _params(tmp_path, repo_root, source="mine.parquet")
     out = tmp_path / "data" / "contract.inferred.yaml"
     code = main(["infer", "--params", params, "--target", "species", "--out", str(out)])
@@ -360,8 +441,31 @@ def test_infer_cli_writes_a_reviewable_contract(penguins, tmp_path, monkeypatch,
     text = out.read_text()
     assert text.startswith("# Data contract DRAFTED by `python -m pipeline.validate infer`")
     assert "REVIEW IT BEFORE COMMITTING" in text
-    assert load_contract(out) == infer_contract(penguins, "species")
-    assert "review it before committing" in capsys.readouterr().out
+    assert CONTRACT_FORMAT in text  # the draft documents its own format
+    assert "  # NOTE: dates: ignored. As categories they would refuse every new date" in text
+    assert load_contract(out) == infer_contract(pd.read_parquet("mine.parquet"), "species")
+    printed = capsys.readouterr().out
+    assert "drafted a multiclass contract for 9 columns (7 features)" in printed
+    assert "review it before committing" in printed
+    assert "  model_year: dates: ignored." in printed
+
+
+def test_infer_cli_does_not_overwrite_a_contract_without_force(tmp_path, repo_root, capsys):
+    out = tmp_path / "contract.yaml"
+    out.write_text("# a reviewed contract\n")
+    params = _params(tmp_path, repo_root)
+    args = ["infer", "--params", params, "--target", "species", "--out", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"validate failed: '{out}' already exists and may be a reviewed")
+    assert "FORCE=1" in err
+    assert out.read_text() == "# a reviewed contract\n"
+    assert main([*args, "--force"]) == 0
+    assert load_contract(out).target == "species"
+
+
+def test_the_repo_contract_documents_the_format_the_drafts_carry(repo_root):
+    assert CONTRACT_FORMAT in (repo_root / "data" / "contract.yaml").read_text()
 
 
 def test_infer_cli_unknown_target_exits_1(tmp_path, repo_root, capsys):
