@@ -25,7 +25,7 @@ export GIT_PYTHON_REFRESH := quiet
 .PHONY: help env run repro test test-unit test-integration test-serving test-ci lint format \
         ingest validate preprocess train evaluate export gate infer-contract \
         register promote rollback ui serve image image-test push-image \
-        bench-pipeline bench-model bench-serve ci clean
+        bench-pipeline bench-validate bench-model bench-serve ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -96,6 +96,9 @@ format: env ## Apply ruff fixes and formatting
 
 bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change (fresh clone)
 	$(BIN)/python -m benchmarks.bench_pipeline $(if $(ESTIMATOR),--estimator $(ESTIMATOR))
+
+bench-validate: env ## Time validate on a generated 200-column x 10,000-row table (GX + Data Docs)
+	$(BIN)/python -m benchmarks.bench_validate $(BENCH_VALIDATE_ARGS)
 
 bench-model: export ## Latency of the native model vs its ONNX export: one row and 1,000 rows
 	$(BIN)/python -m benchmarks.bench_model --params params.yaml --train-dir models/train \
