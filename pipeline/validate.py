@@ -475,6 +475,26 @@ def leakage_report(frame: pd.DataFrame, contract: Contract) -> dict[str, Any]:
     return report
 
 
+def _lookup(
+    codes: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, regression: bool
+) -> np.ndarray:
+    """Predict ``test`` rows from their category: the training rows' mean target (regression)
+    or most frequent class; a category unseen in training gets the overall one."""
+    n_codes = int(codes.max()) + 1
+    seen = np.bincount(codes[train], minlength=n_codes)
+    if regression:
+        sums = np.bincount(codes[train], weights=y[train], minlength=n_codes)
+        fallback = float(y[train].mean())
+        table = np.where(seen > 0, sums / np.maximum(seen, 1), fallback)
+        return table[codes[test]]
+    classes, y_codes = np.unique(y, return_inverse=True)
+    counts = np.zeros((n_codes, len(classes)), dtype=np.int64)
+    np.add.at(counts, (codes[train], y_codes[train]), 1)
+    overall = int(np.bincount(y_codes[train], minlength=len(classes)).argmax())
+    table = np.where(seen > 0, counts.argmax(axis=1), overall)
+    return classes[table[codes[test]]]
+
+
 def _one_feature_score(
     column: pd.Series, spec: ColumnSpec, y: np.ndarray, folds: np.ndarray, regression: bool
 ) -> tuple[float, str]:
@@ -495,13 +515,7 @@ def _one_feature_score(
             model = kind(max_leaf_nodes=32, min_samples_leaf=leaf, random_state=0)
             predicted[test] = model.fit(x[train], y[train]).predict(x[test])
             continue
-        seen = pd.DataFrame({"code": codes[train], "y": y[train]})
-        if regression:
-            table, fallback = seen.groupby("code")["y"].mean(), float(y[train].mean())
-        else:
-            table = seen.groupby("code")["y"].agg(lambda v: v.value_counts().index[0])
-            fallback = pd.Series(y[train]).value_counts().index[0]
-        predicted[test] = pd.Series(codes[test]).map(table).fillna(fallback).to_numpy()
+        predicted[test] = _lookup(codes, y, train, test, regression)
     model_kind = "tree" if numeric else ("category_mean" if regression else "category_majority")
     if regression:
         spread = float(((y - y.mean()) ** 2).sum())
