@@ -182,7 +182,7 @@ def _expectations(contract: Contract) -> list[Any]:
 
 
 #: Columns per GX validation run (see :func:`_suite_parts`).
-COLUMNS_PER_PART = 25
+COLUMNS_PER_PART = 10
 
 
 def _suite_parts(contract: Contract) -> list[tuple[str, list[Any], list[str] | None]]:
@@ -190,7 +190,7 @@ def _suite_parts(contract: Contract) -> list[tuple[str, list[Any], list[str] | N
 
     The table-level expectations (row count, column set) form the part ``data_contract`` on
     the whole table (``columns`` None); the per-column ones are grouped by
-    ``COLUMNS_PER_PART`` contract columns, each run on a frame of just those columns.
+    ``COLUMNS_PER_PART`` (10) contract columns, each run on a frame of just those columns.
     """
     expectations = _expectations(contract)
     parts: list[tuple[str, list[Any], list[str] | None]] = [
