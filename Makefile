@@ -25,7 +25,7 @@ export GIT_PYTHON_REFRESH := quiet
 .PHONY: help env run repro test test-unit test-integration test-serving test-ci lint format \
         ingest validate preprocess train evaluate export gate infer-contract \
         register promote rollback ui serve image image-test push-image \
-        bench-pipeline bench-model bench-serve compare ci clean
+        bench-pipeline bench-validate bench-model bench-serve compare ci clean
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -57,8 +57,8 @@ gate: env ## Bring the pipeline up to date, then always re-check the gate (the c
 	$(BIN)/dvc repro export
 	$(BIN)/dvc repro --force --single-item gate
 
-infer-contract: env ## Draft a data contract from data.source: make infer-contract TARGET=col OUT=path
-	$(BIN)/python -m pipeline.validate infer --params params.yaml --target $(TARGET) --out $(or $(OUT),data/contract.inferred.yaml)
+infer-contract: env ## Draft a data contract from data.source: make infer-contract TARGET=col OUT=path [FORCE=1 to replace OUT]
+	$(BIN)/python -m pipeline.validate infer --params params.yaml --target $(TARGET) --out $(or $(OUT),data/contract.inferred.yaml) $(if $(FORCE),--force)
 
 # ---------------------------------------------------------------- model registry and MLflow UI
 # REASON is read from the environment by the recipe, so any text is safe: make promote REASON="..."
@@ -96,6 +96,9 @@ format: env ## Apply ruff fixes and formatting
 
 bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change (fresh clone)
 	$(BIN)/python -m benchmarks.bench_pipeline $(if $(ESTIMATOR),--estimator $(ESTIMATOR))
+
+bench-validate: env ## Time validate on a generated 200-column x 10,000-row table (GX + Data Docs)
+	$(BIN)/python -m benchmarks.bench_validate $(BENCH_VALIDATE_ARGS)
 
 bench-model: export ## Latency of the native model vs its ONNX export: one row and 1,000 rows
 	$(BIN)/python -m benchmarks.bench_model --params params.yaml --train-dir models/train \

@@ -7,6 +7,7 @@ input description into the model descriptor.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,23 @@ from pipeline.errors import PipelineError
 
 COLUMN_TYPES = ("numeric", "categorical")
 ROLES = ("feature", "target", "ignored")
-_COLUMN_KEYS = {"type", "role", "max_missing", "min", "max", "categories", "max_unknown"}
+_COLUMN_KEYS = {
+    "type",
+    "role",
+    "max_missing",
+    "min",
+    "max",
+    "categories",
+    "max_unknown",
+    "leakage_ok",
+}
+_TABLE_KEYS = {"rows", "columns", "max_duplicates", "leakage_threshold"}
+
+#: Share of rows that may be exact copies of an earlier row when the contract does not say.
+DEFAULT_MAX_DUPLICATES = 0.05
+#: A feature whose one-feature score reaches this "alone predicts the target" (leakage).
+#: Measured on real tables: the highest honest feature was iris' petal width (0.953).
+DEFAULT_LEAKAGE_THRESHOLD = 0.98
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,7 @@ class ColumnSpec:
     max: float | None = None
     categories: tuple[str, ...] | None = None
     max_unknown: float = 0.0
+    leakage_ok: bool = False  # a person decided this feature may predict the target alone
 
     @property
     def is_numeric(self) -> bool:
@@ -42,6 +60,8 @@ class Contract:
     columns: tuple[ColumnSpec, ...]
     min_rows: int
     max_rows: int | None
+    max_duplicates: float = DEFAULT_MAX_DUPLICATES
+    leakage_threshold: float = DEFAULT_LEAKAGE_THRESHOLD
 
     @property
     def target(self) -> str:
@@ -97,11 +117,26 @@ class Contract:
             entry["max_missing"] = c.max_missing
             if not c.is_numeric and c.role == "feature":
                 entry["max_unknown"] = c.max_unknown
+            if c.leakage_ok:
+                entry["leakage_ok"] = True
             columns[c.name] = entry
         rows: dict[str, Any] = {"min": self.min_rows}
         if self.max_rows is not None:
             rows["max"] = self.max_rows
-        return {"rows": rows, "columns": columns}
+        out: dict[str, Any] = {"rows": rows, "max_duplicates": self.max_duplicates}
+        if self.leakage_threshold != DEFAULT_LEAKAGE_THRESHOLD:
+            out["leakage_threshold"] = self.leakage_threshold
+        return {**out, "columns": columns}
+
+
+def min_rows_per_class(test_size: float, val_size: float) -> int:
+    """Distinct rows a class needs so the stratified split can give it at least one row in
+    each of train, validation and test (``preprocess.test_size``/``val_size`` are shares of
+    all rows); never fewer than 3."""
+    smallest = min(test_size, val_size, 1.0 - test_size - val_size)
+    if smallest <= 0:
+        return 3
+    return max(3, math.ceil(1.0 / smallest - 1e-9))
 
 
 def _fail(path: Path, message: str) -> PipelineError:
@@ -112,6 +147,9 @@ def parse_contract(raw: Any, path: Path = Path("<contract>")) -> Contract:
     """Check and convert the YAML structure of a contract."""
     if not isinstance(raw, dict) or not isinstance(raw.get("columns"), dict) or not raw["columns"]:
         raise _fail(path, "needs a non-empty 'columns' mapping.")
+    unknown_table = set(raw) - _TABLE_KEYS
+    if unknown_table:
+        raise _fail(path, f"unknown top-level key(s): {', '.join(sorted(unknown_table))}.")
     columns = []
     for name, entry in raw["columns"].items():
         if not isinstance(entry, dict):
@@ -137,6 +175,7 @@ def parse_contract(raw: Any, path: Path = Path("<contract>")) -> Contract:
                 max=None if entry.get("max") is None else float(entry["max"]),
                 categories=None if categories is None else tuple(str(c) for c in categories),
                 max_unknown=float(entry.get("max_unknown", 0.0)),
+                leakage_ok=_flag(path, name, entry.get("leakage_ok", False)),
             )
         )
     targets = [c.name for c in columns if c.role == "target"]
@@ -149,7 +188,22 @@ def parse_contract(raw: Any, path: Path = Path("<contract>")) -> Contract:
         columns=tuple(columns),
         min_rows=int(rows.get("min", 1)),
         max_rows=None if rows.get("max") is None else int(rows["max"]),
+        max_duplicates=_share(path, "max_duplicates", raw, DEFAULT_MAX_DUPLICATES),
+        leakage_threshold=_share(path, "leakage_threshold", raw, DEFAULT_LEAKAGE_THRESHOLD),
     )
+
+
+def _share(path: Path, key: str, raw: dict[str, Any], default: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise _fail(path, f"'{key}' must be a number from 0 to 1, got {value!r}.")
+    return float(value)
+
+
+def _flag(path: Path, column: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(path, f"column '{column}': leakage_ok must be true or false, got {value!r}.")
+    return value
 
 
 def load_contract(path: str | Path) -> Contract:

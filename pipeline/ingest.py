@@ -1,8 +1,17 @@
-"""``ingest``: read ``data.source`` and write the raw table, unchanged, as Parquet."""
+"""``ingest``: read ``data.source`` and write the raw table, unchanged, as Parquet.
+
+``dvc.yaml`` runs this stage on every ``dvc repro`` (``always_changed``): ``data.source`` may be
+a local file, a URL or a packaged dataset, and only reading it tells whether its content
+changed. The output is rewritten only when the table's bytes differ from the ones already
+there, so an unchanged source leaves ``data/raw/dataset.parquet`` untouched and DVC skips every
+later stage; a changed one reruns the pipeline from ``validate``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +19,7 @@ import pandas as pd
 
 from pipeline.config import load_params
 from pipeline.errors import PipelineError, cli
-from pipeline.io import write_table
+from pipeline.io import file_sha256
 
 
 def _penguins() -> pd.DataFrame:
@@ -76,6 +85,28 @@ def ingest(source: str) -> pd.DataFrame:
     return frame
 
 
+def write_if_changed(path: str | Path, frame: pd.DataFrame) -> bool:
+    """Write ``frame`` to ``path`` as Parquet unless the file there already holds these bytes.
+
+    Returns whether the file was (re)written. The write is atomic: a temporary sibling is
+    written, compared, and either moved into place or removed, so the old file's timestamp and
+    content stay as they were when nothing changed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        frame.to_parquet(tmp, index=False)
+        if path.is_file() and file_sha256(path) == file_sha256(tmp):
+            return False
+        os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @cli("ingest")
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -85,8 +116,11 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params)
     frame = ingest(params.data.source)
-    write_table(args.out, frame)
-    print(f"ingest: {len(frame)} rows x {len(frame.columns)} columns -> {args.out}")
+    shape = f"{len(frame)} rows x {len(frame.columns)} columns"
+    if write_if_changed(args.out, frame):
+        print(f"ingest: {shape} -> {args.out}")
+    else:
+        print(f"ingest: {params.data.source} is unchanged ({shape}); {args.out} left as it was")
 
 
 if __name__ == "__main__":

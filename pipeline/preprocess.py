@@ -1,4 +1,7 @@
-"""``preprocess``: stratified train/validation/test split and the fitted column transformer.
+"""``preprocess``: train/validation/test split and the fitted column transformer.
+
+The split keeps copies of a row together (see :func:`split_data`) and is stratified by the
+target for classification.
 
 The transformer is fitted on the training split only. Splits keep the raw columns exactly as
 ingested; :func:`to_model_frame` is the one place that turns raw rows into model input.
@@ -20,7 +23,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from pipeline.config import load_params
-from pipeline.contract import Contract, load_contract
+from pipeline.contract import Contract, load_contract, min_rows_per_class
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, read_json, read_table, write_table
 
@@ -78,34 +81,57 @@ def build_preprocessor(contract: Contract) -> ColumnTransformer:
 
 
 def split_data(
-    frame: pd.DataFrame, target: str, seed: int, test_size: float, val_size: float
+    frame: pd.DataFrame,
+    target: str,
+    seed: int,
+    test_size: float,
+    val_size: float,
+    stratify: bool = True,
 ) -> Splits:
-    """Stratified split into train/validation/test; sizes are shares of all rows."""
+    """Split into train/validation/test by row content; sizes are shares of all rows.
+
+    Copies of one row (every column equal) form one group and go to the same split, so
+    duplicates can never sit on both sides and inflate the test metrics. The groups are split
+    with ``train_test_split``, stratified by the target when ``stratify`` (classification);
+    a table without duplicates splits exactly as a plain stratified row split would.
+    """
     if not 0 < test_size < 1 or not 0 < val_size < 1 or test_size + val_size >= 1:
         raise PipelineError(
             f"preprocess.test_size ({test_size}) and val_size ({val_size}) must be in (0, 1) "
             "and sum to less than 1."
         )
     frame = frame[frame[target].notna()].reset_index(drop=True)
-    counts = frame[target].value_counts()
-    if counts.min() < 3:
-        rare = ", ".join(f"'{k}' ({v})" for k, v in counts[counts < 3].items())
-        raise PipelineError(
-            f"target '{target}': class(es) {rare} have fewer than 3 rows; a stratified "
-            "train/validation/test split needs at least 3 per class."
-        )
-    rest, test = train_test_split(
-        frame, test_size=test_size, stratify=frame[target], random_state=seed
-    )
+    codes, _ = pd.factorize(pd.util.hash_pandas_object(frame, index=False))
+    groups = frame.iloc[np.unique(codes, return_index=True)[1]]  # one row per group, code order
+    labels = groups[target] if stratify else None
+    if stratify:
+        need = min_rows_per_class(test_size, val_size)
+        counts = groups[target].value_counts()
+        if counts.min() < need:
+            rare = ", ".join(f"'{k}' ({v})" for k, v in counts[counts < need].items())
+            raise PipelineError(
+                f"target '{target}': class(es) {rare} have fewer than {need} distinct rows; "
+                f"a stratified split with test_size {test_size} and val_size {val_size} "
+                f"needs at least {need} per class."
+            )
+    ids = np.arange(len(groups))
+    rest, test = train_test_split(ids, test_size=test_size, stratify=labels, random_state=seed)
     train, val = train_test_split(
         rest,
         test_size=val_size / (1 - test_size),
-        stratify=rest[target],
+        stratify=None if labels is None else labels.to_numpy()[rest],
         random_state=seed,
     )
-    return Splits(
-        train.reset_index(drop=True), val.reset_index(drop=True), test.reset_index(drop=True)
-    )
+    return Splits(*(_rows_of(frame, codes, part) for part in (train, val, test)))
+
+
+def _rows_of(frame: pd.DataFrame, codes: np.ndarray, group_ids: np.ndarray) -> pd.DataFrame:
+    """The rows of ``group_ids``, in that order (copies of a row next to each other)."""
+    rank = np.full(codes.max() + 1, -1)
+    rank[group_ids] = np.arange(len(group_ids))
+    positions = np.flatnonzero(rank[codes] >= 0)
+    positions = positions[np.argsort(rank[codes[positions]], kind="stable")]
+    return frame.iloc[positions].reset_index(drop=True)
 
 
 def fit_preprocessor(train: pd.DataFrame, contract: Contract) -> ColumnTransformer:
@@ -129,7 +155,14 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"'{args.validation}' records a failed validation; fix the data.")
     contract = load_contract(params.data.contract)
     p = params.preprocess
-    splits = split_data(read_table(args.data), contract.target, p.seed, p.test_size, p.val_size)
+    splits = split_data(
+        read_table(args.data),
+        contract.target,
+        p.seed,
+        p.test_size,
+        p.val_size,
+        stratify=contract.task.is_classification,
+    )
     preprocessor = fit_preprocessor(splits.train, contract)
 
     out_dir = Path(args.out_dir)

@@ -1,9 +1,11 @@
 """``validate``: check the raw table against the data contract with Great Expectations.
 
-The expectation suite is built from the :class:`~pipeline.contract.Contract` alone and run by a
-real GX checkpoint in an ephemeral (in-memory) context, so no ``gx/`` project folder is ever
-created; the checkpoint's ``UpdateDataDocsAction`` writes the HTML Data Docs into the directory
-the caller names. The outcome is a :class:`ValidationReport` whose ``failures`` say, in plain
+The expectation suite is built from the :class:`~pipeline.contract.Contract` alone and run by
+real GX validation definitions in an ephemeral (in-memory) context, so no ``gx/`` project folder
+is ever created; the Data Docs are then built from the stored results into the directory the
+caller names. The suite runs in parts (the table checks, then groups of columns each on a frame
+of its own columns) because GX's cost per metric grows with the batch's width. The outcome is
+a :class:`ValidationReport` whose ``failures`` say, in plain
 words, which column broke which rule.
 
 ``python -m pipeline.validate infer`` drafts a contract from ``data.source`` instead (like TFX
@@ -25,9 +27,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from pipeline.config import load_params
-from pipeline.contract import ColumnSpec, Contract, dump_contract, load_contract, parse_contract
+from pipeline.contract import (
+    DEFAULT_MAX_DUPLICATES,
+    ColumnSpec,
+    Contract,
+    load_contract,
+    min_rows_per_class,
+    parse_contract,
+)
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, read_table, write_json
 
@@ -47,7 +57,22 @@ _DOCS_SITE = "local_site"
 _EXAMPLES = 3  # offending values quoted per failed check
 
 # The order in which a column's checks are reported; table-level checks come first.
-_RULES = ("rows", "columns", "present", "type", "missing", "range", "categories")
+_RULES = (
+    "rows",
+    "columns",
+    "duplicates",
+    "present",
+    "type",
+    "empty",
+    "missing",
+    "range",
+    "categories",
+    "classes",
+    "class_rows",
+)
+#: The ``expectation`` of checks GX has no expectation for, computed with pandas on the same
+#: frame (they are in result.json, not in the Data Docs).
+PANDAS_CHECK = "pipeline.validate (pandas)"
 
 
 @dataclass(frozen=True)
@@ -87,6 +112,8 @@ class ValidationReport:
     checks: tuple[Check, ...]
     failures: tuple[str, ...]  # one plain-words sentence per broken rule
     gx_version: str
+    duplicates: dict[str, float] | None = None  # {"share", "max"}
+    leakage: dict[str, Any] | None = None  # see leakage_report()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +121,8 @@ class ValidationReport:
             "rows": self.rows,
             "failures": list(self.failures),
             "gx_version": self.gx_version,
+            "duplicates": self.duplicates,
+            "leakage": self.leakage,
             "checks": [c.to_dict() for c in self.checks],
         }
 
@@ -123,7 +152,6 @@ def _expectations(contract: Contract) -> list[Any]:
     ]
     for spec in contract.columns:
         name = spec.name
-        suite.append(gxe.ExpectColumnToExist(column=name, meta=meta("present", name)))
         if spec.is_numeric:
             suite.append(
                 gxe.ExpectColumnValuesToBeInTypeList(
@@ -153,6 +181,30 @@ def _expectations(contract: Contract) -> list[Any]:
     return suite
 
 
+#: Columns per GX validation run (see :func:`_suite_parts`).
+COLUMNS_PER_PART = 10
+
+
+def _suite_parts(contract: Contract) -> list[tuple[str, list[Any], list[str] | None]]:
+    """The suite split into ``(name, expectations, columns)`` parts run one by one.
+
+    The table-level expectations (row count, column set) form the part ``data_contract`` on
+    the whole table (``columns`` None); the per-column ones are grouped by
+    ``COLUMNS_PER_PART`` (10) contract columns, each run on a frame of just those columns.
+    """
+    expectations = _expectations(contract)
+    parts: list[tuple[str, list[Any], list[str] | None]] = [
+        ("data_contract", [e for e in expectations if e.meta["column"] is None], None)
+    ]
+    names = [c.name for c in contract.columns]
+    for start in range(0, len(names), COLUMNS_PER_PART):
+        chunk = names[start : start + COLUMNS_PER_PART]
+        end = start + len(chunk)
+        mine = [e for e in expectations if e.meta["column"] in chunk]
+        parts.append((f"data_contract_columns_{start + 1:03d}_{end:03d}", mine, chunk))
+    return parts
+
+
 def _max_unknown(spec: ColumnSpec) -> float:
     """The target admits no unknown classes whatever the contract says."""
     return 0.0 if spec.role == "target" else spec.max_unknown
@@ -178,6 +230,10 @@ def _as_checked(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
             out[spec.name] = column.astype(object).where(column.isna(), column.astype(str))
         elif column.dtype == object:
             out[spec.name] = column.where(column.isna(), column.map(str))
+        else:
+            # pandas' Arrow-backed text: GX filters the whole frame once per metric, and
+            # taking rows of Arrow columns cost seconds on wide tables (BENCHMARKS.md).
+            out[spec.name] = column.astype(object)
     return out
 
 
@@ -196,17 +252,23 @@ def _quiet_gx() -> Iterator[None]:
 
 
 def validate_table(
-    frame: pd.DataFrame, contract: Contract, docs_dir: Path | None = None
+    frame: pd.DataFrame,
+    contract: Contract,
+    docs_dir: Path | None = None,
+    min_class_rows: int = 3,
 ) -> ValidationReport:
-    """Run the contract's expectation suite on ``frame`` with a GX checkpoint.
+    """Run the contract's expectation suite on ``frame`` with GX (see :func:`_suite_parts`).
 
     ``docs_dir``, when given, receives the HTML Data Docs (``index.html`` and its pages).
     Nothing else is written: the GX context lives in memory. A failed check does not raise;
-    read ``report.success`` and ``report.failures``.
+    read ``report.success`` and ``report.failures``. Besides the suite, the table checks GX
+    has no expectation for run on the same frame (:func:`_table_checks`): duplicate rows, an
+    entirely empty column, a target with one class or value, and classes with fewer than
+    ``min_class_rows`` distinct rows (what ``preprocess``'s split needs). Leakage is reported,
+    never failed on (the gate decides).
     """
     with _quiet_gx():
         import great_expectations as gx
-        from great_expectations.checkpoint import UpdateDataDocsAction
         from great_expectations.data_context.types.base import (
             DataContextConfig,
             InMemoryStoreBackendDefaults,
@@ -236,36 +298,38 @@ def validate_table(
             .add_dataframe_asset("dataset")
             .add_batch_definition_whole_dataframe("whole_table")
         )
-        suite = context.suites.add(gx.ExpectationSuite(name="data_contract"))
-        for expectation in _expectations(contract):
-            suite.add_expectation(expectation)
-        definition = context.validation_definitions.add(
-            gx.ValidationDefinition(name="data_contract_on_raw_table", data=batch, suite=suite)
-        )
-        actions = [UpdateDataDocsAction(name="data_docs", site_names=[_DOCS_SITE])] if sites else []
-        checkpoint = context.checkpoints.add(
-            gx.Checkpoint(
-                name="validate",
-                validation_definitions=[definition],
-                actions=actions,
-                result_format="SUMMARY",
+        checked = _as_checked(frame, contract)
+        run_id = gx.RunIdentifier(run_name="validate")
+        results = []
+        for name, expectations, columns in _suite_parts(contract):
+            # Each suite in one add: suite.add_expectation() re-serialises the stored suite
+            # on every call, which made a 200-column contract cost minutes (BENCHMARKS.md).
+            suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
+            definition = context.validation_definitions.add(
+                gx.ValidationDefinition(name=f"{name}_on_raw_table", data=batch, suite=suite)
             )
-        )
-        result = checkpoint.run(
-            batch_parameters={"dataframe": _as_checked(frame, contract)},
-            run_id=gx.RunIdentifier(run_name="validate"),
-        )
+            # A column part sees only its columns: GX filters the whole batch once per
+            # metric, so one batch of a wide table cost time in the square of its width.
+            data = checked if columns is None else checked[[c for c in columns if c in checked]]
+            results.append(
+                definition.run(
+                    batch_parameters={"dataframe": data}, result_format="SUMMARY", run_id=run_id
+                )
+            )
+        if sites:  # the Data Docs are rendered from the stored results, one page per part
+            context.build_data_docs(site_names=[_DOCS_SITE])
 
-    (suite_result,) = result.run_results.values()
+    gx_checks = [_read_result(r, contract) for part in results for r in part.results]
+    gx_checks += _presence(gx_checks, contract)
     checks = sorted(
-        (_read_result(r, contract) for r in suite_result.results),
+        gx_checks + _table_checks(frame, contract, min_class_rows),
         key=lambda c: (
             c.column is not None,
             _column_order(contract, c.column),
             _RULES.index(c.rule),
         ),
     )
-    success = bool(result.success) and all(c.success for c in checks)
+    success = all(bool(part.success) for part in results) and all(c.success for c in checks)
     failures = tuple(_explain(checks))
     if not success and not failures:  # every failed check is explained; this is a safety net
         failures = ("Great Expectations reported a failure; see result.json",)
@@ -275,12 +339,213 @@ def validate_table(
         checks=tuple(checks),
         failures=failures,
         gx_version=gx.__version__,
+        duplicates={"share": _duplicate_share(frame), "max": contract.max_duplicates},
+        leakage=leakage_report(frame, contract),
     )
+
+
+def _presence(checks: list[Check], contract: Contract) -> list[Check]:
+    """One ``present`` check per contract column, read from the table's column-set result.
+
+    ``expect_column_to_exist`` per column said the same thing at the cost of one more
+    expectation per column; the column-set expectation already observes every column name.
+    """
+    (columns,) = (c for c in checks if c.rule == "columns")
+    seen = set(columns.observed or ())
+    return [
+        Check(
+            column=spec.name,
+            rule="present",
+            expectation=columns.expectation,
+            success=spec.name in seen,
+            threshold={"role": spec.role},
+            observed=spec.name in seen,
+            error=columns.error,
+        )
+        for spec in contract.columns
+    ]
+
+
+# --------------------------------------------------------------------------- pandas checks
+
+
+def _duplicate_share(frame: pd.DataFrame) -> float:
+    """Share of rows that are an exact copy of an earlier row (all columns compared)."""
+    if frame.empty:
+        return 0.0
+    return round(float(frame.duplicated().mean()), 6)
+
+
+def _check(column: str | None, rule: str, success: bool, threshold: dict, observed) -> Check:
+    return Check(
+        column=column,
+        rule=rule,
+        expectation=PANDAS_CHECK,
+        success=success,
+        threshold=threshold,
+        observed=observed,
+    )
+
+
+def _table_checks(frame: pd.DataFrame, contract: Contract, min_class_rows: int) -> list[Check]:
+    """The rules a GX suite cannot say: duplicates, empty columns, the target's classes."""
+    share = _duplicate_share(frame)
+    checks = [
+        _check(
+            None,
+            "duplicates",
+            share <= contract.max_duplicates,
+            {"max_duplicates": contract.max_duplicates},
+            {"share": share, "count": int(round(share * len(frame)))},
+        )
+    ]
+    for spec in contract.columns:
+        if spec.role == "ignored" or spec.name not in frame.columns:
+            continue
+        present = int(frame[spec.name].notna().sum())
+        checks.append(
+            _check(spec.name, "empty", present > 0 or frame.empty, {"role": spec.role}, present)
+        )
+    target = contract.target
+    if target not in frame.columns or frame.empty:
+        return checks
+    column = frame[target]
+    if contract.target_spec.is_numeric:
+        values = pd.to_numeric(column, errors="coerce").dropna()
+        distinct = int(values.nunique())
+        checks.append(_check(target, "classes", distinct >= 2, {"min_distinct": 2}, distinct))
+        return checks
+    labels = column.dropna().map(str)
+    counts = frame.loc[labels.index].drop_duplicates().loc[:, target].map(str).value_counts()
+    observed = {str(k): int(v) for k, v in counts.sort_index().items()}
+    checks.append(_check(target, "classes", len(counts) >= 2, {"min_classes": 2}, observed))
+    if len(counts) >= 2:  # classes outside the contract's categories are reported there
+        known = set(contract.target_spec.categories or observed)
+        rare = {k: v for k, v in observed.items() if v < min_class_rows and k in known}
+        checks.append(
+            _check(
+                target,
+                "class_rows",
+                not rare,
+                {
+                    "min_distinct_rows_per_class": min_class_rows,
+                    "categories": sorted(known),
+                },
+                observed,
+            )
+        )
+    return checks
 
 
 def _column_order(contract: Contract, column: str | None) -> int:
     names = [c.name for c in contract.columns]
     return names.index(column) if column in names else -1
+
+
+# --------------------------------------------------------------------------- leakage
+
+#: Rows scored for leakage (a seeded sample of larger tables) and the folds scored out of.
+LEAKAGE_MAX_ROWS = 2_000
+LEAKAGE_FOLDS = 5
+
+
+def leakage_report(frame: pd.DataFrame, contract: Contract) -> dict[str, Any]:
+    """Score how well each feature ALONE predicts the target, out of fold.
+
+    A feature scoring at least ``contract.leakage_threshold`` is a suspect: it probably
+    encodes the label (an id sorted by class, a column filled in after the fact). Each
+    feature gets one model of its own, fitted on 4 of 5 folds and scored on the fifth:
+
+    - classification: balanced accuracy (mean recall over classes; 1/classes when the
+      feature says nothing) of a decision tree on a numeric feature (at most 32 leaves),
+      or of the majority class per category for a categorical one;
+    - regression: R^2 of a decision tree regressor on a numeric feature, or of the mean
+      target per category for a categorical one.
+
+    Validation only reports; the gate fails on a suspect the contract does not allow
+    (``leakage_ok: true`` on the column).
+    """
+    report: dict[str, Any] = {
+        "threshold": contract.leakage_threshold,
+        "allowed": [c.name for c in contract.features if c.leakage_ok],
+        "suspects": [],
+        "scores": {},
+    }
+    target = contract.target
+    if target not in frame.columns:
+        report["skipped"] = f"no target column '{target}'"
+        return report
+    regression = contract.target_spec.is_numeric
+    y = frame[target]
+    y = pd.to_numeric(y, errors="coerce") if regression else y.astype(object)
+    keep = y.notna().to_numpy()
+    rows, y = frame.loc[keep].reset_index(drop=True), y.loc[keep].reset_index(drop=True)
+    if len(rows) > LEAKAGE_MAX_ROWS:
+        rows = rows.sample(LEAKAGE_MAX_ROWS, random_state=0)
+        y = y.loc[rows.index]
+    y = y.astype(float) if regression else y.map(str)
+    if y.nunique() < 2 or len(rows) < 2 * LEAKAGE_FOLDS:
+        report["skipped"] = "the target has fewer than two values or too few rows"
+        return report
+    folds = np.random.default_rng(0).permutation(len(rows)) % LEAKAGE_FOLDS
+    for spec in contract.features:
+        if spec.name not in rows.columns:
+            continue
+        score, metric = _one_feature_score(rows[spec.name], spec, y.to_numpy(), folds, regression)
+        report["scores"][spec.name] = score
+        if score >= contract.leakage_threshold:
+            report["suspects"].append({"column": spec.name, "score": score, "metric": metric})
+    return report
+
+
+def _lookup(
+    codes: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, regression: bool
+) -> np.ndarray:
+    """Predict ``test`` rows from their category: the training rows' mean target (regression)
+    or most frequent class; a category unseen in training gets the overall one."""
+    n_codes = int(codes.max()) + 1
+    seen = np.bincount(codes[train], minlength=n_codes)
+    if regression:
+        sums = np.bincount(codes[train], weights=y[train], minlength=n_codes)
+        fallback = float(y[train].mean())
+        table = np.where(seen > 0, sums / np.maximum(seen, 1), fallback)
+        return table[codes[test]]
+    classes, y_codes = np.unique(y, return_inverse=True)
+    counts = np.zeros((n_codes, len(classes)), dtype=np.int64)
+    np.add.at(counts, (codes[train], y_codes[train]), 1)
+    overall = int(np.bincount(y_codes[train], minlength=len(classes)).argmax())
+    table = np.where(seen > 0, counts.argmax(axis=1), overall)
+    return classes[table[codes[test]]]
+
+
+def _one_feature_score(
+    column: pd.Series, spec: ColumnSpec, y: np.ndarray, folds: np.ndarray, regression: bool
+) -> tuple[float, str]:
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    numeric = spec.is_numeric
+    if numeric:
+        x = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float).reshape(-1, 1)
+        numeric = bool(np.isfinite(x).any())
+    if not numeric:
+        codes = pd.factorize(column.astype(object).where(column.notna(), None).map(str))[0]
+    predicted = np.empty(len(y), dtype=float if regression else object)
+    leaf = max(5, len(y) // 100)
+    for k in range(LEAKAGE_FOLDS):
+        train, test = folds != k, folds == k
+        if numeric:
+            kind = DecisionTreeRegressor if regression else DecisionTreeClassifier
+            model = kind(max_leaf_nodes=32, min_samples_leaf=leaf, random_state=0)
+            predicted[test] = model.fit(x[train], y[train]).predict(x[test])
+            continue
+        predicted[test] = _lookup(codes, y, train, test, regression)
+    model_kind = "tree" if numeric else ("category_mean" if regression else "category_majority")
+    if regression:
+        spread = float(((y - y.mean()) ** 2).sum())
+        score = 1.0 - float(((y - predicted.astype(float)) ** 2).sum()) / spread
+        return round(score, 4), f"r2_one_feature_{model_kind}"
+    recalls = [float(np.mean(predicted[y == c] == c)) for c in np.unique(y)]
+    return round(float(np.mean(recalls)), 4), f"balanced_accuracy_one_feature_{model_kind}"
 
 
 # --------------------------------------------------------------------------- reading results
@@ -387,9 +652,12 @@ def _explain(checks: list[Check]) -> Iterator[str]:
     """
     missing = {c.column for c in checks if not c.success and c.rule == "present"}
     mistyped = {c.column for c in checks if not c.success and c.rule == "type" and not c.error}
+    empty = {c.column for c in checks if not c.success and c.rule == "empty"}
     for check in checks:
         if check.success:
             continue
+        if check.column in empty and check.rule in ("missing", "classes"):
+            continue  # "entirely empty" already says it
         if check.error is not None and (check.column in missing or check.column in mistyped):
             continue
         if check.rule == "columns" and not _undeclared(check):
@@ -402,6 +670,12 @@ def _undeclared(check: Check) -> list[str]:
     return [c for c in (check.observed or []) if c not in declared]
 
 
+def _rare(check: Check) -> dict[str, int]:
+    need = check.threshold["min_distinct_rows_per_class"]
+    known = check.threshold.get("categories")
+    return {k: v for k, v in check.observed.items() if v < need and (known is None or k in known)}
+
+
 def _sentence(check: Check) -> str:
     t, col = check.threshold, f"column '{check.column}'"
     values, eg = _values(check.unexpected_count, check.unexpected_percent), _eg(check.examples)
@@ -409,6 +683,34 @@ def _sentence(check: Check) -> str:
         if t["min"] is not None and check.observed < t["min"]:
             return f"table has {check.observed} rows, fewer than the minimum {t['min']}"
         return f"table has {check.observed} rows, more than the maximum {t['max']}"
+    if check.rule == "duplicates":
+        o = check.observed
+        return (
+            f"{o['count']} rows ({_pct(100 * o['share'])}) are exact copies of an earlier row, "
+            f"more than max_duplicates {t['max_duplicates']} allows (copies inflate test "
+            "metrics; remove them at the source, or raise max_duplicates if they are real)"
+        )
+    if check.rule == "empty":
+        return (
+            f"{col} is entirely empty (every value is missing), so it cannot be the "
+            f"{t['role']}; fix the source or set role: ignored"
+        )
+    if check.rule == "classes":
+        if "min_distinct" in t:
+            return f"{col}: the target has {check.observed} distinct value(s); nothing to predict"
+        only = ", ".join(f"'{k}'" for k in check.observed) or "none"
+        return (
+            f"{col}: the target has {len(check.observed)} class ({only}); a classifier needs "
+            "at least two"
+        )
+    if check.rule == "class_rows":
+        need = t["min_distinct_rows_per_class"]
+        rare = ", ".join(f"'{k}' ({v})" for k, v in _rare(check).items())
+        return (
+            f"{col}: class(es) {rare} have fewer than {need} distinct rows, the least the "
+            "stratified split (preprocess.test_size, preprocess.val_size) needs to put one "
+            "in each of train, validation and test; add rows or merge the rare classes"
+        )
     if check.rule == "columns":
         names = ", ".join(f"'{c}'" for c in _undeclared(check))
         return (
@@ -445,64 +747,204 @@ def _sentence(check: Check) -> str:
 #: A text column with more distinct values than this is treated as an identifier or free
 #: text and drafted as ``role: ignored`` rather than as a categorical feature.
 MAX_CATEGORIES = 50
+#: An integer-coded target with at most this many distinct values is drafted as class labels
+#: (classification); with more, as a quantity (regression).
+MAX_INTEGER_CLASSES = 20
 #: Numeric bounds are widened by this share of the observed span on each side.
 RANGE_MARGIN = 0.1
 
 
+@dataclass(frozen=True)
+class Draft:
+    """A drafted contract and, per column, the sentence saying what was decided and why."""
+
+    contract: Contract
+    notes: dict[str, str]
+    table_notes: tuple[str, ...] = ()
+
+
 def infer_contract(frame: pd.DataFrame, target: str) -> Contract:
+    """Draft a contract describing ``frame``; see :func:`draft_contract`."""
+    return draft_contract(frame, target).contract
+
+
+def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     """Draft a contract describing ``frame`` (like TFX SchemaGen); a person must review it.
 
     - Types come from dtypes: numbers are ``numeric`` (integer codes with few values too: they
       keep their order; switch them to categorical if they are labels), text and booleans are
-      ``categorical``, anything else (dates, ...) is ``role: ignored``.
+      ``categorical``.
+    - Ignored, each with a note in the draft: an entirely empty column (nothing to learn, and
+      ``max_missing: 1.0`` would hide it), dates and datetimes (as categories they would
+      refuse every new date, e.g. next year's rows; derive a number such as the year at the
+      source), text with more than ``MAX_CATEGORIES`` distinct values (free text or an id:
+      one-hot would make a column per value and refuse unseen ones), other types.
+    - The target: text or booleans are classification; integers (or integral floats) with at
+      most ``MAX_INTEGER_CLASSES`` distinct values are classification with the codes as
+      labels ("0", "1", ...), with more they are regression, as are other numbers. The note
+      says which was picked and how to flip it.
     - ``min``/``max``: the observed range widened by 10% of its span on each side, rounded
       outward to a round number, and never below 0 for a column with no negative values.
-    - ``categories``: the observed values; ``max_unknown`` 0. A text column with more than
-      ``MAX_CATEGORIES`` distinct values is ``role: ignored``.
+    - ``categories``: the observed values; ``max_unknown`` 0.
     - ``max_missing``: 0 if nothing is missing, else 1.5 x the observed share rounded up to
       the next percent.
-    - ``rows``: from half to ten times the observed row count.
+    - ``rows``: from half to ten times the observed row count; ``max_duplicates`` the default
+      (0.05), with a note when the sample already holds more copies than that.
+
+    Refuses (PipelineError) a target that is missing, empty or unusable, and a table with no
+    usable feature.
     """
     frame = frame.rename(columns=str)
     if target not in frame.columns:
         raise PipelineError(
             f"target column '{target}' is not in the data; columns: {', '.join(frame.columns)}."
         )
-    columns = []
+    columns, notes = [], {}
     for name in frame.columns:
         column = frame[name]
-        kind, role = _infer_kind(column)
         if name == target:
-            if column.nunique() > MAX_CATEGORIES:
-                raise PipelineError(
-                    f"target column '{target}' has {column.nunique()} distinct values; this "
-                    f"pipeline trains a classifier (at most {MAX_CATEGORIES} classes)."
-                )
-            kind, role = "categorical", "target"
+            kind, note = _infer_target(column, name)
+            role = "target"
+        else:
+            kind, role, note = _infer_feature(column)
+        if note:
+            notes[name] = note
         spec: dict[str, Any] = {"name": name, "type": kind, "role": role}
         spec["max_missing"] = _missing_allowance(column.isna().mean())
         present = column.dropna()
-        if kind == "numeric" and len(present):
+        if kind == "numeric" and role != "ignored" and len(present):
+            values = pd.to_numeric(present)
             spec["min"], spec["max"] = _widen(
-                float(present.min()), float(present.max()), pd.api.types.is_integer_dtype(column)
+                float(values.min()), float(values.max()), _integral(present)
             )
         if kind == "categorical" and role != "ignored":
-            spec["categories"] = tuple(sorted({str(v) for v in present}))
+            spec["categories"] = tuple(sorted({_label(v) for v in present}))
         columns.append(ColumnSpec(**spec))
+    if not any(c.role == "feature" for c in columns):
+        why = "; ".join(f"'{n}': {notes.get(n, 'ignored')}" for n in frame.columns if n != target)
+        raise PipelineError(
+            f"no usable feature: every column other than the target '{target}' would be "
+            f"ignored ({why or 'there are none'}). A contract needs at least one feature."
+        )
     n = len(frame)
-    contract = Contract(columns=tuple(columns), min_rows=max(1, n // 2), max_rows=max(1, n) * 10)
-    return parse_contract(contract.to_dict(), Path("<inferred>"))  # the same checks as a file
+    share = _duplicate_share(frame)
+    table_notes = ()
+    if share > DEFAULT_MAX_DUPLICATES:
+        table_notes = (
+            f"{share:.1%} of the rows are exact copies of an earlier row; max_duplicates is "
+            f"the default {DEFAULT_MAX_DUPLICATES}, so validate refuses this table until the "
+            "copies are removed at the source or max_duplicates is raised on purpose",
+        )
+    contract = Contract(
+        columns=tuple(columns),
+        min_rows=max(1, n // 2),
+        max_rows=max(1, n) * 10,
+        max_duplicates=DEFAULT_MAX_DUPLICATES,
+    )
+    contract = parse_contract(contract.to_dict(), Path("<inferred>"))  # the same checks as a file
+    return Draft(contract, notes, table_notes)
 
 
-def _infer_kind(column: pd.Series) -> tuple[str, str]:
+def _label(value: Any) -> str:
+    """Category text as ``preprocess`` makes it; integral floats (2.0 from a CSV) as "2"."""
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _integral(present: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(present):
+        return False
+    if pd.api.types.is_integer_dtype(present):
+        return True
+    values = pd.to_numeric(present, errors="coerce")
+    return bool(pd.api.types.is_float_dtype(values) and (values % 1 == 0).all())
+
+
+def _is_number(column: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
+
+
+def _looks_like_dates(column: pd.Series) -> bool:
+    """Text whose every value is an ISO date or datetime (``2008-01-01``, ``2008-01-01T10:00``)."""
+    present = column.dropna().astype(str)
+    if present.empty or not present.str.match(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}.*)?$").all():
+        return False
+    return bool(pd.to_datetime(present, errors="coerce", format="ISO8601").notna().all())
+
+
+def _infer_target(column: pd.Series, name: str) -> tuple[str, str | None]:
+    present = column.dropna()
+    if present.empty:
+        raise PipelineError(f"target column '{name}' is entirely empty; nothing to predict.")
+    distinct = present.nunique()
+    if distinct < 2:
+        raise PipelineError(
+            f"target column '{name}' has a single value ({_label(present.iloc[0])!r}); "
+            "nothing to predict."
+        )
+    if _is_number(column):
+        if _integral(present) and distinct <= MAX_INTEGER_CLASSES:
+            labels = ", ".join(f'"{v}"' for v in sorted({_label(v) for v in present})[:5])
+            return "categorical", (
+                f"integer-coded target with {distinct} distinct values: drafted as "
+                f"CLASSIFICATION with categories {labels}{', ...' if distinct > 5 else ''}. "
+                "If the numbers are quantities, make it regression: type: numeric, remove "
+                "categories, add min/max"
+            )
+        return "numeric", (
+            f"numeric target with {distinct} distinct values: drafted as REGRESSION. To "
+            "classify instead, set type: categorical and list the classes under categories"
+        )
+    if distinct > MAX_CATEGORIES:
+        raise PipelineError(
+            f"target column '{name}' holds text with {distinct} distinct values; a classifier "
+            f"takes at most {MAX_CATEGORIES} classes here. If it is a number stored as text, "
+            "convert it at the source."
+        )
+    return "categorical", None
+
+
+def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
+    """``(type, role, note)`` for a non-target column."""
+    present = column.dropna()
+    if present.empty:
+        return (
+            "numeric" if _is_number(column) else "categorical",
+            "ignored",
+            (
+                "entirely empty in this sample: ignored (a feature needs values; max_missing: 1.0 "
+                "would only hide it). If it will be filled, give it a type and role: feature"
+            ),
+        )
     if pd.api.types.is_bool_dtype(column):
-        return "categorical", "feature"
-    if pd.api.types.is_numeric_dtype(column):
-        return "numeric", "feature"
+        return "categorical", "feature", None
+    if _is_number(column):
+        return "numeric", "feature", None
+    if pd.api.types.is_datetime64_any_dtype(column) or _looks_like_dates(column):
+        return (
+            "categorical",
+            "ignored",
+            (
+                "dates: ignored. As categories they would refuse every new date (next year's "
+                "rows) and the model cannot use a date as it is; if it matters, derive a number "
+                "at the source (e.g. the year) and declare that as numeric"
+            ),
+        )
     if pd.api.types.is_string_dtype(column) or column.dtype == object:
-        many = column.nunique() > MAX_CATEGORIES
-        return "categorical", "ignored" if many else "feature"
-    return "categorical", "ignored"
+        distinct = present.nunique()
+        if distinct > MAX_CATEGORIES:
+            return (
+                "categorical",
+                "ignored",
+                (
+                    f"free text or an identifier ({distinct} distinct values in {len(present)} "
+                    "rows): ignored, since one-hot encoding would make a column per value and "
+                    "refuse every unseen one"
+                ),
+            )
+        return "categorical", "feature", None
+    return "categorical", "ignored", f"values of type {column.dtype}: ignored"
 
 
 def _missing_allowance(share: float) -> float:
@@ -525,19 +967,75 @@ def _widen(lo: float, hi: float, integer: bool) -> tuple[float, float]:
     return round(low, digits), round(high, digits)
 
 
+#: The contract format, written at the top of every draft so the draft documents itself
+#: (data/contract.yaml carries the same text).
+CONTRACT_FORMAT = """\
+# Per column:
+#   type:        numeric | categorical
+#   role:        feature (default) | target | ignored   (exactly one target; a numeric
+#                target makes a regression task, a categorical one classification)
+#   max_missing: largest allowed share of missing values (0.0 = none allowed); a column
+#                whose every value is missing is refused whatever this says
+#   min / max:   numeric range, inclusive (optional)
+#   categories:  allowed values of a categorical column
+#   max_unknown: largest allowed share of values outside `categories` (default 0.0)
+#   leakage_ok:  true if this feature may predict the target alone (default false; else
+#                the gate fails when validate names it a leakage suspect)
+# Table:
+#   rows: {min, max}     row-count bounds
+#   max_duplicates:      largest allowed share of rows that are exact copies of an earlier
+#                        row (default 0.05)
+#   leakage_threshold:   one-feature score (balanced accuracy, or R^2 for regression) at
+#                        which validate names a feature a leakage suspect (default 0.98)
+"""
+
 _INFERRED_HEADER = """\
 # Data contract DRAFTED by `python -m pipeline.validate infer` from {source} ({rows} rows).
 # REVIEW IT BEFORE COMMITTING: it describes this sample, not what the data should be.
 #  - types come from dtypes: numbers are numeric (integer codes too; make them categorical
-#    if they are labels), text and booleans are categorical; columns with more than {maxcat}
-#    distinct text values, or of other types, are role: ignored;
+#    if they are labels), text and booleans are categorical; empty columns, dates, text
+#    with more than {maxcat} distinct values and other types are role: ignored, each with a
+#    "# NOTE" saying why;
+#  - the target: text is classification; integers with at most {maxint} distinct values
+#    are classification with the codes as labels, other numbers regression (see its NOTE);
 #  - min/max are the observed range widened by 10% of its span, rounded outward;
 #  - categories are the values seen; max_unknown is 0 (raise it to tolerate new values);
 #  - max_missing is 1.5x the share seen, rounded up to a percent (0 where none were missing);
 #  - rows allow from half to ten times the rows seen.
-# The format is documented in data/contract.yaml.
-
+#
+{format}
 """
+
+
+def render_draft(draft: Draft, source: str, rows: int) -> str:
+    """The draft as YAML with its header and one ``# NOTE`` comment per decided column."""
+    header = _INFERRED_HEADER.format(
+        source=source,
+        rows=rows,
+        maxcat=MAX_CATEGORIES,
+        maxint=MAX_INTEGER_CLASSES,
+        format=CONTRACT_FORMAT,
+    )
+    raw = draft.contract.to_dict()
+    columns = raw.pop("columns")
+    lines = [header]
+    for note in draft.table_notes:
+        lines.append(_comment(note, ""))
+    lines.append(yaml.safe_dump(raw, sort_keys=False))
+    lines.append("columns:\n")
+    for name, entry in columns.items():
+        if name in draft.notes:
+            lines.append(_comment(draft.notes[name], "  "))
+        body = yaml.safe_dump({name: entry}, sort_keys=False, allow_unicode=True)
+        lines.append("".join(f"  {line}\n" for line in body.splitlines()))
+    return "".join(lines)
+
+
+def _comment(text: str, indent: str) -> str:
+    import textwrap
+
+    wrapped = textwrap.wrap(f"NOTE: {text}.", width=92 - len(indent))
+    return "".join(f"{indent}# {line}\n" for line in wrapped)
 
 
 # --------------------------------------------------------------------------- command line
@@ -580,7 +1078,8 @@ def _validate_command(argv: list[str]) -> None:
     frame = _read_data(args.data)
     out = Path(args.out)
     with atomic_path(out) as tmp:
-        report = validate_table(frame, contract, tmp / "data_docs")
+        need = min_rows_per_class(params.preprocess.test_size, params.preprocess.val_size)
+        report = validate_table(frame, contract, tmp / "data_docs", min_class_rows=need)
         write_json(tmp / "result.json", {"contract": params.data.contract, **report.to_dict()})
     if not report.success:  # the result and the Data Docs are written first, so people can look
         raise PipelineError(_failure_message(report, params.data.contract, out))
@@ -600,21 +1099,36 @@ def _infer_command(argv: list[str]) -> None:
     parser.add_argument("--params", required=True, help="params.yaml (data.source)")
     parser.add_argument("--target", required=True, help="the column to predict")
     parser.add_argument("--out", required=True, help="contract YAML to write")
+    parser.add_argument(
+        "--force", action="store_true", help="replace --out if it exists (make: FORCE=1)"
+    )
     args = parser.parse_args(argv)
 
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise PipelineError(
+            f"'{out}' already exists and may be a reviewed contract; a draft does not replace "
+            "it silently. Write the draft elsewhere (OUT=data/contract.inferred.yaml) and "
+            "compare, or replace it on purpose with FORCE=1 (--force): the draft carries the "
+            "format documentation in its own header."
+        )
     params = load_params(args.params)
     frame = ingest(params.data.source)
-    contract = infer_contract(frame, args.target)
-    header = _INFERRED_HEADER.format(
-        source=params.data.source, rows=len(frame), maxcat=MAX_CATEGORIES
-    )
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(header + dump_contract(contract))
-    load_contract(args.out)  # what was written is a contract the pipeline accepts
+    draft = draft_contract(frame, args.target)
+    with atomic_path(out) as tmp:
+        tmp.write_text(render_draft(draft, params.data.source, len(frame)))
+    load_contract(out)  # what was written is a contract the pipeline accepts
+    contract = draft.contract
+    task = contract.task.value
     print(
-        f"validate infer: drafted a contract for {len(contract.columns)} columns of "
-        f"{params.data.source} -> {args.out}; review it before committing."
+        f"validate infer: drafted a {task} contract for {len(contract.columns)} columns "
+        f"({len(contract.features)} features) of {params.data.source} -> {out}; "
+        "review it before committing."
     )
+    for name, note in draft.notes.items():
+        print(f"  {name}: {note}.")
+    for note in draft.table_notes:
+        print(f"  table: {note}.")
 
 
 @cli("validate")

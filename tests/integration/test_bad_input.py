@@ -37,6 +37,11 @@ def _unknown_category(frame):
     return frame
 
 
+def _rare_class(frame):
+    chinstrap = frame.index[frame["species"] == "Chinstrap"]
+    return frame.drop(chinstrap[4:])
+
+
 CASES = {
     # name: (how to make the file, stage that stops, words the message must hold)
     "missing source file": (None, "ingest", [r"data.source 'data/missing.csv' does not exist"]),
@@ -69,9 +74,29 @@ CASES = {
         ],
     ),
     "too few rows": (
-        lambda frame: frame.head(40),
+        lambda frame: frame.sample(40, random_state=0),
         "validate",
         [r"table has 40 rows, fewer than the minimum 100"],
+    ),
+    "entirely empty column": (
+        lambda frame: frame.assign(flipper_length_mm=np.nan),
+        "validate",
+        [r"column 'flipper_length_mm' is entirely empty \(every value is missing\)"],
+    ),
+    "one-class target": (
+        lambda frame: frame[frame["species"] == "Adelie"],
+        "validate",
+        [r"column 'species': the target has 1 class \('Adelie'\); a classifier needs"],
+    ),
+    "too few rows per class for the split": (
+        _rare_class,
+        "validate",
+        [r"class\(es\) 'Chinstrap' \(4\) have fewer than 5 distinct rows"],
+    ),
+    "every row duplicated ten times": (
+        lambda frame: pd.concat([frame] * 10, ignore_index=True),
+        "validate",
+        [r"3096 rows \(90\.0%\) are exact copies of an earlier row, more than max_duplicates"],
     ),
 }
 

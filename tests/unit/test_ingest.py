@@ -2,7 +2,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.ingest import ingest, load_source, main
+from pipeline.ingest import ingest, load_source, main, write_if_changed
 
 
 def test_builtin_penguins_ships_with_the_package():
@@ -65,3 +65,23 @@ def test_cli_writes_the_raw_table(tmp_path, repo_root):
     assert main(["--params", str(repo_root / "params.yaml"), "--out", str(out)]) == 0
     assert pd.read_parquet(out).shape == (344, 8)
     assert [p.name for p in out.parent.iterdir()] == ["dataset.parquet"]  # no temp leftovers
+
+
+def test_output_is_rewritten_only_when_the_table_changes(tmp_path, tiny):
+    out = tmp_path / "raw" / "dataset.parquet"
+    assert write_if_changed(out, tiny) is True
+    stamp = out.stat().st_mtime_ns
+    assert write_if_changed(out, tiny.copy()) is False  # same content: file left as it was
+    assert out.stat().st_mtime_ns == stamp
+    assert write_if_changed(out, tiny.head(5)) is True
+    assert len(pd.read_parquet(out)) == 5
+    assert [p.name for p in out.parent.iterdir()] == ["dataset.parquet"]
+
+
+def test_cli_says_when_the_source_is_unchanged(tmp_path, repo_root, capsys):
+    out = tmp_path / "dataset.parquet"
+    args = ["--params", str(repo_root / "params.yaml"), "--out", str(out)]
+    assert main(args) == 0 and main(args) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"ingest: builtin:penguins is unchanged (344 rows x 8 columns); {out} left as it was"
+    )

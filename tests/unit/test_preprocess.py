@@ -36,7 +36,7 @@ def test_split_is_stratified_seeded_and_disjoint(penguins):
 
 def test_split_rejects_tiny_classes(tiny):
     two = pd.concat([tiny, tiny.iloc[:2].assign(species="Emperor")])
-    with pytest.raises(PipelineError, match="'Emperor' \\(2\\) have fewer than 3 rows"):
+    with pytest.raises(PipelineError, match="'Emperor' \\(2\\) have fewer than 5 distinct rows"):
         split_data(two, "species", 1, 0.2, 0.2)
 
 
@@ -58,3 +58,34 @@ def test_preprocessor_fits_on_train_only_and_handles_unseen(tiny, contract):
     island = [i for i, n in enumerate(names) if n.startswith("cat__island_")]
     assert row[0, island].tolist() == [0.0] * len(island)  # unseen -> all zeros
     assert np.isfinite(row).all()
+
+
+def test_copies_of_a_row_never_straddle_the_splits(penguins):
+    tenfold = pd.concat([penguins] * 10, ignore_index=True)
+    splits = split_data(tenfold, "species", seed=3, test_size=0.2, val_size=0.2)
+    keys = {
+        name: {tuple(map(str, row)) for row in getattr(splits, name).to_numpy()}
+        for name in ("train", "val", "test")
+    }
+    assert not keys["train"] & keys["test"]
+    assert not keys["train"] & keys["val"]
+    assert not keys["val"] & keys["test"]
+    assert sum(len(getattr(splits, n)) for n in ("train", "val", "test")) == 3440
+    assert len(splits.test) == 690  # 69 distinct rows, each with its 10 copies
+
+
+def test_a_table_without_copies_splits_as_before(penguins):
+    """No duplicates: the same rows as a plain stratified row split with the same seed."""
+    from sklearn.model_selection import train_test_split
+
+    splits = split_data(penguins, "species", seed=7, test_size=0.2, val_size=0.2)
+    rest, test = train_test_split(
+        penguins, test_size=0.2, stratify=penguins["species"], random_state=7
+    )
+    pd.testing.assert_frame_equal(splits.test, test.reset_index(drop=True))
+
+
+def test_a_regression_split_is_not_stratified(penguins):
+    frame = penguins.dropna(subset=["body_mass_g"])
+    splits = split_data(frame, "body_mass_g", seed=1, test_size=0.2, val_size=0.2, stratify=False)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (204, 69, 69)

@@ -7,12 +7,25 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.contract import Contract, dump_contract, load_contract
+from pipeline.contract import (
+    Contract,
+    dump_contract,
+    load_contract,
+    min_rows_per_class,
+    parse_contract,
+)
 from pipeline.errors import PipelineError
-from pipeline.validate import infer_contract, main, validate_table
+from pipeline.validate import (
+    CONTRACT_FORMAT,
+    draft_contract,
+    infer_contract,
+    main,
+    validate_table,
+)
 
 
 def _with_column(contract: Contract, name: str, **changes) -> Contract:
@@ -46,10 +59,11 @@ def test_penguins_pass_the_repo_contract(penguins, contract):
     assert report.failures == ()
     assert report.rows == 344
     assert all(c.success and c.error is None for c in report.checks)
-    # two table checks, then per column: present, missing, and type+range or categories
-    assert len(report.checks) == 2 + 8 * 2 + 5 * 2 + 3
+    # three table checks, then per column: present, missing, and type+range or categories;
+    # "empty" for the 7 used columns, "classes" and "class_rows" for the target
+    assert len(report.checks) == 3 + 8 * 2 + 5 * 2 + 3 + 7 + 2
     bill = {c.rule: c for c in report.checks if c.column == "bill_length_mm"}
-    assert list(bill) == ["present", "type", "missing", "range"]
+    assert list(bill) == ["present", "type", "empty", "missing", "range"]
     assert bill["missing"].unexpected_count == 2
     assert bill["missing"].threshold == {"max_missing_percent": 5.0}
     assert bill["range"].threshold == {"min": 25.0, "max": 70.0}
@@ -139,7 +153,7 @@ def test_integer_coded_categories_are_compared_as_text(penguins, contract):
 
 
 def test_too_few_rows(penguins, contract):
-    report = validate_table(penguins.dropna().head(50), contract)
+    report = validate_table(penguins.dropna().sample(50, random_state=0), contract)
     assert report.failures == ("table has 50 rows, fewer than the minimum 100",)
 
 
@@ -210,7 +224,7 @@ def test_cli_writes_result_and_docs(penguins, tmp_path, monkeypatch, repo_root, 
     assert sorted(p.name for p in out.iterdir()) == ["data_docs", "result.json"]
     assert not (tmp_path / "gx").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "raw.parquet", "reports"]
-    assert "344 rows pass 31 checks" in capsys.readouterr().out
+    assert "344 rows pass 41 checks" in capsys.readouterr().out
 
 
 def test_cli_failure_writes_result_then_exits_1(penguins, tmp_path, monkeypatch, repo_root, capsys):
@@ -335,16 +349,91 @@ def test_infer_policies_for_other_column_kinds():
     assert validate_table(frame, inferred).success
 
 
-def test_infer_needs_a_target_present_and_categorical(penguins):
+def test_infer_needs_a_target_present_and_usable(penguins):
     with pytest.raises(PipelineError, match="target column 'kind' is not in the data; columns: "):
         infer_contract(penguins, "kind")
-    with pytest.raises(PipelineError, match="'body_mass_g' has 94 distinct values; .* classifier"):
-        infer_contract(penguins, "body_mass_g")
+    with pytest.raises(PipelineError, match="target column 'island' has a single value"):
+        infer_contract(penguins.assign(island="Dream"), "island")
+    with pytest.raises(PipelineError, match="target column 'sex' is entirely empty"):
+        infer_contract(penguins.assign(sex=None), "sex")
+
+
+def test_infer_a_many_valued_numeric_target_is_regression_and_says_how_to_flip(penguins):
+    draft = draft_contract(penguins, "body_mass_g")
+    assert draft.contract.task.value == "regression"
+    target = draft.contract.target_spec
+    assert (target.type, target.min, target.max, target.categories) == (
+        "numeric",
+        2300.0,
+        6700.0,
+        None,
+    )
+    assert draft.notes["body_mass_g"].startswith(
+        "numeric target with 94 distinct values: drafted as REGRESSION. To classify instead"
+    )
+
+
+def test_infer_an_integer_coded_target_is_classification_and_says_so():
+    from sklearn.datasets import load_iris
+
+    iris = load_iris(as_frame=True).frame
+    draft = draft_contract(iris, "target")
+    assert draft.contract.task.value == "multiclass"
+    assert draft.contract.target_spec.categories == ("0", "1", "2")
+    assert draft.notes["target"] == (
+        "integer-coded target with 3 distinct values: drafted as CLASSIFICATION with "
+        'categories "0", "1", "2". If the numbers are quantities, make it regression: '
+        "type: numeric, remove categories, add min/max"
+    )
+    assert validate_table(iris, draft.contract).success
+
+
+def test_infer_ignores_dates_free_text_and_empty_columns_and_says_why(penguins):
+    frame = penguins.assign(
+        model_year=penguins["year"].map(lambda y: f"{y}-01-01"),  # ISO dates, 3 distinct
+        seen_at=pd.to_datetime(penguins["year"].map(lambda y: f"{y}-06-30 12:00")),
+        comment=[f"penguin number {i} looked well" for i in range(len(penguins))],
+        tag=float("nan"),
+    )
+    draft = draft_contract(frame, "species")
+    contract = draft.contract
+    for name in ("model_year", "seen_at", "comment", "tag"):
+        assert contract.column(name).role == "ignored", name
+    assert draft.notes["model_year"].startswith("dates: ignored. As categories they would")
+    assert draft.notes["seen_at"] == draft.notes["model_year"]
+    assert draft.notes["comment"].startswith("free text or an identifier (344 distinct values")
+    assert draft.notes["tag"].startswith("entirely empty in this sample: ignored")
+    assert all(c.max_missing < 1.0 for c in contract.features)
+    # next year's rows pass: the date is not a category with max_unknown 0
+    next_year = frame.assign(model_year="2010-01-01", seen_at=pd.Timestamp("2010-06-30"))
+    assert validate_table(next_year, contract).success
+
+
+def test_infer_refuses_a_table_with_no_usable_feature():
+    frame = pd.DataFrame(
+        {
+            "label": ["a", "b"] * 60,
+            "note": [f"free text number {i}" for i in range(120)],
+            "empty": [None] * 120,
+        }
+    )
+    with pytest.raises(PipelineError, match="no usable feature: every column other than the ") as e:
+        infer_contract(frame, "label")
+    assert "'empty': entirely empty in this sample" in str(e.value)
+    assert "'note': free text or an identifier" in str(e.value)
+
+
+def test_infer_notes_a_sample_full_of_copies(penguins):
+    draft = draft_contract(pd.concat([penguins] * 10, ignore_index=True), "species")
+    assert draft.contract.max_duplicates == 0.05
+    assert draft.table_notes[0].startswith("90.0% of the rows are exact copies")
 
 
 def test_infer_cli_writes_a_reviewable_contract(penguins, tmp_path, monkeypatch, repo_root, capsys):
     monkeypatch.chdir(tmp_path)
-    penguins.to_parquet(tmp_path / "mine.parquet", index=False)
+    penguins.assign(model_year=penguins["year"].map(lambda y: f"{y}-01-01")).to_parquet(
+        tmp_path / "mine.parquet", index=False
+    )
     params = _params(tmp_path, repo_root, source="mine.parquet")
     out = tmp_path / "data" / "contract.inferred.yaml"
     code = main(["infer", "--params", params, "--target", "species", "--out", str(out)])
@@ -352,8 +441,31 @@ def test_infer_cli_writes_a_reviewable_contract(penguins, tmp_path, monkeypatch,
     text = out.read_text()
     assert text.startswith("# Data contract DRAFTED by `python -m pipeline.validate infer`")
     assert "REVIEW IT BEFORE COMMITTING" in text
-    assert load_contract(out) == infer_contract(penguins, "species")
-    assert "review it before committing" in capsys.readouterr().out
+    assert CONTRACT_FORMAT in text  # the draft documents its own format
+    assert "  # NOTE: dates: ignored. As categories they would refuse every new date" in text
+    assert load_contract(out) == infer_contract(pd.read_parquet("mine.parquet"), "species")
+    printed = capsys.readouterr().out
+    assert "drafted a multiclass contract for 9 columns (7 features)" in printed
+    assert "review it before committing" in printed
+    assert "  model_year: dates: ignored." in printed
+
+
+def test_infer_cli_does_not_overwrite_a_contract_without_force(tmp_path, repo_root, capsys):
+    out = tmp_path / "contract.yaml"
+    out.write_text("# a reviewed contract\n")
+    params = _params(tmp_path, repo_root)
+    args = ["infer", "--params", params, "--target", "species", "--out", str(out)]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"validate failed: '{out}' already exists and may be a reviewed")
+    assert "FORCE=1" in err
+    assert out.read_text() == "# a reviewed contract\n"
+    assert main([*args, "--force"]) == 0
+    assert load_contract(out).target == "species"
+
+
+def test_the_repo_contract_documents_the_format_the_drafts_carry(repo_root):
+    assert CONTRACT_FORMAT in (repo_root / "data" / "contract.yaml").read_text()
 
 
 def test_infer_cli_unknown_target_exits_1(tmp_path, repo_root, capsys):
@@ -363,3 +475,131 @@ def test_infer_cli_unknown_target_exits_1(tmp_path, repo_root, capsys):
     err = capsys.readouterr().err
     assert err.startswith("validate failed: target column 'kind' is not in the data")
     assert not out.exists()
+
+
+# --------------------------------------------------------------------------- data-quality rules
+
+
+def test_an_entirely_empty_column_is_refused_whatever_max_missing_says(penguins, contract):
+    frame = penguins.assign(body_mass_g=float("nan"))
+    lax = _with_column(contract, "body_mass_g", max_missing=1.0)
+    report = validate_table(frame, lax)
+    assert not report.success
+    assert report.failures == (
+        "column 'body_mass_g' is entirely empty (every value is missing), so it cannot be the "
+        "feature; fix the source or set role: ignored",
+    )
+    # an ignored column may be empty: nothing reads it
+    ignored = _with_column(lax, "body_mass_g", role="ignored")
+    assert validate_table(frame, ignored).success
+
+
+def test_a_one_class_target_is_refused(penguins, contract):
+    report = validate_table(penguins[penguins["species"] == "Gentoo"], contract)
+    assert report.failures == (
+        "column 'species': the target has 1 class ('Gentoo'); a classifier needs at least two",
+    )
+
+
+def test_classes_too_small_for_the_split_are_named(penguins, contract):
+    frame = pd.concat([penguins[penguins["species"] != "Chinstrap"], penguins.iloc[[152, 153]]])
+    frame.loc[frame.index[-2:], "species"] = "Chinstrap"
+    report = validate_table(frame, contract, min_class_rows=5)
+    assert report.failures == (
+        "column 'species': class(es) 'Chinstrap' (2) have fewer than 5 distinct rows, the least "
+        "the stratified split (preprocess.test_size, preprocess.val_size) needs to put one in "
+        "each of train, validation and test; add rows or merge the rare classes",
+    )
+    # copies of a row are one row to the split (duplicates never straddle it)
+    copies = pd.concat([frame] + [frame.tail(2)] * 3)
+    assert not validate_table(copies, contract, min_class_rows=5).success
+
+
+def test_rows_per_class_follow_the_split_sizes():
+    assert min_rows_per_class(0.2, 0.2) == 5  # the smallest split, 20%, gets one row in 5
+    assert min_rows_per_class(0.1, 0.1) == 10
+    assert min_rows_per_class(0.3, 0.3) == 4  # train 40%, val and test 30%: 1 / 0.3 -> 4
+    assert min_rows_per_class(0.5, 0.45) == 20  # train gets 5%
+
+
+def test_a_numeric_target_validates_with_range_and_missing_rules(penguins):
+    raw = {
+        "columns": {
+            "body_mass_g": {"type": "numeric", "role": "target", "min": 2500, "max": 6500},
+            "flipper_length_mm": {"type": "numeric", "max_missing": 0.05},
+            "island": {"type": "categorical", "categories": ["Biscoe", "Dream", "Torgersen"]},
+        }
+    }
+    contract = parse_contract(raw)
+    frame = penguins[["body_mass_g", "flipper_length_mm", "island"]].dropna()
+    report = validate_table(frame, contract)
+    assert report.success, report.failures
+    target_rules = [c.rule for c in report.checks if c.column == "body_mass_g"]
+    assert target_rules == ["present", "type", "empty", "missing", "range", "classes"]
+    frame.loc[frame.index[:3], "body_mass_g"] = 9000.0
+    assert validate_table(frame, contract).failures == (
+        "column 'body_mass_g': 3 values (0.9%) outside [2500.0, 6500.0], e.g. 9000.0",
+    )
+    constant = frame.assign(body_mass_g=4000.0)  # (which makes many rows alike)
+    lax = dataclasses.replace(contract, max_duplicates=1.0)
+    assert validate_table(constant, lax).failures == (
+        "column 'body_mass_g': the target has 1 distinct value(s); nothing to predict",
+    )
+
+
+def test_duplicate_rows_beyond_max_duplicates_are_refused(penguins, contract):
+    report = validate_table(penguins, contract)
+    assert report.duplicates == {"share": 0.0, "max": 0.05}
+    tenfold = pd.concat([penguins] * 10, ignore_index=True)
+    report = validate_table(tenfold, contract)
+    assert report.duplicates == {"share": 0.9, "max": 0.05}
+    assert report.failures == (
+        "3096 rows (90.0%) are exact copies of an earlier row, more than max_duplicates 0.05 "
+        "allows (copies inflate test metrics; remove them at the source, or raise "
+        "max_duplicates if they are real)",
+    )
+    lax = dataclasses.replace(contract, max_duplicates=0.95)
+    assert validate_table(tenfold, lax).success
+
+
+def _label_in_range(penguins: pd.DataFrame) -> pd.DataFrame:
+    """bill_depth_mm rewritten to encode the species, inside its declared range [10, 25]."""
+    code = penguins["species"].map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2})
+    noise = np.random.default_rng(1).uniform(0.0, 2.0, len(penguins))
+    return penguins.assign(bill_depth_mm=12.0 + 4.0 * code + noise)
+
+
+def test_leakage_names_a_feature_that_encodes_the_label_and_does_not_fail(penguins, contract):
+    report = validate_table(_label_in_range(penguins), contract)
+    assert report.success  # validation reports leakage; the gate decides
+    leakage = report.leakage
+    assert leakage["threshold"] == 0.98 and leakage["allowed"] == []
+    assert leakage["suspects"] == [
+        {
+            "column": "bill_depth_mm",
+            "score": 1.0,
+            "metric": "balanced_accuracy_one_feature_tree",
+        }
+    ]
+    allowed = _with_column(contract, "bill_depth_mm", leakage_ok=True)
+    assert validate_table(_label_in_range(penguins), allowed).leakage["allowed"] == [
+        "bill_depth_mm"
+    ]
+
+
+def test_the_real_penguin_features_are_not_leakage_suspects(penguins, contract):
+    leakage = validate_table(penguins, contract).leakage
+    assert leakage["suspects"] == []
+    assert set(leakage["scores"]) == set(contract.feature_names)
+    assert max(leakage["scores"].values()) < 0.85  # island, the best, about 0.78
+
+
+def test_a_categorical_feature_that_is_the_label_renamed_is_a_suspect(penguins, contract):
+    renamed = {"Adelie": "Biscoe", "Chinstrap": "Dream", "Gentoo": "Torgersen"}
+    frame = penguins.assign(island=penguins["species"].map(renamed))
+    (suspect,) = validate_table(frame, contract).leakage["suspects"]
+    assert suspect == {
+        "column": "island",
+        "score": 1.0,
+        "metric": "balanced_accuracy_one_feature_category_majority",
+    }
