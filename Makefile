@@ -108,11 +108,14 @@ SERVE_PORT ?= 8000
 MODEL_VERSION ?=
 BENCH_SERVE_ARGS ?=
 
-serve: env ## Serve MODEL_DIR with gunicorn on 127.0.0.1:SERVE_PORT (SERVING_* variables apply)
-	@test -f $(MODEL_DIR)/model.json || test -n "$${SERVING_MODEL_URI:-}" || \
-	  { echo "serve: no $(MODEL_DIR)/model.json; run the pipeline (make run) or set MODEL_DIR"; exit 1; }
-	SERVING_MODEL_DIR=$(MODEL_DIR) SERVING_BIND=$${SERVING_BIND:-127.0.0.1:$(SERVE_PORT)} \
-	  $(BIN)/gunicorn -c serving/gunicorn.conf.py 'serving.app:create_app()'
+# What to serve: SERVING_MODEL_URI if set, else MODEL_DIR if it holds an export, else the
+# registry's @champion (pipeline.registry serve-source prints the settings and says which).
+serve: env ## Serve MODEL_DIR (no export there: the registry's @champion) with gunicorn on 127.0.0.1:SERVE_PORT
+	@settings=$$($(BIN)/python -m pipeline.registry serve-source --params params.yaml \
+	  --model-dir $(MODEL_DIR)); \
+	eval "export $$settings"; \
+	SERVING_BIND=$${SERVING_BIND:-127.0.0.1:$(SERVE_PORT)} \
+	  exec $(BIN)/gunicorn -c serving/gunicorn.conf.py 'serving.app:create_app()'
 
 image: ## Build the serving image IMAGE:IMAGE_TAG with MODEL_DIR baked in (CONTAINER_TOOL)
 	@test -f $(MODEL_DIR)/model.json || \

@@ -20,12 +20,14 @@ the stage stops, names the runtime, the worst row and the difference, and leaves
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pandas as pd
 
 from model_spec import descriptor as spec
@@ -46,6 +48,7 @@ from pipeline.config import Params, flatten, load_params
 from pipeline.contract import Contract, load_contract
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
+from pipeline.registry import model_name
 
 SAVED_MODEL_DIR = "saved_model"
 CARD_FILE = "model_card.md"
@@ -171,26 +174,64 @@ def parity_failure(report: dict[str, Any], where: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------- golden rows
+#: ``case`` prefixes of the two synthetic golden rows.
+MISSING_CASE = "synthetic: missing "
+UNSEEN_CASE = "synthetic: unseen category in "
+
+
+def rows_within_contract(frame: pd.DataFrame, contract: Contract) -> np.ndarray:
+    """Which rows every input rule of the contract accepts: no missing value in a column that
+    may not have one, numbers within ``[min, max]``, categories from the list."""
+    ok = np.ones(len(frame), dtype=bool)
+    for c in contract.features:
+        column = frame[c.name]
+        missing = column.isna().to_numpy()
+        if c.max_missing <= 0:
+            ok &= ~missing
+        if c.is_numeric:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+            ok &= missing | ~np.isnan(values)
+            if c.min is not None:
+                ok &= missing | (values >= c.min)
+            if c.max is not None:
+                ok &= missing | (values <= c.max)
+        elif c.categories is not None:
+            ok &= missing | column.astype(object).astype(str).isin(c.categories).to_numpy()
+    return ok
+
+
 def golden_rows(
     test: pd.DataFrame, contract: Contract, n: int, confidence: np.ndarray
 ) -> tuple[pd.DataFrame, list[str]]:
-    """``n`` raw rows and a description of each: test rows plus two synthetic edge cases.
+    """``n`` raw rows and a description of each: test rows plus synthetic edge cases.
 
-    Test rows with missing values come first (up to half). The other test rows are spread
-    over the native model's confidence (its top probability), from the least confident row
-    up: a saturated probability hides small numeric drift, an uncertain one shows it. The
-    synthetic rows are a test row with every nullable feature missing (every feature if none
-    is nullable) and a test row with an unseen value in every categorical feature.
+    Only test rows that the model's own input rules accept are used (see
+    :func:`rows_within_contract`), so a server can replay every golden row. Test rows with
+    missing values come first (up to half). The other test rows are spread over the native
+    model's confidence (its top probability), from the least confident row up: a saturated
+    probability hides small numeric drift, an uncertain one shows it. The synthetic rows are a
+    test row with every nullable feature missing (none when no feature is nullable: a null
+    there is a request the server must refuse) and, when there are categorical features, a
+    test row with an unseen value in every one of them (the one deliberate exception to the
+    input rules, marked ``"synthetic": "unseen_category"`` in ``golden.json``).
     """
     if n < 3:
         raise PipelineError(f"export.golden_rows is {n}; it needs at least 3.")
     if test.empty:
         raise PipelineError("the test split is empty; there is nothing to export against.")
+    fits = rows_within_contract(test, contract)
+    if not fits.any():
+        raise PipelineError(
+            "no row of the test split satisfies the contract's input rules (nulls, ranges, "
+            "categories), so no golden row can be written; check data/contract.yaml."
+        )
+    nullable = [c.name for c in contract.features if c.max_missing > 0]
     features = test[contract.feature_names]
-    synthetic = 2 if contract.categorical_features else 1
-    n_real = min(n - synthetic, len(test))
-    with_missing = np.flatnonzero(features.isna().any(axis=1).to_numpy())
-    complete = np.flatnonzero(~features.isna().any(axis=1).to_numpy())
+    synthetic = int(bool(nullable)) + int(bool(contract.categorical_features))
+    n_real = min(n - synthetic, int(fits.sum()))
+    has_missing = features.isna().any(axis=1).to_numpy()
+    with_missing = np.flatnonzero(has_missing & fits)
+    complete = np.flatnonzero(~has_missing & fits)
     picked = list(with_missing[: max(1, n_real // 2)])
     rest = n_real - len(picked)
     if rest > 0 and len(complete):
@@ -205,18 +246,19 @@ def golden_rows(
         missing = [c for c in contract.feature_names if pd.isna(test.iloc[i][c])]
         cases.append(f"test row {i}" + (f", missing {', '.join(missing)}" if missing else ""))
 
-    nullable = [c.name for c in contract.features if c.max_missing > 0]
-    blank = test.iloc[0].copy()
-    for name in nullable or contract.feature_names:
-        blank[name] = np.nan if name in contract.numeric_features else None
-    rows.append(blank)
-    cases.append(f"synthetic: missing {', '.join(nullable or contract.feature_names)}")
+    base = test.iloc[int(complete[0] if len(complete) else np.flatnonzero(fits)[0])]
+    if nullable:
+        blank = base.copy()
+        for name in nullable:
+            blank[name] = np.nan if name in contract.numeric_features else None
+        rows.append(blank)
+        cases.append(MISSING_CASE + ", ".join(nullable))
     if contract.categorical_features:
-        unseen = test.iloc[0].copy()
+        unseen = base.copy()
         for name in contract.categorical_features:
             unseen[name] = UNSEEN_CATEGORY
         rows.append(unseen)
-        cases.append(f"synthetic: unseen category in {', '.join(contract.categorical_features)}")
+        cases.append(UNSEEN_CASE + ", ".join(contract.categorical_features))
     frame = pd.DataFrame(rows).reset_index(drop=True)
     for name in contract.numeric_features:
         frame[name] = pd.to_numeric(frame[name]).astype("float64")
@@ -238,14 +280,14 @@ def golden_payload(
                 inputs[name] = float(value)
             else:
                 inputs[name] = str(value)
-        rows.append(
-            {
-                "case": case,
-                "inputs": inputs,
-                "label": str(outputs.labels[i]),
-                "probabilities": [float(p) for p in outputs.probabilities[i]],
-            }
-        )
+        row: dict[str, Any] = {"case": case, "inputs": inputs}
+        if case.startswith(UNSEEN_CASE):
+            row["synthetic"] = "unseen_category"
+        elif case.startswith(MISSING_CASE):
+            row["synthetic"] = "missing"
+        row["label"] = str(outputs.labels[i])
+        row["probabilities"] = [float(p) for p in outputs.probabilities[i]]
+        rows.append(row)
     return {"tolerance": tolerance, "rows": rows}
 
 
@@ -429,6 +471,30 @@ def render_model_card(descriptor: ModelDescriptor, parity: dict[str, Any]) -> st
 
 
 # ---------------------------------------------------------------------------- the stage core
+def canonical_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph with everything that varies between identical runs removed, so the
+    file's hash (lineage, registry tags) identifies the model: converters write a random id
+    into the graph's doc string (Keras' ONNX export) and list the opset imports in set order
+    (skl2onnx). Doc strings of the graph and its nodes are dropped, opset imports are sorted
+    by domain (one per domain, the highest version), metadata properties by key. The
+    model's own doc string, names and every tensor stay as they are."""
+    model = copy.deepcopy(model)
+    model.graph.doc_string = ""
+    for node in model.graph.node:
+        node.doc_string = ""
+    versions: dict[str, int] = {}
+    for entry in model.opset_import:
+        versions[entry.domain or ""] = max(versions.get(entry.domain or "", 0), entry.version)
+    del model.opset_import[:]
+    model.opset_import.extend(
+        onnx.helper.make_opsetid(domain, versions[domain]) for domain in sorted(versions)
+    )
+    props = sorted((p.key, p.value) for p in model.metadata_props)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, dict(props))
+    return model
+
+
 def _runtimes(native: Any, out_dir: Path, inputs: tuple[InputSpec, ...]) -> dict[str, Any]:
     """Callables from raw rows to :class:`Outputs`, one per exported artifact in ``out_dir``.
 
@@ -479,7 +545,7 @@ def export_model(
     """
     contract, p = native.contract, params.export
     out_dir.mkdir()
-    onnx_model = onnx_export.to_onnx(native, p.opset)
+    onnx_model = canonical_onnx(onnx_export.to_onnx(native, p.opset))
     onnx_path = out_dir / ONNX_FILE
     onnx_path.write_bytes(onnx_model.SerializeToString())
     if native.family == "keras":
@@ -514,7 +580,7 @@ def export_model(
         golden_frame, cases, golden_outputs["onnxruntime"], contract, p.parity_tolerance
     )
     descriptor = build_descriptor(
-        params.registry.model_name,
+        model_name(params),
         native,
         contract,
         p.opset,
@@ -581,6 +647,44 @@ def log_export(out_dir: Path, parity_path: Path, result: ExportResult, contract:
     return info
 
 
+# ---------------------------------------------------------------------------- the gate report
+def invalidate_gate_report(
+    json_path: Path, md_path: Path, model_name: str, run_id: str, reason: str
+) -> None:
+    """Replace the gate's verdict with "not judged": a new export makes the old verdict void.
+
+    The export stage does this when it starts and again, with the reason, when it fails, so
+    ``reports/gate.json`` never says "passed" while the model it judged is no longer what the
+    pipeline produced. The shape is the gate's own (``passed`` false, one failed check named
+    ``export``), so ``make register`` refuses it with the reason.
+    """
+    check = {
+        "name": "export",
+        "passed": False,
+        "value": None,
+        "threshold": None,
+        "op": "==",
+        "detail": reason,
+    }
+    write_json(
+        json_path,
+        {
+            "passed": False,
+            "invalidated": True,
+            "model_name": model_name,
+            "compared_with_champion": False,
+            "champion_version": None,
+            "note": reason,
+            "checks": [check],
+            "failed": ["export"],
+            "candidate": {"run_id": run_id},
+            "champion": None,
+        },
+    )
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(f"# Model gate: NOT RUN\n\n{reason}\n")
+
+
 # ---------------------------------------------------------------------------- CLI
 @cli("export")
 def main(argv: list[str] | None = None) -> None:
@@ -589,15 +693,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-dir", required=True)
     parser.add_argument("--preprocessor", required=True)
     parser.add_argument("--test", required=True, help="test split (Parquet)")
+    parser.add_argument(
+        "--splits", help="preprocess's split directory, logged to the run as MLflow datasets"
+    )
     parser.add_argument("--raw", required=True, help="raw table, hashed for lineage")
     parser.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
     parser.add_argument("--out", required=True, help="export directory to write")
     parser.add_argument("--parity", required=True, help="parity report (JSON) to write")
+    parser.add_argument(
+        "--gate-report",
+        nargs=2,
+        metavar=("JSON", "MD"),
+        help="the gate's reports, marked 'not judged' while this export runs and if it fails",
+    )
     args = parser.parse_args(argv)
 
     import os
 
-    from pipeline.tracking import git_commit, read_run_id, resume_run
+    from pipeline.tracking import git_commit, log_split_datasets, read_run_id, resume_run
 
     # MLflow draws progress bars while it logs and validates the model; a stage log wants none.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -626,13 +739,40 @@ def main(argv: list[str] | None = None) -> None:
         data_sha256=file_sha256(args.raw),
         params=lineage_params(params),
     )
+    if args.splits:
+        with resume_run(run_file, params.mlflow.experiment):
+            log_split_datasets(args.splits, contract.target, model_name(params))
+    gate_report = [Path(p) for p in args.gate_report] if args.gate_report else None
+    name = model_name(params)
+    if gate_report:
+        invalidate_gate_report(
+            *gate_report,
+            name,
+            lineage.run_id,
+            f"Not judged: the export of run {lineage.run_id} started and the gate has not run "
+            "on it yet (`make gate`).",
+        )
     try:
         with atomic_path(args.out) as tmp:
             result = export_model(native, params, test, read_json(args.metrics), lineage, tmp)
-    except ParityError as exc:
-        write_json(args.parity, exc.report)
+    except PipelineError as exc:
+        report = exc.report if isinstance(exc, ParityError) else {"passed": False}
+        write_json(args.parity, {**report, "run_id": lineage.run_id, "error": str(exc)})
+        if gate_report:
+            kept = (
+                f" '{args.out}' still holds the previous export, which `make serve` serves."
+                if (Path(args.out) / DESCRIPTOR_FILE).is_file()
+                else ""
+            )
+            invalidate_gate_report(
+                *gate_report,
+                name,
+                lineage.run_id,
+                f"Not judged: the export of run {lineage.run_id} failed, so there is no new "
+                f"model to gate: {exc}{kept}",
+            )
         raise
-    write_json(args.parity, result.parity)
+    write_json(args.parity, {**result.parity, "run_id": lineage.run_id})
 
     with resume_run(run_file, params.mlflow.experiment):
         info = log_export(Path(args.out), Path(args.parity), result, contract)

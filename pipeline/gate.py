@@ -4,14 +4,22 @@ Every check is reported with its value, its threshold and whether it passed:
 
 - ``floor.<metric>``: the test metrics in ``metrics.json`` against ``gate.min``: at least the
   bound for a higher-is-better metric, at most the bound for a lower-is-better one (``log_loss``);
-- ``parity``: the export stage's parity report passed;
+- ``parity``: the export stage's parity report passed, for this very export (its run id);
 - ``validation``: the data validation passed;
+- ``leakage``: no feature that validation found to predict the target alone almost perfectly,
+  unless the contract allows it (no ``leakage`` section in the validation result: passes, and
+  says it did not run);
+- ``golden_inputs``: every golden row passes the model's own input rules, so the server can
+  replay its golden file (no null where an input is not nullable, numbers within range, listed
+  categories; the one synthetic unseen-category row is exempt from the category rule);
 - ``vs_champion.<metric>``: when ``registry.model_name`` has a ``@champion``, the candidate may be
   worse than the champion by at most ``gate.max_regression[metric]``. Both models are scored the
   same way on the *current* test split: each one's registered/exported ONNX graph, run by ONNX
   Runtime on the raw columns its own descriptor names, so the comparison is like for like even
-  when the champion was trained on older data. No champion: absolute checks only, and the
-  report says so.
+  when the champion was trained on older data. The champion is compared only when it is
+  comparable (same task, same inputs by name and kind, same classes); otherwise the report says
+  in one line why not and that ``registry.model_name`` should change. No champion: absolute
+  checks only, and the report says so.
 
 ``gate.json`` and ``gate.md`` are written whatever the outcome (CI uploads them), logged with a
 ``gate_passed`` metric and tag to the pipeline's MLflow run (``lineage.run_id`` of the
@@ -41,6 +49,7 @@ import pandas as pd
 
 from model_spec.descriptor import (
     DESCRIPTOR_FILE,
+    GOLDEN_FILE,
     PROBABILITIES,
     DescriptorError,
     ModelDescriptor,
@@ -49,6 +58,7 @@ from model_spec.feed import FeedError, build_feed
 from pipeline.config import GateParams, load_params
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
+from pipeline.registry import EXPORT_ARTIFACT_DIR, champion_of, default_model_name, model_name
 
 #: Metrics of ``pipeline.evaluate.compute_metrics`` that a gate may name.
 GATEABLE = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr", "log_loss")
@@ -87,6 +97,9 @@ class Champion:
     run_id: str | None
     metrics: dict[str, float] | None = None
     error: str | None = None
+    #: Why the champion was not compared (other task, inputs or classes): it is a model of
+    #: other data. None when it is comparable.
+    skipped: str | None = None
 
 
 @dataclass
@@ -103,7 +116,8 @@ class GateReport:
         return {
             "passed": self.passed,
             "model_name": self.model_name,
-            "compared_with_champion": self.champion is not None,
+            "compared_with_champion": self.champion is not None
+            and not self.champion.get("skipped"),
             "champion_version": self.champion["version"] if self.champion else None,
             "note": self.note,
             "checks": [asdict(c) for c in self.checks],
@@ -162,6 +176,8 @@ def status_checks(parity: Mapping[str, Any], validation: Mapping[str, Any]) -> l
         parity_detail = "the parity report has no 'passed' field."
     elif parity_ok:
         parity_detail = "native, ONNX (and SavedModel) outputs agree."
+    elif parity.get("error"):
+        parity_detail = f"export failed: {str(parity['error']).rstrip('.')}."
     else:
         parity_detail = (
             f"export parity failed: max abs difference {_fmt(diff)} > tolerance {_fmt(tolerance)}."
@@ -230,6 +246,127 @@ def champion_checks(
     return checks
 
 
+def golden_checks(descriptor: ModelDescriptor, golden: Mapping[str, Any]) -> list[Check]:
+    """The golden rows must pass the model's own input rules, or a server refuses its own
+    golden file and never becomes ready. The rules are the descriptor's: no null where the
+    input is not nullable, a finite number within ``[min, max]``, a listed category. The row
+    marked ``"synthetic": "unseen_category"`` is exempt from the category rule only: it is there
+    to check the unseen-category path on purpose."""
+    problems = []
+    rows = golden.get("rows") or []
+    for i, row in enumerate(rows):
+        inputs = row.get("inputs") or {}
+        unseen_ok = row.get("synthetic") == "unseen_category"
+        for spec in descriptor.inputs:
+            problem = _input_problem(spec, inputs.get(spec.name), spec.name in inputs, unseen_ok)
+            if problem:
+                problems.append(f"golden[{i}].{spec.name}: {problem}")
+    if not rows:
+        problems.append("golden.json has no rows")
+    if not problems:
+        detail = f"all {len(rows)} golden rows pass the model's input rules."
+    else:
+        shown = "; ".join(problems[:3]) + (
+            f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        )
+        detail = (
+            f"{len(problems)} golden value(s) break the model's own input rules ({shown}): a "
+            "server would refuse its own golden file and never become ready. Re-export with "
+            "this version of the pipeline, or fix the contract's nullability and ranges."
+        )
+    return [Check("golden_inputs", not problems, len(problems), 0, "==", detail)]
+
+
+def _input_problem(spec, value: Any, present: bool, unseen_ok: bool) -> str | None:
+    if not present:
+        return "missing"
+    if value is None:
+        return None if spec.nullable else "must not be null"
+    if spec.is_numeric:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, not {value!r}"
+        if not np.isfinite(value):
+            return "must be finite"
+        if (spec.min is not None and value < spec.min) or (
+            spec.max is not None and value > spec.max
+        ):
+            return f"{value} is outside [{spec.min}, {spec.max}]"
+        return None
+    if not isinstance(value, str):
+        return f"must be a string, not {value!r}"
+    if spec.categories and value not in spec.categories and not unseen_ok:
+        return f"{value!r} is not one of the categories"
+    return None
+
+
+def leakage_checks(validation: Mapping[str, Any]) -> list[Check]:
+    """A feature that alone predicts the target almost perfectly fails the gate unless the
+    contract allows it. Validate measures it (``leakage`` in its result); no such section: the
+    check passes and says so."""
+    leakage = validation.get("leakage")
+    if not isinstance(leakage, Mapping):
+        return [
+            Check(
+                "leakage",
+                True,
+                None,
+                None,
+                "==",
+                "not checked: the validation result has no 'leakage' section.",
+            )
+        ]
+    threshold = leakage.get("threshold")
+    allowed = set(leakage.get("allowed") or ())
+    suspects = [s for s in leakage.get("suspects") or () if s.get("column") not in allowed]
+    if not suspects:
+        let = f" ({', '.join(sorted(allowed))} allowed by the contract)" if allowed else ""
+        detail = f"no feature alone predicts the target at or above {_fmt(threshold)}{let}."
+        return [Check("leakage", True, 0, threshold, "==", detail)]
+    named = ", ".join(
+        f"'{s['column']}' ({s.get('metric', 'score')} {_fmt(s.get('score'))})" for s in suspects
+    )
+    worst = max(float(s.get("score") or 0.0) for s in suspects)
+    detail = (
+        f"feature(s) {named} alone predict the target at or above {_fmt(threshold)}: probably a "
+        "leak (the answer encoded in a feature). Drop the column from the features (role: "
+        "ignored in the contract), or allow it in the contract if it is legitimate."
+    )
+    return [Check("leakage", False, worst, threshold, "<", detail)]
+
+
+def comparability(candidate: ModelDescriptor, champion: ModelDescriptor) -> str | None:
+    """Why the champion cannot be compared with the candidate (another task, other inputs,
+    other classes), or None when it can."""
+    if champion.task != candidate.task:
+        return f"it is a {champion.task.value} model and this candidate is {candidate.task.value}"
+    theirs = {i.name: i.kind for i in champion.inputs}
+    ours = {i.name: i.kind for i in candidate.inputs}
+    if theirs != ours:
+        parts = []
+        only_theirs = [n for n in theirs if n not in ours]
+        only_ours = [n for n in ours if n not in theirs]
+        kinds = [n for n in ours if n in theirs and ours[n] != theirs[n]]
+        if only_theirs:
+            parts.append("only the champion has " + _names(only_theirs))
+        if only_ours:
+            parts.append("only the candidate has " + _names(only_ours))
+        if kinds:
+            parts.append("the kind differs for " + _names(kinds))
+        return "its inputs differ (" + "; ".join(parts) + ")"
+    if candidate.task.is_classification and set(champion.classes) != set(candidate.classes):
+        return (
+            f"its classes are {_names(champion.classes)}, the candidate's "
+            f"{_names(candidate.classes)}"
+        )
+    return None
+
+
+def _names(names, limit: int = 4) -> str:
+    names = list(names)
+    shown = ", ".join(f"'{n}'" for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def decide(
     metrics: Mapping[str, float],
     parity: Mapping[str, Any],
@@ -240,6 +377,9 @@ def decide(
     champion: Champion | None,
     candidate_onnx_metrics: Mapping[str, float] | None = None,
     registry_note: str = "",
+    descriptor: ModelDescriptor | None = None,
+    golden: Mapping[str, Any] | None = None,
+    suggested_name: str = "",
 ) -> GateReport:
     """Run every check; pure, so each rule is testable on plain dicts.
 
@@ -248,7 +388,18 @@ def decide(
     to ``metrics`` when they are not given.
     """
     checks = floor_checks(metrics, gate.min) + status_checks(parity, validation)
-    if champion is not None:
+    checks += leakage_checks(validation)
+    if golden is not None and descriptor is not None:
+        checks += golden_checks(descriptor, golden)
+    if champion is not None and champion.skipped:
+        note = (
+            f"Not compared with the champion of '{model_name}' (version {champion.version}): "
+            f"{champion.skipped}, so it is a model of other data. Give this data its own "
+            f"registered model: set registry.model_name in params.yaml (e.g. '{suggested_name}')."
+        )
+        champion_info = asdict(champion)
+        note += " Absolute thresholds only."
+    elif champion is not None:
         compared = candidate_onnx_metrics if candidate_onnx_metrics is not None else metrics
         checks += champion_checks(compared, champion, gate.max_regression)
         note = (
@@ -361,15 +512,19 @@ def _descriptor(path: str | Path) -> ModelDescriptor:
 
 def find_export_dir(root: Path) -> Path | None:
     """Where a downloaded registered version keeps ``model.json`` and its ONNX file."""
-    from pipeline.registry import EXPORT_ARTIFACT_DIR
-
     preferred = [root / EXPORT_ARTIFACT_DIR / DESCRIPTOR_FILE, root / DESCRIPTOR_FILE]
     found = [p for p in preferred if p.is_file()] or sorted(root.rglob(DESCRIPTOR_FILE))
     return found[0].parent if found else None
 
 
-def score_champion(model_name: str, version, test: pd.DataFrame) -> Champion:
-    """Download a registered version and score it; a failure is recorded, not raised."""
+def score_champion(
+    model_name: str, version, test: pd.DataFrame, candidate: ModelDescriptor | None = None
+) -> Champion:
+    """Download a registered version and score it; a failure is recorded, not raised.
+
+    When the champion is not comparable with ``candidate`` (another task, other inputs or
+    classes, or a descriptor this pipeline cannot read), it is not scored: ``skipped`` says why.
+    """
     import mlflow
 
     run_id, number = version.run_id, str(version.version)
@@ -387,14 +542,27 @@ def score_champion(model_name: str, version, test: pd.DataFrame) -> Champion:
             return Champion(
                 number, run_id, error=f"its artifacts hold no {DESCRIPTOR_FILE} descriptor."
             )
+        if candidate is not None:
+            try:
+                why = comparability(candidate, ModelDescriptor.read(export_dir))
+            except DescriptorError as exc:
+                why = f"its descriptor cannot be read by this pipeline ({exc})"
+            if why:
+                return Champion(number, run_id, skipped=why)
         try:
             metrics = score_export(export_dir, test)
-        except (PipelineError, RuntimeError, KeyError) as exc:
+        except (PipelineError, RuntimeError, KeyError, ValueError) as exc:
             return Champion(number, run_id, error=str(exc))
     return Champion(number, run_id, metrics=metrics)
 
 
 # ---------------------------------------------------------------------------- CLI
+def suggest_name(params, name: str, descriptor: ModelDescriptor) -> str:
+    """A registered-model name for this data that is not ``name``."""
+    suggested = default_model_name(params.data.source, descriptor.task)
+    return suggested if suggested != name else f"{name}-2"
+
+
 def _read(path: str | Path, what: str) -> Any:
     try:
         return read_json(path)
@@ -435,12 +603,12 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params)
     check_gate_params(params.gate)
-    name = params.registry.model_name
     metrics = _read(args.metrics, "metrics file")
     parity = _read(args.parity, "parity report")
     validation = _read(args.validation, "validation result")
     model_dir = Path(args.model_dir)
     descriptor = _descriptor(model_dir)
+    name = model_name(params)
     run_id = descriptor.lineage.run_id
     if not run_id:
         raise PipelineError(f"'{model_dir / DESCRIPTOR_FILE}' has no lineage.run_id; rerun export.")
@@ -453,7 +621,6 @@ def main(argv: list[str] | None = None) -> None:
         "metrics": dict(metrics),
     }
 
-    from pipeline.registry import champion_of
     from pipeline.tracking import configure
 
     configure(params.mlflow.experiment)
@@ -463,8 +630,18 @@ def main(argv: list[str] | None = None) -> None:
         test = read_table(args.test)
         if test.empty:
             raise PipelineError(f"test split '{args.test}' is empty.")
-        champion = score_champion(name, champion_version, test)
-        onnx_metrics = score_export(model_dir, test)
+        champion = score_champion(name, champion_version, test, descriptor)
+        if not champion.skipped:
+            onnx_metrics = score_export(model_dir, test)
+    golden_path = model_dir / GOLDEN_FILE
+    golden = read_json(golden_path) if golden_path.is_file() else {}
+    if parity.get("run_id") not in (None, run_id):
+        parity = {
+            **parity,
+            "passed": False,
+            "error": f"the parity report is for run {parity['run_id']}, not for the export in "
+            f"'{model_dir}' (run {run_id})",
+        }
 
     report = decide(
         metrics,
@@ -476,6 +653,9 @@ def main(argv: list[str] | None = None) -> None:
         champion,
         onnx_metrics,
         registry_note,
+        descriptor=descriptor,
+        golden=golden,
+        suggested_name=suggest_name(params, name, descriptor),
     )
     write_json(args.out, report.to_dict())
     with atomic_path(args.report) as tmp:

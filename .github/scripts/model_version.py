@@ -54,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
 
     from pipeline.config import load_params
+    from pipeline.registry import model_name
     from pipeline.tracking import tracking_uri
 
-    name = load_params(args.params).registry.model_name
+    name = model_name(load_params(args.params))
     mlflow.set_tracking_uri(tracking_uri())
     client = mlflow.MlflowClient()
     try:

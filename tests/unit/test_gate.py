@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import mlflow
 import pytest
@@ -15,12 +16,17 @@ from pipeline.gate import (
     Champion,
     champion_checks,
     check_gate_params,
+    comparability,
     decide,
+    failure_message,
     floor_checks,
+    golden_checks,
+    leakage_checks,
     main,
     render_markdown,
     status_checks,
 )
+from pipeline.registry import default_model_name
 from tests.conftest import REPO_ROOT
 
 GATE = GateParams(
@@ -141,7 +147,7 @@ def test_without_a_champion_only_absolute_thresholds_apply_and_the_report_says_s
     )
     assert report.passed and report.failed == []
     names = [c.name for c in report.checks]
-    assert names == ["floor.f1_macro", "floor.roc_auc_ovr", "parity", "validation"]
+    assert names == ["floor.f1_macro", "floor.roc_auc_ovr", "parity", "validation", "leakage"]
     data = report.to_dict()
     assert data["compared_with_champion"] is False and data["champion_version"] is None
     assert data["note"] == "No champion yet. Absolute thresholds only."
@@ -183,6 +189,8 @@ def test_the_cli_refuses_a_descriptor_of_another_schema_in_one_sentence(stage_fi
 def stage_files(tmp_path, mlflow_store, monkeypatch):
     """Inputs of the gate stage and a real pipeline run in a fresh store (no registered model)."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # registry.model_name: auto reads the task from the contract
+    shutil.copy2(REPO_ROOT / "data" / "contract.yaml", tmp_path / "data" / "contract.yaml")
     # MLflow keeps the URI of the last configure() in a module global: point it here.
     mlflow.set_tracking_uri(mlflow_store)
     experiment = mlflow.MlflowClient().create_experiment(
@@ -194,6 +202,8 @@ def stage_files(tmp_path, mlflow_store, monkeypatch):
     model_dir.mkdir()
     (model_dir / "model.onnx").write_bytes(b"not scored when there is no champion")
     descriptor_for(run.info.run_id).write(model_dir)
+    golden = {"tolerance": 1e-5, "rows": [{"inputs": {"bill length": 40.0, "island": "Dream"}}]}
+    (model_dir / "golden.json").write_text(json.dumps(golden))
     for name, payload in (("parity.json", PARITY_OK), ("result.json", VALID)):
         (tmp_path / name).write_text(json.dumps(payload))
     yield tmp_path, run.info.run_id
@@ -217,7 +227,7 @@ def test_cli_fails_naming_each_failed_check_and_still_writes_both_reports(stage_
     code = _run_gate(root, {**GOOD, "f1_macro": 0.8123, "roc_auc_ovr": 0.9})
     assert code == 1
     err = capsys.readouterr().err
-    assert err.startswith("gate failed: 2 of 4 checks failed for 'penguins-classifier':")
+    assert err.startswith("gate failed: 2 of 6 checks failed for 'penguins-classifier':")
     assert "floor.f1_macro: f1_macro is 0.8123, below the minimum 0.9000." in err
     assert "floor.roc_auc_ovr: roc_auc_ovr is 0.9000, below the minimum 0.9500." in err
 
@@ -247,6 +257,136 @@ def test_cli_without_a_registered_model_passes_on_absolute_thresholds_and_says_s
         "Registered model 'penguins-classifier' does not exist yet, so there is no champion. "
         "Absolute thresholds only."
     )
-    assert "gate: all 4 checks passed." in capsys.readouterr().out
+    assert "gate: all 6 checks passed." in capsys.readouterr().out
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.data.metrics["gate_passed"] == 1.0 and run.data.tags["gate_passed"] == "true"
+
+
+# ---------------------------------------------------------------------------- golden rows (item 8)
+def _golden(*inputs, synthetic=None):
+    rows = [{"case": f"row {i}", "inputs": row} for i, row in enumerate(inputs)]
+    if synthetic:
+        rows[-1]["synthetic"] = synthetic
+    return {"tolerance": 1e-5, "rows": rows}
+
+
+def test_golden_rows_that_pass_the_models_own_input_rules_pass():
+    d = descriptor_for("r")
+    golden = _golden(
+        {"bill length": 40.0, "island": "Biscoe"},
+        {"bill length": None, "island": None},
+        {"bill length": 40.0, "island": "__unseen__"},
+        synthetic="unseen_category",
+    )
+    (check,) = golden_checks(d, golden)
+    assert check.passed and check.detail == "all 3 golden rows pass the model's input rules."
+
+
+def test_a_null_golden_value_for_a_column_that_is_not_nullable_fails_the_gate():
+    # A table with no missing values: no input is nullable (item 8, e.g. breast_cancer).
+    d = descriptor_for(
+        "r",
+        inputs=(
+            InputSpec("mean radius", "mean_radius", "numeric", False, 5.0, 30.0),
+            InputSpec("island", "island", "categorical", False, categories=("Biscoe",)),
+        ),
+    )
+    golden = _golden(
+        {"mean radius": 14.1, "island": "Biscoe"},
+        {"mean radius": None, "island": None},
+        {"mean radius": 99.0, "island": "Dream"},
+    )
+    (check,) = golden_checks(d, golden)
+    assert not check.passed and check.value == 4
+    assert check.detail.startswith(
+        "4 golden value(s) break the model's own input rules (golden[1].mean radius: must not "
+        "be null; golden[1].island: must not be null; golden[2].mean radius: 99.0 is outside "
+        "[5.0, 30.0]; and 1 more): a server would refuse its own golden file"
+    )
+    report = decide(GOOD, PARITY_OK, VALID, GATE, "m", CANDIDATE, None, descriptor=d, golden=golden)
+    assert not report.passed and report.failed == ["golden_inputs"]
+
+
+# ---------------------------------------------------------------------------- leakage
+def test_without_a_leakage_section_the_check_passes_and_says_it_did_not_run():
+    (check,) = leakage_checks({"success": True})
+    assert check.passed
+    assert check.detail == "not checked: the validation result has no 'leakage' section."
+
+
+def test_a_leaking_feature_fails_the_gate_naming_column_and_score_unless_allowed():
+    leakage = {
+        "threshold": 0.95,
+        "allowed": ["id_hash"],
+        "suspects": [
+            {"column": "flipper_code", "score": 0.998, "metric": "roc_auc"},
+            {"column": "id_hash", "score": 0.99, "metric": "roc_auc"},
+        ],
+    }
+    (check,) = leakage_checks({"success": True, "leakage": leakage})
+    assert not check.passed and check.value == 0.998 and check.threshold == 0.95
+    assert check.detail.startswith(
+        "feature(s) 'flipper_code' (roc_auc 0.9980) alone predict the target at or above 0.9500"
+    )
+    assert "id_hash" not in check.detail
+    leakage["allowed"].append("flipper_code")
+    (check,) = leakage_checks({"success": True, "leakage": leakage})
+    assert check.passed
+    assert check.detail == (
+        "no feature alone predicts the target at or above 0.9500 (flipper_code, id_hash allowed "
+        "by the contract)."
+    )
+    report = decide(GOOD, PARITY_OK, {"success": True, "leakage": {**leakage, "allowed": []}},
+                    GATE, "m", CANDIDATE, None)  # fmt: skip
+    assert report.failed == ["leakage"]
+    assert "leakage: feature(s) 'flipper_code' (roc_auc 0.9980), 'id_hash' (roc_auc 0.9900)" in (
+        failure_message(report)
+    )
+
+
+# ---------------------------------------------------------------------------- comparability
+def test_a_champion_of_another_task_or_other_inputs_is_not_comparable():
+    ours = descriptor_for("r")
+    assert comparability(ours, descriptor_for("c")) is None
+    regression = descriptor_for("c", task=Task.REGRESSION, classes=(), target="body_mass_g")
+    assert comparability(ours, regression) == (
+        "it is a regression model and this candidate is multiclass"
+    )
+    other = descriptor_for(
+        "c",
+        inputs=(
+            InputSpec("species", "species", "categorical", False, categories=("a", "b")),
+            InputSpec("island", "island", "numeric", True),
+        ),
+    )
+    assert comparability(ours, other) == (
+        "its inputs differ (only the champion has 'species'; only the candidate has "
+        "'bill length'; the kind differs for 'island')"
+    )
+    assert comparability(ours, descriptor_for("c", classes=("x", "y"))) == (
+        "its classes are 'x', 'y', the candidate's 'Adelie', 'Chinstrap', 'Gentoo'"
+    )
+
+
+def test_a_skipped_champion_gives_one_line_naming_the_reason_and_the_model_name_to_change():
+    champion = Champion("3", "run-9", skipped="its inputs differ (only the champion has 'x')")
+    report = decide(
+        GOOD, PARITY_OK, VALID, GATE, "penguins-classifier", CANDIDATE, champion,
+        suggested_name="wine-classifier",
+    )  # fmt: skip
+    assert report.passed and not any(c.name.startswith("vs_champion") for c in report.checks)
+    assert report.note == (
+        "Not compared with the champion of 'penguins-classifier' (version 3): its inputs differ "
+        "(only the champion has 'x'), so it is a model of other data. Give this data its own "
+        "registered model: set registry.model_name in params.yaml (e.g. 'wine-classifier'). "
+        "Absolute thresholds only."
+    )
+    assert "\n" not in report.note
+    assert report.to_dict()["compared_with_champion"] is False
+
+
+def test_the_default_model_name_follows_the_data():
+    assert default_model_name("builtin:penguins", Task.MULTICLASS) == "penguins-classifier"
+    assert default_model_name("data/My Table.csv", Task.REGRESSION) == "my-table-regressor"
+    assert default_model_name("s3://bucket/x/wine.parquet?v=1", Task.BINARY) == ("wine-classifier")
+    assert default_model_name("C:\\data\\île.csv", Task.BINARY) == "ile-classifier"
