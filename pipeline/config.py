@@ -103,8 +103,11 @@ class ExportParams:
 
 @dataclass(frozen=True)
 class GateParams:
-    min: dict[str, float]
-    max_regression: dict[str, float]
+    """Each block maps a task (binary, multiclass, regression) to ``{metric: number}``."""
+
+    min: dict[str, dict[str, float]]
+    max_regression: dict[str, dict[str, float]]
+    baseline_margin: dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)

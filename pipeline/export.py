@@ -75,10 +75,17 @@ class ParityError(PipelineError):
 
 @dataclass(frozen=True)
 class Outputs:
-    """What a runtime returned for a batch of rows."""
+    """What a runtime returned for a batch of rows: labels and probabilities ``[N, C]``
+    (classification) or predictions ``[N]`` (regression, ``labels`` None)."""
 
-    labels: np.ndarray  # str [N]
-    probabilities: np.ndarray  # [N, C]
+    labels: np.ndarray | None  # str [N]
+    probabilities: np.ndarray | None = None  # [N, C]
+    predictions: np.ndarray | None = None  # [N]
+
+    @property
+    def rows(self) -> int:
+        values = self.predictions if self.probabilities is None else self.probabilities
+        return int(len(values))
 
 
 Lineage = spec.Lineage
@@ -97,10 +104,45 @@ def lineage_params(params: Params) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- parity
+def compare_predictions(native: Outputs, runtime: Outputs, tolerance: float) -> dict[str, Any]:
+    """Regression: the largest disagreement of one runtime's predictions, relative to
+    ``max(1, |native|)`` (:func:`pipeline.estimators.parity_error`), and where."""
+    from model_spec.task import Task
+    from pipeline.estimators import parity_error
+
+    error = parity_error(Task.REGRESSION, native.predictions, runtime.predictions)
+    if error.size != native.rows:
+        return {
+            "max_abs_diff": float("inf"),
+            "worst_row": 0,
+            "native_value": None,
+            "runtime_value": None,
+            "label_mismatches": 0,
+            "mismatched_rows": [],
+            "passed": False,
+            "error": f"returned {np.asarray(runtime.predictions).size} predictions for "
+            f"{native.rows} rows",
+        }
+    row = int(np.argmax(error))
+    worst = float(error[row])
+    return {
+        "max_abs_diff": worst,
+        "worst_row": row,
+        "native_value": float(native.predictions[row]),
+        "runtime_value": float(np.asarray(runtime.predictions, dtype=np.float64)[row]),
+        "label_mismatches": 0,
+        "mismatched_rows": [],
+        "passed": bool(worst <= tolerance),
+    }
+
+
 def compare_outputs(
     native: Outputs, runtime: Outputs, classes: list[str], tolerance: float
 ) -> dict[str, Any]:
-    """Largest probability difference (and where), and label mismatches, of one runtime."""
+    """Largest probability difference (and where), and label mismatches, of one runtime;
+    for regression see :func:`compare_predictions`."""
+    if native.probabilities is None:
+        return compare_predictions(native, runtime, tolerance)
     if runtime.probabilities.shape != native.probabilities.shape:
         return {
             "max_abs_diff": float("inf"),
@@ -143,7 +185,7 @@ def check_parity(
     return {
         "passed": all(r["passed"] for r in results.values()),
         "tolerance": tolerance,
-        "rows": int(len(native.labels)),
+        "rows": native.rows,
         "max_abs_diff": max((r["max_abs_diff"] for r in results.values()), default=0.0),
         "runtimes": results,
     }
@@ -156,12 +198,20 @@ def parity_failure(report: dict[str, Any], where: str) -> str | None:
             continue
         if "error" in r:
             return f"parity failed on the {where}: {name} {r['error']}."
+        if "native_value" in r:
+            what = (
+                f"prediction: native {r['native_value']:.6g}, {name} {r['runtime_value']:.6g}; "
+                "relative to max(1, |native|)"
+            )
+        else:
+            what = (
+                f"probability of '{r['worst_class']}': native {r['native_probability']:.6f}, "
+                f"{name} {r['runtime_probability']:.6f}"
+            )
         text = (
             f"parity failed on the {where} ({report['rows']} rows, tolerance "
             f"{report['tolerance']:.0e}): {name} differs from the native model by "
-            f"{r['max_abs_diff']:.3e} at row {r['worst_row']} (probability of "
-            f"'{r['worst_class']}': native {r['native_probability']:.6f}, {name} "
-            f"{r['runtime_probability']:.6f})"
+            f"{r['max_abs_diff']:.3e} at row {r['worst_row']} ({what})"
         )
         if r["label_mismatches"]:
             rows = ", ".join(str(i) for i in r["mismatched_rows"])
@@ -268,7 +318,8 @@ def golden_rows(
 def golden_payload(
     frame: pd.DataFrame, cases: list[str], outputs: Outputs, contract: Contract, tolerance: float
 ) -> dict[str, Any]:
-    """The ``golden.json`` document: raw inputs (missing = null) and expected outputs."""
+    """The ``golden.json`` document: raw inputs (missing = null) and expected outputs:
+    ``label`` and ``probabilities`` (classification) or ``prediction`` (regression)."""
     rows = []
     for i, case in enumerate(cases):
         inputs = {}
@@ -285,8 +336,11 @@ def golden_payload(
             row["synthetic"] = "unseen_category"
         elif case.startswith(MISSING_CASE):
             row["synthetic"] = "missing"
-        row["label"] = str(outputs.labels[i])
-        row["probabilities"] = [float(p) for p in outputs.probabilities[i]]
+        if outputs.probabilities is None:
+            row["prediction"] = float(outputs.predictions[i])
+        else:
+            row["label"] = str(outputs.labels[i])
+            row["probabilities"] = [float(p) for p in outputs.probabilities[i]]
         rows.append(row)
     return {"tolerance": tolerance, "rows": rows}
 
@@ -433,7 +487,12 @@ def render_model_card(descriptor: ModelDescriptor, parity: dict[str, Any]) -> st
         "## Parity",
         "",
         f"Native model vs exported artifacts on the {parity['rows']} rows of the test split, "
-        f"tolerance {parity['tolerance']:.0e} on every class probability, labels must match.",
+        f"tolerance {parity['tolerance']:.0e} "
+        + (
+            "on every class probability, labels must match."
+            if descriptor.task.is_classification
+            else "on every prediction, relative to max(1, |native prediction|)."
+        ),
         "",
         "| runtime | max abs diff | worst row | label mismatches | passed |",
         "|---|---|---|---|---|",
@@ -452,8 +511,13 @@ def render_model_card(descriptor: ModelDescriptor, parity: dict[str, Any]) -> st
         "- A category not seen in training is encoded as all zeros (none of the known "
         "categories): the model still answers, with no warning of its own. Numeric values "
         "outside the contract's range are extrapolated, not clipped.",
-        "- Probabilities are float32 and reflect the training data's class balance; they are "
-        "not calibrated for other populations.",
+        (
+            "- Probabilities are float32 and reflect the training data's class balance; they "
+            "are not calibrated for other populations."
+            if descriptor.task.is_classification
+            else "- Predictions are float32 and lie in the range the training targets taught; "
+            "the model says nothing about its own uncertainty."
+        ),
         "- The test split is small, so the metrics above carry sampling noise.",
         "",
         "## Lineage",
@@ -500,13 +564,15 @@ def _runtimes(native: Any, out_dir: Path, inputs: tuple[InputSpec, ...]) -> dict
 
     ONNX Runtime gets its feed from :func:`model_spec.feed.build_feed`, exactly as the gate
     and the server build theirs."""
-    contract = native.contract
+    contract, task = native.contract, native.task
     session = onnx_export.onnx_session(out_dir / ONNX_FILE)
 
     def onnxruntime(raw: pd.DataFrame) -> Outputs:
-        labels, probabilities = session.run(
-            [spec.LABEL, spec.PROBABILITIES], build_feed(inputs, raw)
-        )
+        feed = build_feed(inputs, raw)
+        if task.is_regression:
+            (prediction,) = session.run([spec.PREDICTION], feed)
+            return Outputs(None, predictions=np.asarray(prediction).reshape(-1))
+        labels, probabilities = session.run([spec.LABEL, spec.PROBABILITIES], feed)
         return Outputs(np.asarray(labels).astype(str), np.asarray(probabilities))
 
     runtimes = {"onnxruntime": onnxruntime}
@@ -519,15 +585,28 @@ def _runtimes(native: Any, out_dir: Path, inputs: tuple[InputSpec, ...]) -> dict
             from pipeline.preprocess import to_model_frame
 
             frame = to_model_frame(raw, contract)
-            return Outputs(*tf_export.run_saved_model(serve, frame, contract.numeric_features))
+            out = tf_export.run_saved_model(serve, frame, contract.numeric_features)
+            if task.is_regression:
+                return Outputs(None, predictions=np.asarray(out).reshape(-1))
+            return Outputs(*out)
 
         runtimes["tensorflow"] = tensorflow
     return runtimes
 
 
 def _native_outputs(native: Any, raw: pd.DataFrame) -> Outputs:
-    proba = np.asarray(native.predict_proba(raw), dtype=np.float64)
-    return Outputs(np.asarray(native.classes, dtype=str)[proba.argmax(axis=1)], proba)
+    output = np.asarray(native.predict_output(raw), dtype=np.float64)
+    if native.task.is_regression:
+        return Outputs(None, predictions=output.reshape(-1))
+    return Outputs(np.asarray(native.classes, dtype=str)[output.argmax(axis=1)], output)
+
+
+def parity_tolerance(native: Any, params: Params) -> float:
+    """``export.parity_tolerance`` on class probabilities; for regression the estimator's own,
+    measured tolerance, relative to ``max(1, |prediction|)`` (see ``pipeline.estimators``)."""
+    if native.task.is_regression:
+        return native.estimator.parity_tolerance(native.task)
+    return params.export.parity_tolerance
 
 
 def export_model(
@@ -541,9 +620,14 @@ def export_model(
     """Write every export artifact into the new directory ``out_dir`` and check parity.
 
     Raises :class:`ParityError` (with the report) when a runtime disagrees with the native
-    model on the test split or on the golden rows.
+    model on the test split or on the golden rows, and :class:`PipelineError` for an estimator
+    and task its converter is known to get wrong (never exported).
     """
     contract, p = native.contract, params.export
+    block = params.train.blocks.get(native.estimator_name)
+    if block is not None:
+        native.estimator.check(block, native.task)
+    tolerance = parity_tolerance(native, params)
     out_dir.mkdir()
     onnx_model = canonical_onnx(onnx_export.to_onnx(native, p.opset))
     onnx_path = out_dir / ONNX_FILE
@@ -558,13 +642,17 @@ def export_model(
     classes = list(native.classes)
     native_test = _native_outputs(native, test)
     report = check_parity(
-        native_test, {n: run(test) for n, run in runtimes.items()}, classes, p.parity_tolerance
+        native_test, {n: run(test) for n, run in runtimes.items()}, classes, tolerance
     )
-    confidence = native_test.probabilities.max(axis=1)
-    golden_frame, cases = golden_rows(test, contract, p.golden_rows, confidence)
+    # Golden rows spread over the model's confidence (classification) or its predictions.
+    if native_test.probabilities is None:
+        spread = native_test.predictions
+    else:
+        spread = native_test.probabilities.max(axis=1)
+    golden_frame, cases = golden_rows(test, contract, p.golden_rows, spread)
     native_golden = _native_outputs(native, golden_frame)
     golden_outputs = {n: run(golden_frame) for n, run in runtimes.items()}
-    golden_report = check_parity(native_golden, golden_outputs, classes, p.parity_tolerance)
+    golden_report = check_parity(native_golden, golden_outputs, classes, tolerance)
     report["golden"] = {k: golden_report[k] for k in ("passed", "rows", "max_abs_diff", "runtimes")}
     report["passed"] = report["passed"] and golden_report["passed"]
     failure = parity_failure(report, "test split")
@@ -576,9 +664,7 @@ def export_model(
     if failure:
         raise ParityError(failure, report)
 
-    golden = golden_payload(
-        golden_frame, cases, golden_outputs["onnxruntime"], contract, p.parity_tolerance
-    )
+    golden = golden_payload(golden_frame, cases, golden_outputs["onnxruntime"], contract, tolerance)
     descriptor = build_descriptor(
         model_name(params),
         native,
@@ -590,7 +676,7 @@ def export_model(
         report,
         lineage,
     )
-    (out_dir / GOLDEN_FILE).write_text(json.dumps(golden, indent=2) + "\n")
+    (out_dir / GOLDEN_FILE).write_text(json.dumps(golden, indent=2, ensure_ascii=False) + "\n")
     descriptor.write(out_dir)
     (out_dir / CARD_FILE).write_text(render_model_card(descriptor, report))
     return ExportResult(descriptor, report, golden)
@@ -603,7 +689,8 @@ def log_export(out_dir: Path, parity_path: Path, result: ExportResult, contract:
 
     The model's signature has one named ``[-1, 1]`` tensor per feature column, so
     ``pyfunc.predict`` accepts a DataFrame with one column per feature (numbers as float64
-    with NaN, strings with ``""`` for missing) and returns ``{"label", "probabilities"}``.
+    with NaN, strings with ``""`` for missing) and returns ``{"label", "probabilities"}``
+    (classification) or ``{"prediction"}`` (regression).
     Returns the logged model's info.
     """
     import mlflow
@@ -623,12 +710,14 @@ def log_export(out_dir: Path, parity_path: Path, result: ExportResult, contract:
     )
     frame = pd.DataFrame([row["inputs"] for row in result.golden["rows"]])
     feeds = build_feed(result.descriptor, frame)
-    outputs = {
-        onnx_export.LABEL: np.array([row["label"] for row in result.golden["rows"]], dtype=object),
-        onnx_export.PROBABILITIES: np.array(
-            [row["probabilities"] for row in result.golden["rows"]], dtype=np.float32
-        ),
-    }
+    rows = result.golden["rows"]
+    if result.descriptor.task.is_regression:
+        outputs = {spec.PREDICTION: np.array([[r["prediction"]] for r in rows], dtype=np.float32)}
+    else:
+        outputs = {
+            spec.LABEL: np.array([r["label"] for r in rows], dtype=object),
+            spec.PROBABILITIES: np.array([r["probabilities"] for r in rows], dtype=np.float32),
+        }
     complete = ~frame.isna().any(axis=1).to_numpy()
     example_rows = np.flatnonzero(complete)[:2] if complete.any() else np.arange(1)
     example = {name: array[example_rows] for name, array in feeds.items()}
@@ -714,7 +803,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # MLflow draws progress bars while it logs and validates the model; a stage log wants none.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from pipeline.train import RUN_FILE, load_native_model
+    from pipeline.model import RUN_FILE, load_native_model
 
     params = load_params(args.params)
     contract = load_contract(params.data.contract)

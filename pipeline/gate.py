@@ -50,23 +50,21 @@ import pandas as pd
 from model_spec.descriptor import (
     DESCRIPTOR_FILE,
     GOLDEN_FILE,
+    PREDICTION,
     PROBABILITIES,
     DescriptorError,
     ModelDescriptor,
 )
 from model_spec.feed import FeedError, build_feed
+from model_spec.task import Task
 from pipeline.config import GateParams, load_params
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
+from pipeline.metrics import baseline_output, compute_metrics, higher_is_better, metric_names
 from pipeline.registry import EXPORT_ARTIFACT_DIR, champion_of, default_model_name, model_name
 
-#: Metrics of ``pipeline.evaluate.compute_metrics`` that a gate may name.
-GATEABLE = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr", "log_loss")
-LOWER_IS_BETTER = frozenset({"log_loss"})
-
-
-def greater_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
+#: The gate's params blocks: each maps a task to ``{metric: number}``.
+GATE_BLOCKS = ("min", "max_regression", "baseline_margin")
 
 
 def _fmt(value: Any) -> str:
@@ -129,28 +127,47 @@ class GateReport:
 
 # ---------------------------------------------------------------------------- the checks
 def check_gate_params(gate: GateParams) -> None:
-    """Fail early, naming the key, when ``gate.min``/``gate.max_regression`` name no metric."""
-    for block in ("min", "max_regression"):
-        for metric, bound in getattr(gate, block).items():
-            if metric not in GATEABLE:
-                raise PipelineError(
-                    f"params: gate.{block} names unknown metric '{metric}'; "
-                    f"known: {', '.join(GATEABLE)}."
-                )
-            if not isinstance(bound, int | float) or isinstance(bound, bool):
-                raise PipelineError(
-                    f"params: gate.{block}.{metric} must be a number, not {bound!r}."
-                )
-            if block == "max_regression" and bound < 0:
-                raise PipelineError(f"params: gate.max_regression.{metric} must be >= 0.")
+    """Fail early, naming the key, when a gate block names an unknown task or metric, or holds
+    something other than a number in its range."""
+    for block in GATE_BLOCKS:
+        per_task = getattr(gate, block)
+        if not isinstance(per_task, Mapping):
+            raise PipelineError(f"params: gate.{block} must map a task to metrics.")
+        for task_name, bounds in per_task.items():
+            try:
+                task = Task.parse(str(task_name))
+            except ValueError as exc:
+                raise PipelineError(f"params: gate.{block}: {exc}.") from None
+            known = metric_names(task)
+            for metric, bound in (bounds or {}).items():
+                where = f"gate.{block}.{task_name}.{metric}"
+                if metric not in known:
+                    raise PipelineError(
+                        f"params: {where}: unknown metric '{metric}' for a {task.value} task; "
+                        f"known: {', '.join(known)}."
+                    )
+                if not isinstance(bound, int | float) or isinstance(bound, bool):
+                    raise PipelineError(f"params: {where} must be a number, not {bound!r}.")
+                if block == "max_regression" and bound < 0:
+                    raise PipelineError(f"params: {where} must be >= 0.")
+                if block == "baseline_margin" and not 0 <= bound < 1:
+                    raise PipelineError(f"params: {where} must be in [0, 1).")
 
 
-def floor_checks(metrics: Mapping[str, float], minimums: Mapping[str, float]) -> list[Check]:
-    """``gate.min``: absolute bounds, in each metric's good direction."""
+def task_block(gate: GateParams, block: str, task: Task) -> dict[str, float]:
+    """``gate.<block>.<task>`` (empty when the task has no entry)."""
+    return dict((getattr(gate, block) or {}).get(task.value) or {})
+
+
+def floor_checks(
+    metrics: Mapping[str, float], minimums: Mapping[str, float], task: Task = Task.MULTICLASS
+) -> list[Check]:
+    """``gate.min.<task>``: absolute bounds, in each metric's good direction (a floor for a
+    higher-is-better metric, a ceiling for ``log_loss``, ``rmse``, ``mae``, ...)."""
     checks = []
     for metric, bound in minimums.items():
         name = f"floor.{metric}"
-        higher = greater_is_better(metric)
+        higher = higher_is_better(metric)
         op = ">=" if higher else "<="
         value = metrics.get(metric)
         if value is None:
@@ -163,8 +180,54 @@ def floor_checks(metrics: Mapping[str, float], minimums: Mapping[str, float]) ->
             detail = f"{metric} {_fmt(value)} {op} {_fmt(bound)}."
         else:
             side = "below the minimum" if higher else "above the maximum"
-            detail = f"{metric} is {_fmt(value)}, {side} {_fmt(bound)}."
+            detail = (
+                f"{metric} is {_fmt(value)}, {side} {_fmt(bound)} (gate.min.{task.value}.{metric} "
+                "in params.yaml: set the bounds your data needs)."
+            )
         checks.append(Check(name, passed, float(value), float(bound), op, detail))
+    return checks
+
+
+def baseline_checks(
+    metrics: Mapping[str, float], baseline: Mapping[str, float], margins: Mapping[str, float]
+) -> list[Check]:
+    """The candidate must beat a model that ignores its inputs (the training prior or mean,
+    ``pipeline.metrics.baseline_output``) on the test split, by ``margins[metric]``: a share of
+    the gap between the baseline and a perfect score. Higher-is-better metrics (perfect 1):
+    at least ``b + m * (1 - b)``; lower-is-better ones (perfect 0): at most ``b * (1 - m)``. So
+    0.1 asks for a tenth of the way from "knows nothing" to "perfect", on any data."""
+    checks = []
+    for metric, margin in margins.items():
+        name = f"vs_baseline.{metric}"
+        higher = higher_is_better(metric)
+        op = ">=" if higher else "<="
+        value, base = metrics.get(metric), baseline.get(metric)
+        if value is None or base is None or not np.isfinite(value) or not np.isfinite(base):
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    value,
+                    None,
+                    op,
+                    f"{metric} cannot be compared with the baseline (candidate {_fmt(value)}, "
+                    f"baseline {_fmt(base)}); pick another metric in gate.baseline_margin.",
+                )
+            )
+            continue
+        required = base + margin * (1.0 - base) if higher else base * (1.0 - margin)
+        passed = value >= required if higher else value <= required
+        kind = "beats" if passed else "does not beat"
+        detail = (
+            f"{metric} {_fmt(value)} {kind} the trivial baseline's {_fmt(base)} by the margin "
+            f"{_fmt(margin)} of the gap to perfect (needs {op} {_fmt(required)})."
+        )
+        if not passed:
+            detail += (
+                " The model has learnt little beyond the class shares / the mean: check the "
+                "features and the target, or lower gate.baseline_margin."
+            )
+        checks.append(Check(name, passed, float(value), float(required), op, detail))
     return checks
 
 
@@ -223,7 +286,7 @@ def champion_checks(
     for metric, margin in max_regression.items():
         name = f"vs_champion.{metric}"
         value, best = candidate.get(metric), champion.metrics.get(metric)
-        higher = greater_is_better(metric)
+        higher = higher_is_better(metric)
         op = ">=" if higher else "<="
         if value is None or best is None:
             whose = "candidate" if value is None else "champion"
@@ -380,6 +443,8 @@ def decide(
     descriptor: ModelDescriptor | None = None,
     golden: Mapping[str, Any] | None = None,
     suggested_name: str = "",
+    task: Task | None = None,
+    baseline: Mapping[str, float] | None = None,
 ) -> GateReport:
     """Run every check; pure, so each rule is testable on plain dicts.
 
@@ -387,7 +452,11 @@ def decide(
     champion's (ONNX Runtime on the current test split); the comparison uses them, falling back
     to ``metrics`` when they are not given.
     """
-    checks = floor_checks(metrics, gate.min) + status_checks(parity, validation)
+    task = task or (descriptor.task if descriptor is not None else Task.MULTICLASS)
+    checks = floor_checks(metrics, task_block(gate, "min", task), task)
+    if baseline is not None:
+        checks += baseline_checks(metrics, baseline, task_block(gate, "baseline_margin", task))
+    checks += status_checks(parity, validation)
     checks += leakage_checks(validation)
     if golden is not None and descriptor is not None:
         checks += golden_checks(descriptor, golden)
@@ -401,7 +470,7 @@ def decide(
         note += " Absolute thresholds only."
     elif champion is not None:
         compared = candidate_onnx_metrics if candidate_onnx_metrics is not None else metrics
-        checks += champion_checks(compared, champion, gate.max_regression)
+        checks += champion_checks(compared, champion, task_block(gate, "max_regression", task))
         note = (
             f"Compared with the current champion of '{model_name}', version {champion.version}"
             f" (run {champion.run_id}), both scored with ONNX Runtime on the current test split."
@@ -463,7 +532,7 @@ def render_markdown(report: GateReport) -> str:
             f"| metric | candidate | champion v{report.champion['version']} |",
             "|---|---|---|",
         ]
-        for metric in GATEABLE:
+        for metric in (m for m in champ if m != "rows"):
             if metric in champ:
                 lines.append(f"| {metric} | {_fmt(ours.get(metric))} | {_fmt(champ[metric])} |")
     if not report.passed:
@@ -475,7 +544,8 @@ def render_markdown(report: GateReport) -> str:
 def predict_onnx(
     model_path: str | Path, descriptor: ModelDescriptor, frame: pd.DataFrame
 ) -> np.ndarray:
-    """Class probabilities ``[N, C]`` (columns in descriptor ``classes`` order); the feed is
+    """What the exported graph outputs for ``frame``: class probabilities ``[N, C]`` (columns in
+    descriptor ``classes`` order) or predictions ``[N]``; the feed is
     :func:`model_spec.feed.build_feed`, as everywhere else."""
     import onnxruntime as ort
 
@@ -484,23 +554,27 @@ def predict_onnx(
     except FeedError as exc:
         raise PipelineError(f"the test split does not fit the model's inputs: {exc}.") from None
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    (proba,) = session.run([PROBABILITIES], feed)
-    return np.asarray(proba, dtype="float64")
+    name = PREDICTION if descriptor.task.is_regression else PROBABILITIES
+    (output,) = session.run([name], feed)
+    output = np.asarray(output, dtype="float64")
+    return output.reshape(-1) if descriptor.task.is_regression else output
 
 
 def score_export(export_dir: str | Path, test: pd.DataFrame) -> dict[str, float]:
     """Metrics of an exported model (``model.json`` + its ONNX file) on raw test rows."""
-    from pipeline.evaluate import compute_metrics
-
     export_dir = Path(export_dir)
     descriptor = _descriptor(export_dir)
     target = descriptor.target
     if target not in test.columns:
         raise PipelineError(f"the test split has no target column '{target}'.")
-    proba = predict_onnx(export_dir / descriptor.onnx.file, descriptor, test)
-    # float32 rows sum to 1 only within ~1e-7; scikit-learn's log_loss warns about that.
-    proba = proba / proba.sum(axis=1, keepdims=True)
-    return compute_metrics(test[target].astype(str).to_numpy(), proba, list(descriptor.classes))
+    output = predict_onnx(export_dir / descriptor.onnx.file, descriptor, test)
+    if descriptor.task.is_classification:
+        # float32 rows sum to 1 only within ~1e-7; scikit-learn's log_loss warns about that.
+        output = output / output.sum(axis=1, keepdims=True)
+        actual = test[target].astype(str).to_numpy()
+    else:
+        actual = test[target].to_numpy()
+    return compute_metrics(descriptor.task, actual, output, list(descriptor.classes))
 
 
 def _descriptor(path: str | Path) -> ModelDescriptor:
@@ -557,6 +631,36 @@ def score_champion(
 
 
 # ---------------------------------------------------------------------------- CLI
+def baseline_metrics(
+    descriptor: ModelDescriptor, train: pd.DataFrame, test: pd.DataFrame
+) -> dict[str, float]:
+    """The test metrics of a model that ignores its inputs: the training split's class shares
+    (classification) or mean (regression), scored like any model."""
+    target, task, classes = descriptor.target, descriptor.task, list(descriptor.classes)
+    for split, frame in (("training", train), ("test", test)):
+        if target not in frame.columns:
+            raise PipelineError(f"the {split} split has no target column '{target}'.")
+    y_train, y_test = train[target], test[target]
+    if task.is_classification:
+        y_train, y_test = y_train.astype(str), y_test.astype(str)
+    output = baseline_output(task, y_train.to_numpy(), len(test), classes)
+    return compute_metrics(task, y_test.to_numpy(), output, classes)
+
+
+def _test(path: str) -> pd.DataFrame:
+    test = _table(path, "test split")
+    if test.empty:
+        raise PipelineError(f"test split '{path}' is empty.")
+    return test
+
+
+def _table(path: str, what: str) -> pd.DataFrame:
+    try:
+        return read_table(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{what} '{path}' does not exist; run the pipeline first.") from None
+
+
 def suggest_name(params, name: str, descriptor: ModelDescriptor) -> str:
     """A registered-model name for this data that is not ``name``."""
     suggested = default_model_name(params.data.source, descriptor.task)
@@ -596,6 +700,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--validation", required=True, help="validate's result.json")
     parser.add_argument("--model-dir", required=True, help="the exported model (models/export)")
     parser.add_argument("--test", required=True, help="test split (Parquet)")
+    parser.add_argument(
+        "--train", help="training split (Parquet): the trivial baseline's class shares / mean"
+    )
     parser.add_argument("--out", required=True, help="gate report JSON to write")
     parser.add_argument("--report", required=True, help="gate report Markdown to write")
     args = parser.parse_args(argv)
@@ -627,12 +734,14 @@ def main(argv: list[str] | None = None) -> None:
     champion_version, registry_note = champion_of(name)
     champion = onnx_metrics = None
     if champion_version is not None:
-        test = read_table(args.test)
-        if test.empty:
-            raise PipelineError(f"test split '{args.test}' is empty.")
+        test = _test(args.test)
         champion = score_champion(name, champion_version, test, descriptor)
         if not champion.skipped:
             onnx_metrics = score_export(model_dir, test)
+    baseline = None
+    if args.train:
+        train = _table(args.train, "training split")
+        baseline = baseline_metrics(descriptor, train, _test(args.test))
     golden_path = model_dir / GOLDEN_FILE
     golden = read_json(golden_path) if golden_path.is_file() else {}
     if parity.get("run_id") not in (None, run_id):
@@ -656,6 +765,7 @@ def main(argv: list[str] | None = None) -> None:
         descriptor=descriptor,
         golden=golden,
         suggested_name=suggest_name(params, name, descriptor),
+        baseline=baseline,
     )
     write_json(args.out, report.to_dict())
     with atomic_path(args.report) as tmp:

@@ -52,4 +52,4 @@ def test_family_and_flatten():
     assert family_of("keras_mlp") == "keras"
     flat = flatten(load_params(REPO_ROOT / "params.yaml"))
     assert flat["train.keras_mlp.epochs"] == 200
-    assert flat["gate.min.f1_macro"] == 0.9
+    assert flat["gate.min.multiclass.f1_macro"] == 0.5

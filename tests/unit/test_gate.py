@@ -6,6 +6,7 @@ import json
 import shutil
 
 import mlflow
+import pandas as pd
 import pytest
 
 from model_spec.descriptor import InputSpec, Lineage, ModelDescriptor, OnnxSpec
@@ -14,6 +15,7 @@ from pipeline.config import GateParams
 from pipeline.errors import PipelineError
 from pipeline.gate import (
     Champion,
+    baseline_checks,
     champion_checks,
     check_gate_params,
     comparability,
@@ -30,9 +32,12 @@ from pipeline.registry import default_model_name
 from tests.conftest import REPO_ROOT
 
 GATE = GateParams(
-    min={"f1_macro": 0.90, "roc_auc_ovr": 0.95},
-    max_regression={"f1_macro": 0.01, "roc_auc_ovr": 0.01},
+    min={"multiclass": {"f1_macro": 0.90, "roc_auc_ovr": 0.95}, "regression": {"r2": 0.5}},
+    max_regression={"multiclass": {"f1_macro": 0.01, "roc_auc_ovr": 0.01}},
+    baseline_margin={"multiclass": {"log_loss": 0.1}, "regression": {"rmse": 0.1, "r2": 0.1}},
 )
+FLOORS = GATE.min["multiclass"]
+MAX_REGRESSION = GATE.max_regression["multiclass"]
 GOOD = {"accuracy": 0.97, "f1_macro": 0.96, "roc_auc_ovr": 0.99, "log_loss": 0.08, "rows": 69}
 PARITY_OK = {"passed": True, "max_abs_diff": 3e-8, "tolerance": 1e-5}
 VALID = {"success": True}
@@ -45,18 +50,21 @@ def _by_name(checks):
 
 # ---------------------------------------------------------------------------- absolute thresholds
 def test_floors_pass_and_fail_naming_metric_value_and_threshold():
-    checks = _by_name(floor_checks({"f1_macro": 0.85, "roc_auc_ovr": 0.97}, GATE.min))
+    checks = _by_name(floor_checks({"f1_macro": 0.85, "roc_auc_ovr": 0.97}, FLOORS))
     f1, auc = checks["floor.f1_macro"], checks["floor.roc_auc_ovr"]
     assert not f1.passed
     assert (f1.value, f1.threshold, f1.op) == (0.85, 0.90, ">=")
-    assert f1.detail == "f1_macro is 0.8500, below the minimum 0.9000."
+    assert f1.detail == (
+        "f1_macro is 0.8500, below the minimum 0.9000 (gate.min.multiclass.f1_macro in "
+        "params.yaml: set the bounds your data needs)."
+    )
     assert auc.passed and auc.value == 0.97
 
 
 def test_a_floor_on_log_loss_is_a_ceiling():
     (failed,) = floor_checks({"log_loss": 0.31}, {"log_loss": 0.2})
     assert not failed.passed and failed.op == "<="
-    assert failed.detail == "log_loss is 0.3100, above the maximum 0.2000."
+    assert failed.detail.startswith("log_loss is 0.3100, above the maximum 0.2000 (gate.min.")
     (passed,) = floor_checks({"log_loss": 0.12}, {"log_loss": 0.2})
     assert passed.passed
 
@@ -68,11 +76,26 @@ def test_a_metric_missing_from_the_metrics_fails_its_floor():
 
 
 def test_unknown_or_negative_gate_params_are_named():
-    with pytest.raises(PipelineError, match=r"gate\.min names unknown metric 'f1'; known: "):
-        check_gate_params(GateParams(min={"f1": 0.9}, max_regression={}))
-    with pytest.raises(PipelineError, match=r"gate\.max_regression\.log_loss must be >= 0"):
-        check_gate_params(GateParams(min={}, max_regression={"log_loss": -0.1}))
-    check_gate_params(GATE)  # the project's own shape is fine
+    def params(**blocks):
+        return GateParams(**{"min": {}, "max_regression": {}, "baseline_margin": {}, **blocks})
+
+    with pytest.raises(
+        PipelineError,
+        match=r"gate\.min\.multiclass\.f1: unknown metric 'f1' for a multiclass task; known: ",
+    ):
+        check_gate_params(params(min={"multiclass": {"f1": 0.9}}))
+    with pytest.raises(PipelineError, match=r"unknown metric 'f1_macro' for a regression task"):
+        check_gate_params(params(min={"regression": {"f1_macro": 0.9}}))
+    with pytest.raises(PipelineError, match=r"gate\.min: unknown task 'multi'"):
+        check_gate_params(params(min={"multi": {"f1_macro": 0.9}}))
+    with pytest.raises(PipelineError, match=r"gate\.max_regression\.binary\.log_loss must be >= 0"):
+        check_gate_params(params(max_regression={"binary": {"log_loss": -0.1}}))
+    with pytest.raises(PipelineError, match=r"gate\.baseline_margin\.regression\.rmse must be in"):
+        check_gate_params(params(baseline_margin={"regression": {"rmse": 1.5}}))
+    check_gate_params(GATE)
+    from pipeline.config import load_params
+
+    check_gate_params(load_params(REPO_ROOT / "params.yaml").gate)  # the project's own
 
 
 def test_parity_and_validation_must_have_passed():
@@ -92,13 +115,13 @@ def test_parity_and_validation_must_have_passed():
 def test_the_candidate_may_be_worse_than_the_champion_by_the_margin_and_no_more():
     champion = Champion("3", "run3", metrics={"f1_macro": 0.95, "roc_auc_ovr": 0.99})
     within = _by_name(
-        champion_checks({"f1_macro": 0.941, "roc_auc_ovr": 0.99}, champion, GATE.max_regression)
+        champion_checks({"f1_macro": 0.941, "roc_auc_ovr": 0.99}, champion, MAX_REGRESSION)
     )
     assert within["vs_champion.f1_macro"].passed
     assert within["vs_champion.f1_macro"].threshold == pytest.approx(0.94)
 
     beyond = _by_name(
-        champion_checks({"f1_macro": 0.93, "roc_auc_ovr": 0.995}, champion, GATE.max_regression)
+        champion_checks({"f1_macro": 0.93, "roc_auc_ovr": 0.995}, champion, MAX_REGRESSION)
     )
     f1 = beyond["vs_champion.f1_macro"]
     assert not f1.passed and beyond["vs_champion.roc_auc_ovr"].passed
@@ -206,6 +229,11 @@ def stage_files(tmp_path, mlflow_store, monkeypatch):
     (model_dir / "golden.json").write_text(json.dumps(golden))
     for name, payload in (("parity.json", PARITY_OK), ("result.json", VALID)):
         (tmp_path / name).write_text(json.dumps(payload))
+    # Splits for the trivial baseline: 50 % Adelie in training, so the baseline's log loss on
+    # this test split is that of the shares (0.5, 0.25, 0.25).
+    species = ["Adelie"] * 6 + ["Chinstrap"] * 3 + ["Gentoo"] * 3
+    pd.DataFrame({"species": species}).to_parquet(tmp_path / "train.parquet")
+    pd.DataFrame({"species": species[::3]}).to_parquet(tmp_path / "test.parquet")
     yield tmp_path, run.info.run_id
     mlflow.set_tracking_uri(None)  # no stale store for later tests in this process
 
@@ -217,6 +245,7 @@ def _run_gate(root, metrics: dict) -> int:
             "--params", str(REPO_ROOT / "params.yaml"), "--metrics", str(root / "metrics.json"),
             "--parity", str(root / "parity.json"), "--validation", str(root / "result.json"),
             "--model-dir", str(root / "export"), "--test", str(root / "test.parquet"),
+            "--train", str(root / "train.parquet"),
             "--out", str(root / "out" / "gate.json"), "--report", str(root / "out" / "gate.md"),
         ]
     )  # fmt: skip
@@ -224,21 +253,27 @@ def _run_gate(root, metrics: dict) -> int:
 
 def test_cli_fails_naming_each_failed_check_and_still_writes_both_reports(stage_files, capsys):
     root, run_id = stage_files
-    code = _run_gate(root, {**GOOD, "f1_macro": 0.8123, "roc_auc_ovr": 0.9})
+    code = _run_gate(root, {**GOOD, "f1_macro": 0.4123, "roc_auc_ovr": 0.6, "log_loss": 1.0})
     assert code == 1
     err = capsys.readouterr().err
-    assert err.startswith("gate failed: 2 of 6 checks failed for 'penguins-classifier':")
-    assert "floor.f1_macro: f1_macro is 0.8123, below the minimum 0.9000." in err
-    assert "floor.roc_auc_ovr: roc_auc_ovr is 0.9000, below the minimum 0.9500." in err
+    assert err.startswith("gate failed: 3 of 8 checks failed for 'penguins-classifier':")
+    assert "floor.f1_macro: f1_macro is 0.4123, below the minimum 0.5000 (gate.min." in err
+    assert "floor.roc_auc_ovr: roc_auc_ovr is 0.6000, below the minimum 0.7000 (gate.min." in err
+    # The baseline's log loss: -(2 ln 0.5 + ln 0.25 + ln 0.25) / 4 = 1.0397; 0.1 of the way
+    # to 0 is 0.9357, and 1.0 is not there.
+    assert (
+        "vs_baseline.log_loss: log_loss 1.0000 does not beat the trivial baseline's 1.0397 by "
+        "the margin 0.1000 of the gap to perfect (needs <= 0.9357)."
+    ) in err
 
     report = json.loads((root / "out" / "gate.json").read_text())
     assert report["passed"] is False
-    assert report["failed"] == ["floor.f1_macro", "floor.roc_auc_ovr"]
+    assert report["failed"] == ["floor.f1_macro", "floor.roc_auc_ovr", "vs_baseline.log_loss"]
     f1 = next(c for c in report["checks"] if c["name"] == "floor.f1_macro")
-    assert (f1["value"], f1["threshold"], f1["passed"]) == (0.8123, 0.9, False)
+    assert (f1["value"], f1["threshold"], f1["passed"]) == (0.4123, 0.5, False)
     markdown = (root / "out" / "gate.md").read_text()
     assert "# Model gate: FAILED" in markdown
-    assert "| `floor.f1_macro` | 0.8123 | >= 0.9000 | **FAIL** |" in markdown
+    assert "| `floor.f1_macro` | 0.4123 | >= 0.5000 | **FAIL** |" in markdown
 
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.data.metrics["gate_passed"] == 0.0 and run.data.tags["gate_passed"] == "false"
@@ -257,7 +292,7 @@ def test_cli_without_a_registered_model_passes_on_absolute_thresholds_and_says_s
         "Registered model 'penguins-classifier' does not exist yet, so there is no champion. "
         "Absolute thresholds only."
     )
-    assert "gate: all 6 checks passed." in capsys.readouterr().out
+    assert "gate: all 8 checks passed." in capsys.readouterr().out
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.data.metrics["gate_passed"] == 1.0 and run.data.tags["gate_passed"] == "true"
 
@@ -390,3 +425,51 @@ def test_the_default_model_name_follows_the_data():
     assert default_model_name("data/My Table.csv", Task.REGRESSION) == "my-table-regressor"
     assert default_model_name("s3://bucket/x/wine.parquet?v=1", Task.BINARY) == ("wine-classifier")
     assert default_model_name("C:\\data\\île.csv", Task.BINARY) == "ile-classifier"
+
+
+# ---------------------------------------------------------------------------- regression, baseline
+def test_regression_bounds_are_floors_for_r2_and_ceilings_for_rmse():
+    checks = _by_name(
+        floor_checks({"rmse": 3.0, "r2": 0.62}, {"rmse": 2.5, "r2": 0.5}, Task.REGRESSION)
+    )
+    assert not checks["floor.rmse"].passed and checks["floor.rmse"].op == "<="
+    assert checks["floor.rmse"].detail.startswith(
+        "rmse is 3.0000, above the maximum 2.5000 (gate.min.regression.rmse in params.yaml"
+    )
+    assert checks["floor.r2"].passed and checks["floor.r2"].op == ">="
+
+
+def test_the_candidate_must_beat_the_trivial_baseline_by_a_share_of_the_gap_to_perfect():
+    baseline = {"rmse": 1.0, "r2": -0.01, "log_loss": 1.04, "f1_macro": 0.2}
+    checks = _by_name(
+        baseline_checks({"rmse": 0.95, "r2": 0.3}, baseline, {"rmse": 0.1, "r2": 0.1})
+    )
+    assert not checks["vs_baseline.rmse"].passed
+    assert checks["vs_baseline.rmse"].threshold == pytest.approx(0.9)  # 1.0 * (1 - 0.1)
+    assert checks["vs_baseline.rmse"].detail.startswith(
+        "rmse 0.9500 does not beat the trivial baseline's 1.0000 by the margin 0.1000 of the gap "
+        "to perfect (needs <= 0.9000). The model has learnt little"
+    )
+    assert checks["vs_baseline.r2"].passed
+    assert checks["vs_baseline.r2"].threshold == pytest.approx(-0.01 + 0.1 * 1.01)
+    (nan,) = baseline_checks({"roc_auc": float("nan")}, {"roc_auc": 0.5}, {"roc_auc": 0.1})
+    assert not nan.passed and "cannot be compared with the baseline" in nan.detail
+
+
+def test_decide_applies_the_tasks_own_blocks_and_compares_a_regression_champion():
+    metrics = {"rmse": 0.5, "mae": 0.4, "r2": 0.7}
+    champion = Champion("2", "run2", metrics={"rmse": 0.45, "mae": 0.4, "r2": 0.72})
+    gate = GateParams(
+        min=GATE.min, baseline_margin=GATE.baseline_margin,
+        max_regression={"regression": {"r2": 0.01, "rmse": 0.01}},
+    )  # fmt: skip
+    report = decide(
+        metrics, PARITY_OK, VALID, gate, "diabetes-regressor", CANDIDATE, champion,
+        candidate_onnx_metrics=metrics, task=Task.REGRESSION,
+        baseline={"rmse": 1.0, "mae": 0.8, "r2": 0.0},
+    )  # fmt: skip
+    names = [c.name for c in report.checks]
+    assert names[:3] == ["floor.r2", "vs_baseline.rmse", "vs_baseline.r2"]
+    assert report.failed == ["vs_champion.r2", "vs_champion.rmse"]
+    rmse = _by_name(report.checks)["vs_champion.rmse"]
+    assert rmse.op == "<=" and rmse.threshold == pytest.approx(0.46)
