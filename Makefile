@@ -97,10 +97,8 @@ format: env ## Apply ruff fixes and formatting
 bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change (fresh clone)
 	$(BIN)/python -m benchmarks.bench_pipeline $(if $(ESTIMATOR),--estimator $(ESTIMATOR))
 
-bench-model: export ## Latency of the native model vs its ONNX export: one row and 1,000 rows
-	$(BIN)/python -m benchmarks.bench_model --params params.yaml --train-dir models/train \
-	  --preprocessor models/preprocess/preprocessor.joblib --model-dir $(MODEL_DIR) \
-	  --test data/processed/test.parquet
+bench-model: env ## Latency of every estimator x task, native model vs its ONNX graph: one row and 1,000 rows
+	$(BIN)/python -m benchmarks.bench_model --params params.yaml
 
 # ---------------------------------------------------------------- serving
 SERVE_PORT ?= 8000

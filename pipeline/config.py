@@ -32,18 +32,26 @@ class PreprocessParams:
     val_size: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TrainParams:
     """``train:``: the estimator's name, the seed, and one block per estimator.
 
     Each block is parsed into the params dataclass its entry in :mod:`pipeline.estimators`
-    declares; ``params.train.<name>`` (e.g. ``params.train.keras_mlp``) reads one, and
-    :meth:`with_block` returns a copy with one block's values changed.
+    declares; ``params.train.<name>`` (e.g. ``params.train.keras_mlp``) reads one, and both
+    ``with_block(name, **changes)`` and ``dataclasses.replace(train, <name>=block)`` return a
+    copy with one block changed.
     """
 
     estimator: str
     seed: int
     blocks: Mapping[str, Any]
+
+    def __init__(
+        self, estimator: str, seed: int, blocks: Mapping[str, Any] | None = None, **named: Any
+    ) -> None:
+        object.__setattr__(self, "estimator", estimator)
+        object.__setattr__(self, "seed", seed)
+        object.__setattr__(self, "blocks", {**(blocks or {}), **named})
 
     def __getattr__(self, name: str) -> Any:
         blocks = self.__dict__.get("blocks") or {}

@@ -30,7 +30,7 @@ float64). Libraries are imported when an estimator is built or loaded, never at 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -395,11 +395,14 @@ class KerasMLPEstimator(Estimator):
             y_fit = np.array([index[str(v)] for v in y_train])
             y_check = np.array([index[str(v)] for v in y_val])
 
+        # Fixed layer names and a fresh session: Keras numbers unnamed layers per process
+        # ("dense_2_1"), which would end up in the ONNX graph and change its bytes.
+        keras.backend.clear_session()
         layers: list[Any] = [keras.Input(shape=(x_train.shape[1],), name="features")]
-        for units in p.hidden_units:
-            layers.append(keras.layers.Dense(units, activation="relu"))
+        for i, units in enumerate(p.hidden_units):
+            layers.append(keras.layers.Dense(units, activation="relu", name=f"hidden_{i}"))
             if p.dropout > 0:
-                layers.append(keras.layers.Dropout(p.dropout, seed=seed))
+                layers.append(keras.layers.Dropout(p.dropout, seed=seed, name=f"dropout_{i}"))
         if task.is_regression:
             mean, std = float(np.mean(y_fit)), float(np.std(y_fit)) or 1.0
             layers.append(keras.layers.Dense(1, name="standardised"))
@@ -596,6 +599,81 @@ def _convert_lightgbm(scope, operator, container) -> None:
         LightGbm.dump_booster_model = dump
 
 
+def _ints_not_bools(container) -> Any:
+    """Wrap ``container.add_node`` so list attributes hold ints, not bools or numpy ints.
+
+    skl2onnx 1.20's HistGradientBoosting converter writes ``missing_go_to_left`` flags as
+    bools, which onnx 1.23 refuses (``AttributeProto.ints: Expected an int, got a boolean``):
+    that is the conversion failure measured with these versions."""
+    add_node = container.add_node
+
+    def fixed(*args, **attrs):
+        for key, value in attrs.items():
+            if isinstance(value, list) and any(isinstance(v, bool | np.bool_) for v in value):
+                attrs[key] = [int(v) for v in value]
+        return add_node(*args, **attrs)
+
+    container.add_node = fixed
+    return add_node
+
+
+def _register_hist_gradient_boosting() -> None:
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+    from skl2onnx.operator_converters.random_forest import (
+        convert_sklearn_random_forest_classifier,
+        convert_sklearn_random_forest_regressor_converter,
+    )
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    def wrap(convert):
+        def converter(scope, operator, container):
+            import copy
+
+            fitted = operator.raw_operator
+            # Thresholds that split float32 inputs as the float64 ones do (the graph is float32).
+            exact = copy.deepcopy(fitted)
+            for predictors in exact._predictors:
+                for predictor in predictors:
+                    t = predictor.nodes["num_threshold"]
+                    v = t.astype(np.float32)
+                    up = v.astype(np.float64) > t
+                    v[up] = np.nextafter(v[up], np.float32(-np.inf))
+                    predictor.nodes["num_threshold"] = v.astype(np.float64)
+            operator.raw_operator = exact
+            original = _ints_not_bools(container)
+            try:
+                convert(scope, operator, container)
+            finally:
+                container.add_node = original
+                operator.raw_operator = fitted
+
+        return converter
+
+    update_registered_converter(
+        HistGradientBoostingClassifier,
+        "SklearnHistGradientBoostingClassifier",
+        calculate_linear_classifier_output_shapes,
+        wrap(convert_sklearn_random_forest_classifier),
+        options={
+            "zipmap": [True, False, "columns"],
+            "raw_scores": [True, False],
+            "output_class_labels": [False, True],
+            "nocl": [True, False],
+        },
+    )
+    update_registered_converter(
+        HistGradientBoostingRegressor,
+        "SklearnHistGradientBoostingRegressor",
+        calculate_linear_regressor_output_shapes,
+        wrap(convert_sklearn_random_forest_regressor_converter),
+        options={"raw_scores": [True, False]},
+    )
+
+
 def _register_lightgbm() -> None:
     from lightgbm import LGBMClassifier, LGBMRegressor
     from skl2onnx import update_registered_converter
@@ -675,6 +753,7 @@ _ENTRIES: tuple[Estimator, ...] = (
         params_type=HistGradientBoostingParams,
         build=_hist_gradient_boosting,
         float32_trees=True,
+        register_converter=_register_hist_gradient_boosting,
     ),
     SklearnApiEstimator(
         name="lightgbm",
