@@ -54,10 +54,8 @@ METRICS = {"accuracy": 0.99, "f1_macro": 0.98, "roc_auc_ovr": 1.0, "log_loss": 0
 @pytest.fixture(scope="module")
 def params():
     p = load_params(REPO_ROOT / "params.yaml")
-    train = replace(
-        p.train,
-        random_forest=replace(p.train.random_forest, n_estimators=25),
-        keras_mlp=replace(p.train.keras_mlp, epochs=20, patience=5),
+    train = p.train.with_block("random_forest", n_estimators=25).with_block(
+        "keras_mlp", epochs=20, patience=5
     )
     return replace(p, train=train)
 
@@ -601,8 +599,9 @@ def stage_inputs(tmp_path, trained, data, contract, params, mlflow_store):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     train_dir = tmp_path / "models" / "train"
     train_dir.mkdir(parents=True)
-    joblib.dump(native.model, train_dir / "estimator.joblib")
-    (train_dir / "classes.json").write_text(json.dumps(native.classes))
+    from pipeline.model import save_native_model
+
+    save_native_model(native, train_dir)
     experiment_id = configure(params.mlflow.experiment)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         pass
