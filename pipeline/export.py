@@ -666,7 +666,7 @@ def export_model(
 
     golden = golden_payload(golden_frame, cases, golden_outputs["onnxruntime"], contract, tolerance)
     descriptor = build_descriptor(
-        model_name(params),
+        model_name(params, native.task),
         native,
         contract,
         p.opset,

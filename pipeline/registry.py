@@ -56,16 +56,19 @@ AUTO_NAME = "auto"
 MAX_HISTORY_EVENTS = 300
 
 
-def model_name(params: Params) -> str:
+def model_name(params: Params, task: Task | None = None) -> str:
     """The registered model's name: ``registry.model_name``, or for ``auto`` a name that
     follows the data, ``<data name>-<classifier|regressor>`` (:func:`default_model_name`), so
-    a new table never lands in another table's registered model."""
+    a new table never lands in another table's registered model. ``task`` saves reading the
+    contract when the caller knows it."""
     name = params.registry.model_name
     if name != AUTO_NAME:
         return name
-    from pipeline.contract import load_contract
+    if task is None:
+        from pipeline.contract import load_contract
 
-    return default_model_name(params.data.source, load_contract(params.data.contract).task)
+        task = load_contract(params.data.contract).task
+    return default_model_name(params.data.source, task)
 
 
 def default_model_name(source: str, task: Task) -> str:

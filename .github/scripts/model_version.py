@@ -6,7 +6,8 @@
 The export is matched by its pipeline run id (``lineage.run_id`` of ``model.json``, which
 ``pipeline.registry`` records in the ``pipeline_run_id`` tag), so the tag names the version that
 holds exactly the model baked into the image. The store is the pipeline's: ``MLFLOW_TRACKING_URI``
-or the embedded ``mlruns/``; the model name is ``registry.model_name`` in ``params.yaml``.
+or the embedded ``mlruns/``; the model name is ``registry.model_name`` in ``params.yaml`` (``auto``:
+named after the data, see ``pipeline.registry.model_name``).
 Exits 1 with one line on stderr when there is no such version.
 """
 

@@ -745,3 +745,50 @@ def test_cli_names_a_missing_input(stage_inputs, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"export failed: --metrics '{root / 'metrics.json'}' does not exist; ")
     assert not (root / "models" / "export").exists()
+
+
+# ---------------------------------------------------------------------------- regression
+def test_a_regression_model_exports_a_prediction_output_with_its_parity_and_golden_rows(
+    params, lineage, tmp_path
+):
+    from model_spec.task import Task
+    from pipeline.preprocess import fit_preprocessor
+    from tests.bundled import contract_for, diabetes
+
+    table = diabetes()
+    contract = contract_for(table, "progression")
+    shuffled = table.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    train, val, test = shuffled.iloc[:260], shuffled.iloc[260:350], shuffled.iloc[350:]
+    pre = fit_preprocessor(train, contract)
+
+    def xy(frame):
+        return pre.transform(to_model_frame(frame, contract)), frame["progression"].to_numpy(float)
+
+    result = train_model("ridge", params.train, *xy(train), *xy(val), task=Task.REGRESSION)
+    native = NativeModel(pre, result.model, result.family, "ridge", [], contract, Task.REGRESSION)
+    p = replace(params, train=replace(params.train, estimator="ridge"))
+    metrics = {"rmse": 55.0, "mae": 44.0, "r2": 0.45, "rows": len(test)}
+    out = tmp_path / "export"
+    exported = export_model(native, p, test.reset_index(drop=True), metrics, lineage, out)
+
+    d = ModelDescriptor.read(out)
+    assert d.task is Task.REGRESSION and d.classes == () and d.onnx.outputs == ("prediction",)
+    assert d.name == "penguins-regressor"  # auto: data.source of these params, this task
+    assert exported.parity["passed"] is True
+    assert exported.parity["tolerance"] == native.estimator.parity_tolerance(Task.REGRESSION)
+    onnx_report = exported.parity["runtimes"]["onnxruntime"]
+    assert {"native_value", "runtime_value"} <= set(onnx_report)
+    golden = json.loads((out / "golden.json").read_text())
+    assert all("prediction" in r and "label" not in r for r in golden["rows"])
+    assert not any(r.get("synthetic") for r in golden["rows"])  # nothing nullable, no categories
+    session = onnx_export.onnx_session(out / "model.onnx")
+    rows = pd.DataFrame([r["inputs"] for r in golden["rows"]])
+    from model_spec.feed import build_feed
+
+    (prediction,) = session.run(["prediction"], build_feed(d, rows))
+    expected = np.array([r["prediction"] for r in golden["rows"]])
+    assert prediction.shape == (len(rows), 1)
+    assert np.abs(prediction[:, 0] - expected).max() <= 1e-3
+    card = (out / "model_card.md").read_text()
+    assert "Predicts the number `progression` (regression)" in card
+    assert "output `prediction` `tensor(float)[N, 1]`" in card

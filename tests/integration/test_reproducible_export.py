@@ -19,6 +19,9 @@ import pytest
 from pipeline.estimators import ESTIMATORS
 from tests.conftest import REPO_ROOT
 
+# About 2 minutes: two processes each train and export every shipped estimator.
+pytestmark = pytest.mark.integration
+
 #: Train (small budgets) and export every estimator; print {estimator: sha256 of model.onnx}.
 SCRIPT = r"""
 import hashlib, json, sys
@@ -27,7 +30,7 @@ from pipeline.estimators import ESTIMATORS
 from pipeline.export import canonical_onnx
 from pipeline.model import NativeModel
 from pipeline import onnx_export
-from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
+from pipeline.preprocess import fit_preprocessor, to_model_frame
 from pipeline.train import train_model
 from tests.bundled import contract_for, diabetes
 from palmerpenguins import load_penguins
@@ -50,8 +53,10 @@ hashes = {}
 for name, entry in ESTIMATORS.items():
     task = Task.MULTICLASS if Task.MULTICLASS in entry.tasks else Task.REGRESSION
     table, contract = tables[task]
-    splits = split_data(table, contract.target, 42, 0.2, 0.2)
-    pre = fit_preprocessor(splits.train, contract)
+    shuffled = table[table[contract.target].notna()].sample(frac=1.0, random_state=42)
+    n = len(shuffled)
+    train_rows, val_rows = shuffled.iloc[: n * 6 // 10], shuffled.iloc[n * 6 // 10 : n * 8 // 10]
+    pre = fit_preprocessor(train_rows, contract)
 
     def xy(frame):
         y = frame[contract.target].to_numpy()
@@ -59,7 +64,7 @@ for name, entry in ESTIMATORS.items():
             y.astype(float) if task.is_regression else y.astype(str)
         )
 
-    result = train_model(name, train, *xy(splits.train), *xy(splits.val), task=task)
+    result = train_model(name, train, *xy(train_rows), *xy(val_rows), task=task)
     native = NativeModel(pre, result.model, result.family, name, result.classes, contract, task)
     model = canonical_onnx(onnx_export.to_onnx(native, params.export.opset))
     hashes[name] = hashlib.sha256(model.SerializeToString()).hexdigest()
