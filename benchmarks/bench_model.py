@@ -18,6 +18,11 @@ printed too. ``--model-dir`` instead times the pipeline's own exported model.
     python -m benchmarks.bench_model [--estimators a,b] [--tasks binary,regression]
                                      [--repeat-scale 1.0]
     python -m benchmarks.bench_model --model-dir models/export   # the exported model only
+    python -m benchmarks.bench_model --compare   # validation scores on the default data
+
+``--compare`` trains every estimator for the default data's task on the pipeline's own split
+of ``data.source`` (``preprocess.split_data`` with the ``preprocess`` params) and prints the
+validation metrics and the fit time, which is how ``train.estimator``'s default is chosen.
 """
 
 from __future__ import annotations
@@ -205,6 +210,39 @@ def bench_export(args: argparse.Namespace) -> None:
         )
 
 
+def compare_estimators(args: argparse.Namespace) -> None:
+    """Validation metrics of every estimator that supports the default data's task."""
+    from pipeline.config import load_params
+    from pipeline.contract import load_contract
+    from pipeline.estimators import ESTIMATORS
+    from pipeline.ingest import load_source
+    from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
+    from pipeline.train import train_model
+
+    params = load_params(args.params)
+    contract = load_contract(params.data.contract)
+    task, target, p = contract.task, contract.target, params.preprocess
+    frame = load_source(params.data.source)
+    splits = split_data(frame, target, p.seed, p.test_size, p.val_size)
+    pre = fit_preprocessor(splits.train, contract)
+
+    def xy(f):
+        y = f[target].to_numpy(float) if task.is_regression else f[target].astype(str).to_numpy()
+        return pre.transform(to_model_frame(f, contract)), y
+
+    print(f"  {params.data.source} ({task.value}): validation split of {len(splits.val)} rows")
+    for name, estimator in ESTIMATORS.items():
+        if task not in estimator.tasks:
+            continue
+        start = time.perf_counter()
+        result = train_model(name, params.train, *xy(splits.train), *xy(splits.val), task, target)
+        seconds = time.perf_counter() - start
+        shown = ", ".join(
+            f"{k} {v:.4f}" for k, v in result.val_metrics.items() if k != "best_epoch"
+        )
+        print(f"  {name:23} {shown}  (fit {seconds:.1f} s)", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -213,6 +251,9 @@ def main() -> None:
     parser.add_argument("--estimators", help="comma-separated (default: every shipped one)")
     parser.add_argument("--tasks", help="comma-separated: binary, multiclass, regression")
     parser.add_argument("--model-dir", help="time this exported model instead of the matrix")
+    parser.add_argument(
+        "--compare", action="store_true", help="validation scores per estimator, default data"
+    )
     parser.add_argument("--train-dir", default="models/train")
     parser.add_argument("--preprocessor", default="models/preprocess/preprocessor.joblib")
     parser.add_argument("--test", default="data/processed/test.parquet")
@@ -228,7 +269,9 @@ def main() -> None:
         f"model benchmark: {os.cpu_count()} CPUs, load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} "
         "(1/5/15 min); times in microseconds per call"
     )
-    if args.model_dir:
+    if args.compare:
+        compare_estimators(args)
+    elif args.model_dir:
         bench_export(args)
     else:
         bench_matrix(args)

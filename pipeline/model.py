@@ -98,7 +98,7 @@ def load_native_model(
     try:
         trained = read_json(train_dir / TRAINED_FILE)
     except FileNotFoundError:
-        raise PipelineError(f"'{train_dir}' holds no trained model; run the train stage.") from None
+        trained = _older_layout(train_dir, contract)
     estimator = get_estimator(trained["estimator"])
     task = Task.parse(trained["task"])
     if task != contract.task:
@@ -119,3 +119,14 @@ def load_native_model(
         contract=contract,
         task=task,
     )
+
+
+def _older_layout(train_dir: Path, contract: Contract) -> dict[str, Any]:
+    """``trained.json`` of a train directory written before it existed (``classes.json`` and
+    the estimator's name in ``run.json``): classification, the contract's task."""
+    try:
+        classes = read_json(train_dir / "classes.json")
+        estimator = read_json(train_dir / RUN_FILE)["estimator"]
+    except (FileNotFoundError, KeyError):
+        raise PipelineError(f"'{train_dir}' holds no trained model; run the train stage.") from None
+    return {"estimator": estimator, "task": contract.task.value, "classes": classes}
