@@ -100,10 +100,8 @@ bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change
 bench-validate: env ## Time validate on a generated 200-column x 10,000-row table (GX + Data Docs)
 	$(BIN)/python -m benchmarks.bench_validate $(BENCH_VALIDATE_ARGS)
 
-bench-model: export ## Latency of the native model vs its ONNX export: one row and 1,000 rows
-	$(BIN)/python -m benchmarks.bench_model --params params.yaml --train-dir models/train \
-	  --preprocessor models/preprocess/preprocessor.joblib --model-dir $(MODEL_DIR) \
-	  --test data/processed/test.parquet
+bench-model: env ## Latency of every estimator x task, native model vs its ONNX graph: one row and 1,000 rows
+	$(BIN)/python -m benchmarks.bench_model --params params.yaml
 
 # ---------------------------------------------------------------- serving
 SERVE_PORT ?= 8000
@@ -111,11 +109,14 @@ SERVE_PORT ?= 8000
 MODEL_VERSION ?=
 BENCH_SERVE_ARGS ?=
 
-serve: env ## Serve MODEL_DIR (granian + Flask) on 127.0.0.1:SERVE_PORT (SERVING_* variables apply)
-	@test -f $(MODEL_DIR)/model.json || test -n "$${SERVING_MODEL_URI:-}" || \
-	  { echo "serve: no $(MODEL_DIR)/model.json; run the pipeline (make run) or set MODEL_DIR"; exit 1; }
-	SERVING_MODEL_DIR=$(MODEL_DIR) SERVING_BIND=$${SERVING_BIND:-127.0.0.1:$(SERVE_PORT)} \
-	  $(BIN)/python -m serving.server
+# What to serve: SERVING_MODEL_URI if set, else MODEL_DIR if it holds an export, else the
+# registry's @champion (pipeline.registry serve-source prints the settings and says which).
+serve: env ## Serve MODEL_DIR (no export there: the registry's @champion) on 127.0.0.1:SERVE_PORT (granian + Flask)
+	@settings=$$($(BIN)/python -m pipeline.registry serve-source --params params.yaml \
+	  --model-dir $(MODEL_DIR)); \
+	eval "export $$settings"; \
+	SERVING_BIND=$${SERVING_BIND:-127.0.0.1:$(SERVE_PORT)} \
+	  exec $(BIN)/python -m serving.server
 
 image: ## Build the serving image IMAGE:IMAGE_TAG with MODEL_DIR baked in (CONTAINER_TOOL)
 	@test -f $(MODEL_DIR)/model.json || \

@@ -7,7 +7,8 @@ fallback.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, is_dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -31,36 +32,74 @@ class PreprocessParams:
     val_size: float
 
 
-@dataclass(frozen=True)
-class LogisticRegressionParams:
-    C: float
-    max_iter: int
-
-
-@dataclass(frozen=True)
-class RandomForestParams:
-    n_estimators: int
-    max_depth: int | None
-    min_samples_leaf: int
-
-
-@dataclass(frozen=True)
-class KerasMLPParams:
-    hidden_units: tuple[int, ...]
-    dropout: float
-    learning_rate: float
-    epochs: int
-    batch_size: int
-    patience: int
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class TrainParams:
+    """``train:``: the estimator's name, the seed, and one block per estimator.
+
+    Each block is parsed into the params dataclass its entry in :mod:`pipeline.estimators`
+    declares; ``params.train.<name>`` (e.g. ``params.train.keras_mlp``) reads one, and both
+    ``with_block(name, **changes)`` and ``dataclasses.replace(train, <name>=block)`` return a
+    copy with one block changed.
+    """
+
     estimator: str
     seed: int
-    logistic_regression: LogisticRegressionParams
-    random_forest: RandomForestParams
-    keras_mlp: KerasMLPParams
+    blocks: Mapping[str, Any]
+
+    def __init__(
+        self, estimator: str, seed: int, blocks: Mapping[str, Any] | None = None, **named: Any
+    ) -> None:
+        object.__setattr__(self, "estimator", estimator)
+        object.__setattr__(self, "seed", seed)
+        object.__setattr__(self, "blocks", {**(blocks or {}), **named})
+
+    def __getattr__(self, name: str) -> Any:
+        blocks = self.__dict__.get("blocks") or {}
+        if name in blocks:
+            return blocks[name]
+        raise AttributeError(f"params.train has no block '{name}'")
+
+    @property
+    def selected(self) -> Any:
+        """The params block of :attr:`estimator`."""
+        return self.blocks[self.estimator]
+
+    def with_block(self, name: str, **changes: Any) -> TrainParams:
+        blocks = dict(self.blocks)
+        blocks[name] = replace(blocks[name], **changes)
+        return replace(self, blocks=blocks)
+
+    def as_mapping(self) -> dict[str, Any]:
+        """What MLflow logs and lineage records: the selected estimator's block only."""
+        return {"estimator": self.estimator, "seed": self.seed, self.estimator: self.selected}
+
+
+def _build_train(raw: Any, where: str) -> TrainParams:
+    from pipeline.estimators import ESTIMATORS, get_estimator
+
+    if not isinstance(raw, dict):
+        raise PipelineError(f"params: '{where}' must be a mapping, got {type(raw).__name__}.")
+    missing = sorted({"estimator", "seed"} - raw.keys())
+    if missing:
+        raise PipelineError(f"params: '{where}' is missing key(s): {', '.join(missing)}.")
+    estimator = get_estimator(raw["estimator"])
+    unknown = sorted(k for k in raw if k not in ("estimator", "seed") and k not in ESTIMATORS)
+    if unknown:
+        raise PipelineError(
+            f"params: '{where}' has unknown key(s): {', '.join(unknown)} "
+            f"(blocks are named after estimators: {', '.join(ESTIMATORS)})."
+        )
+    if estimator.name not in raw:
+        raise PipelineError(
+            f"params: '{where}' has no '{estimator.name}' block for train.estimator "
+            f"'{estimator.name}'."
+        )
+    blocks = {
+        name: ESTIMATORS[name].parse_params(value, f"{where}.{name}")
+        for name, value in raw.items()
+        if name in ESTIMATORS
+    }
+    return TrainParams(estimator=estimator.name, seed=int(raw["seed"]), blocks=blocks)
 
 
 @dataclass(frozen=True)
@@ -72,8 +111,11 @@ class ExportParams:
 
 @dataclass(frozen=True)
 class GateParams:
-    min: dict[str, float]
-    max_regression: dict[str, float]
+    """Each block maps a task (binary, multiclass, regression) to ``{metric: number}``."""
+
+    min: dict[str, dict[str, float]]
+    max_regression: dict[str, dict[str, float]]
+    baseline_margin: dict[str, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -122,18 +164,12 @@ class Params:
     monitor: MonitorParams
 
 
-SKLEARN_ESTIMATORS = ("logistic_regression", "random_forest")
-KERAS_ESTIMATORS = ("keras_mlp",)
-
-
 def family_of(estimator: str) -> str:
-    """Return ``"sklearn"`` or ``"keras"`` for an estimator name."""
-    if estimator in SKLEARN_ESTIMATORS:
-        return "sklearn"
-    if estimator in KERAS_ESTIMATORS:
-        return "keras"
-    known = ", ".join(SKLEARN_ESTIMATORS + KERAS_ESTIMATORS)
-    raise PipelineError(f"train.estimator is '{estimator}'; expected one of: {known}.")
+    """The family (library) of an estimator name: ``sklearn``, ``lightgbm``, ``xgboost``,
+    ``keras``; an unknown name is a :class:`PipelineError` listing the known ones."""
+    from pipeline.estimators import get_estimator
+
+    return get_estimator(estimator).family
 
 
 def _build(cls: type, raw: Any, where: str) -> Any:
@@ -151,13 +187,19 @@ def _build(cls: type, raw: Any, where: str) -> Any:
     values = {}
     for name in names:
         hint, value = hints[name], raw[name]
-        if is_dataclass(hint):
+        if hint is TrainParams:
+            values[name] = _build_train(value, f"{where}.{name}")
+        elif is_dataclass(hint):
             values[name] = _build(hint, value, f"{where}.{name}")
         elif getattr(hint, "__origin__", None) is tuple:
             values[name] = tuple(value)
         else:
             values[name] = value
     return cls(**values)
+
+
+#: Public name of the builder, for the params dataclasses of :mod:`pipeline.estimators`.
+build_dataclass = _build
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
@@ -169,14 +211,15 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
         raise PipelineError(f"params file '{path}' does not exist.") from None
     except yaml.YAMLError as exc:
         raise PipelineError(f"params file '{path}' is not valid YAML: {exc}") from None
-    params = _build(Params, raw, "params")
-    family_of(params.train.estimator)  # fail early on an unknown estimator
-    return params
+    return _build(Params, raw, "params")
 
 
 def flatten(params: Any, prefix: str = "") -> dict[str, Any]:
     """Flatten a (nested) dataclass or mapping into ``{"a.b.c": value}`` for MLflow."""
-    items = params.__dict__ if is_dataclass(params) else params
+    if hasattr(params, "as_mapping"):
+        items = params.as_mapping()
+    else:
+        items = params.__dict__ if is_dataclass(params) else params
     out: dict[str, Any] = {}
     for key, value in items.items():
         name = f"{prefix}{key}"

@@ -1,7 +1,18 @@
 """``evaluate``: test-split metrics, curve data for ``dvc plots`` and figures for people.
 
-Writes ``metrics.json`` (DVC metrics), the confusion pairs and per-class ROC and
-precision-recall points (DVC plots), PNG figures, and logs all of it to the pipeline's run.
+Writes ``metrics.json`` (DVC metrics; :func:`pipeline.metrics.compute_metrics` of the task),
+curve data under ``--plots`` (DVC plots) and PNG figures under ``--figures``, and logs all of
+it to the pipeline's MLflow run:
+
+* classification: ``confusion/confusion.csv`` (actual, predicted pairs), one-vs-rest
+  ``roc/<class>.csv`` and ``precision_recall/<class>.csv``; figures ``confusion_matrix.png``,
+  ``roc.png``, ``precision_recall.png``;
+* regression: ``predicted_vs_actual/predicted_vs_actual.csv`` (actual, predicted) and
+  ``residuals/residuals.csv`` (predicted, residual = actual - predicted); figures
+  ``predicted_vs_actual.png`` and ``residuals.png``.
+
+Every plot directory is written for every task (the other task's stay empty), so the
+``plots:`` of ``dvc.yaml`` can name them all and ``dvc plots show`` loads all of them.
 """
 
 from __future__ import annotations
@@ -13,43 +24,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model_spec.task import Task
+from pipeline import metrics as task_metrics
 from pipeline.config import load_params
 from pipeline.contract import load_contract
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, read_table, write_json
+from pipeline.model import RUN_FILE, load_native_model
 from pipeline.tracking import resume_run
+
+#: Sub-directories of the plots directory, one per DVC plot (see the module docstring).
+PLOT_DIRS = ("confusion", "roc", "precision_recall", "predicted_vs_actual", "residuals")
 
 
 def compute_metrics(y_true: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, float]:
-    """Accuracy, macro precision/recall/F1, one-vs-rest macro ROC AUC and log loss."""
-    from sklearn.metrics import (
-        accuracy_score,
-        f1_score,
-        log_loss,
-        precision_score,
-        recall_score,
-        roc_auc_score,
-    )
-
-    y_true = np.asarray(y_true).astype(str)
-    unknown = sorted(str(v) for v in set(y_true) - set(classes))
-    if unknown:
-        raise PipelineError(f"labels {unknown} are not among the model's classes {classes}.")
-    predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)].astype(str)
-    onehot = (y_true[:, None] == np.asarray(classes)[None, :]).astype(int)
-    present = onehot.sum(axis=0) > 0
-    return {
-        "accuracy": float(accuracy_score(y_true, predicted)),
-        "precision_macro": float(
-            precision_score(y_true, predicted, average="macro", zero_division=0)
-        ),
-        "recall_macro": float(recall_score(y_true, predicted, average="macro", zero_division=0)),
-        "f1_macro": float(f1_score(y_true, predicted, average="macro", zero_division=0)),
-        # Classes absent from y_true have no ROC curve; average over those present.
-        "roc_auc_ovr": float(roc_auc_score(onehot[:, present], proba[:, present], average="macro")),
-        "log_loss": float(log_loss(y_true, proba, labels=classes)),
-        "rows": int(len(y_true)),
-    }
+    """Classification metrics; kept for callers written before :mod:`pipeline.metrics`
+    (use ``pipeline.metrics.compute_metrics(task, y_true, output, classes)``)."""
+    task = Task.BINARY if len(classes) == 2 else Task.MULTICLASS
+    return task_metrics.compute_metrics(task, y_true, proba, classes)
 
 
 def curve_tables(
@@ -123,6 +115,77 @@ def draw_figures(
     return figures
 
 
+def regression_tables(
+    y_true: np.ndarray, predicted: np.ndarray
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predicted-vs-actual pairs and residuals (actual - predicted) against the prediction."""
+    y = np.asarray(y_true, dtype=np.float64).reshape(-1)
+    p = np.asarray(predicted, dtype=np.float64).reshape(-1)
+    return (
+        pd.DataFrame({"actual": y, "predicted": p}),
+        pd.DataFrame({"predicted": p, "residual": y - p}),
+    )
+
+
+def draw_regression_figures(
+    pairs: pd.DataFrame, residuals: pd.DataFrame, metrics: dict[str, float]
+):
+    """Predicted vs actual (with the identity line) and residuals vs predicted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures = {}
+    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=110)
+    ax.scatter(pairs["actual"], pairs["predicted"], s=10, alpha=0.6)
+    low = float(min(pairs["actual"].min(), pairs["predicted"].min()))
+    high = float(max(pairs["actual"].max(), pairs["predicted"].max()))
+    ax.plot([low, high], [low, high], linestyle=":", color="grey")
+    ax.set(
+        xlabel="actual",
+        ylabel="predicted",
+        title=f"Predicted vs actual (test, R² {metrics['r2']:.3f}, RMSE {metrics['rmse']:.3g})",
+    )
+    fig.tight_layout()
+    figures["predicted_vs_actual.png"] = fig
+
+    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=110)
+    ax.scatter(residuals["predicted"], residuals["residual"], s=10, alpha=0.6)
+    ax.axhline(0.0, linestyle=":", color="grey")
+    ax.set(
+        xlabel="predicted",
+        ylabel="residual (actual - predicted)",
+        title=f"Residuals (test, MAE {metrics['mae']:.3g})",
+    )
+    fig.tight_layout()
+    figures["residuals.png"] = fig
+    return figures
+
+
+def evaluate_model(model, test: pd.DataFrame, target: str):
+    """Metrics, plot tables (``{relative path: frame}``) and figures of ``model`` on ``test``."""
+    task = model.task
+    output = model.predict_output(test)
+    if task.is_regression:
+        y_true = pd.to_numeric(test[target], errors="coerce").to_numpy(dtype=np.float64)
+        metrics = task_metrics.compute_metrics(task, y_true, output)
+        pairs, residuals = regression_tables(y_true, output)
+        tables = {
+            "predicted_vs_actual/predicted_vs_actual.csv": pairs,
+            "residuals/residuals.csv": residuals,
+        }
+        return metrics, tables, draw_regression_figures(pairs, residuals, metrics)
+    y_true = test[target].astype(str).to_numpy()
+    metrics = task_metrics.compute_metrics(task, y_true, output, model.classes)
+    confusion, roc, pr = curve_tables(y_true, output, model.classes)
+    tables = {"confusion/confusion.csv": confusion}
+    for name in roc:
+        tables[f"roc/{_slug(name)}.csv"] = roc[name]
+        tables[f"precision_recall/{_slug(name)}.csv"] = pr[name]
+    return metrics, tables, draw_figures(confusion, roc, pr, model.classes, metrics)
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
@@ -139,27 +202,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--figures", required=True, help="dir for PNG figures")
     args = parser.parse_args(argv)
 
-    from pipeline.train import RUN_FILE, load_native_model
-
     params = load_params(args.params)
     contract = load_contract(params.data.contract)
     test = read_table(args.test)
     if test.empty:
         raise PipelineError(f"test split '{args.test}' is empty.")
     model = load_native_model(args.train_dir, args.preprocessor, contract)
-    proba = model.predict_proba(test)
-    y_true = test[contract.target].astype(str).to_numpy()
-    metrics = compute_metrics(y_true, proba, model.classes)
-    confusion, roc, pr = curve_tables(y_true, proba, model.classes)
-    figures = draw_figures(confusion, roc, pr, model.classes, metrics)
+    metrics, tables, figures = evaluate_model(model, test, contract.target)
 
     with atomic_path(args.plots) as tmp:
-        for sub in ("roc", "precision_recall"):
+        for sub in PLOT_DIRS:
             (tmp / sub).mkdir(parents=True)
-        confusion.to_csv(tmp / "confusion.csv", index=False)
-        for name in roc:
-            roc[name].to_csv(tmp / "roc" / f"{_slug(name)}.csv", index=False)
-            pr[name].to_csv(tmp / "precision_recall" / f"{_slug(name)}.csv", index=False)
+        for name, frame in tables.items():
+            frame.to_csv(tmp / name, index=False)
     with atomic_path(args.figures) as tmp:
         tmp.mkdir()
         for name, fig in figures.items():
@@ -169,13 +224,15 @@ def main(argv: list[str] | None = None) -> None:
     import mlflow
 
     with resume_run(Path(args.train_dir) / RUN_FILE, params.mlflow.experiment):
-        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if k != "rows"})
+        mlflow.log_metrics(
+            {f"test_{k}": v for k, v in metrics.items() if k != "rows" and np.isfinite(v)}
+        )
         mlflow.log_artifact(args.metrics, artifact_path="evaluate")
         mlflow.log_artifacts(args.plots, artifact_path="evaluate/plots")
         for name, fig in figures.items():
             mlflow.log_figure(fig, f"evaluate/figures/{name}")
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "rows")
-    print(f"evaluate: test {shown} ({metrics['rows']} rows) -> {args.metrics}")
+    print(f"evaluate: {model.task.value}, test {shown} ({metrics['rows']} rows) -> {args.metrics}")
 
 
 if __name__ == "__main__":

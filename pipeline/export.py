@@ -20,12 +20,14 @@ the stage stops, names the runtime, the worst row and the difference, and leaves
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pandas as pd
 
 from model_spec import descriptor as spec
@@ -46,6 +48,7 @@ from pipeline.config import Params, flatten, load_params
 from pipeline.contract import Contract, load_contract
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
+from pipeline.registry import model_name
 
 SAVED_MODEL_DIR = "saved_model"
 CARD_FILE = "model_card.md"
@@ -72,10 +75,17 @@ class ParityError(PipelineError):
 
 @dataclass(frozen=True)
 class Outputs:
-    """What a runtime returned for a batch of rows."""
+    """What a runtime returned for a batch of rows: labels and probabilities ``[N, C]``
+    (classification) or predictions ``[N]`` (regression, ``labels`` None)."""
 
-    labels: np.ndarray  # str [N]
-    probabilities: np.ndarray  # [N, C]
+    labels: np.ndarray | None  # str [N]
+    probabilities: np.ndarray | None = None  # [N, C]
+    predictions: np.ndarray | None = None  # [N]
+
+    @property
+    def rows(self) -> int:
+        values = self.predictions if self.probabilities is None else self.probabilities
+        return int(len(values))
 
 
 Lineage = spec.Lineage
@@ -94,10 +104,45 @@ def lineage_params(params: Params) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- parity
+def compare_predictions(native: Outputs, runtime: Outputs, tolerance: float) -> dict[str, Any]:
+    """Regression: the largest disagreement of one runtime's predictions, relative to
+    ``max(1, |native|)`` (:func:`pipeline.estimators.parity_error`), and where."""
+    from model_spec.task import Task
+    from pipeline.estimators import parity_error
+
+    error = parity_error(Task.REGRESSION, native.predictions, runtime.predictions)
+    if error.size != native.rows:
+        return {
+            "max_abs_diff": float("inf"),
+            "worst_row": 0,
+            "native_value": None,
+            "runtime_value": None,
+            "label_mismatches": 0,
+            "mismatched_rows": [],
+            "passed": False,
+            "error": f"returned {np.asarray(runtime.predictions).size} predictions for "
+            f"{native.rows} rows",
+        }
+    row = int(np.argmax(error))
+    worst = float(error[row])
+    return {
+        "max_abs_diff": worst,
+        "worst_row": row,
+        "native_value": float(native.predictions[row]),
+        "runtime_value": float(np.asarray(runtime.predictions, dtype=np.float64)[row]),
+        "label_mismatches": 0,
+        "mismatched_rows": [],
+        "passed": bool(worst <= tolerance),
+    }
+
+
 def compare_outputs(
     native: Outputs, runtime: Outputs, classes: list[str], tolerance: float
 ) -> dict[str, Any]:
-    """Largest probability difference (and where), and label mismatches, of one runtime."""
+    """Largest probability difference (and where), and label mismatches, of one runtime;
+    for regression see :func:`compare_predictions`."""
+    if native.probabilities is None:
+        return compare_predictions(native, runtime, tolerance)
     if runtime.probabilities.shape != native.probabilities.shape:
         return {
             "max_abs_diff": float("inf"),
@@ -140,7 +185,7 @@ def check_parity(
     return {
         "passed": all(r["passed"] for r in results.values()),
         "tolerance": tolerance,
-        "rows": int(len(native.labels)),
+        "rows": native.rows,
         "max_abs_diff": max((r["max_abs_diff"] for r in results.values()), default=0.0),
         "runtimes": results,
     }
@@ -153,12 +198,20 @@ def parity_failure(report: dict[str, Any], where: str) -> str | None:
             continue
         if "error" in r:
             return f"parity failed on the {where}: {name} {r['error']}."
+        if "native_value" in r:
+            what = (
+                f"prediction: native {r['native_value']:.6g}, {name} {r['runtime_value']:.6g}; "
+                "relative to max(1, |native|)"
+            )
+        else:
+            what = (
+                f"probability of '{r['worst_class']}': native {r['native_probability']:.6f}, "
+                f"{name} {r['runtime_probability']:.6f}"
+            )
         text = (
             f"parity failed on the {where} ({report['rows']} rows, tolerance "
             f"{report['tolerance']:.0e}): {name} differs from the native model by "
-            f"{r['max_abs_diff']:.3e} at row {r['worst_row']} (probability of "
-            f"'{r['worst_class']}': native {r['native_probability']:.6f}, {name} "
-            f"{r['runtime_probability']:.6f})"
+            f"{r['max_abs_diff']:.3e} at row {r['worst_row']} ({what})"
         )
         if r["label_mismatches"]:
             rows = ", ".join(str(i) for i in r["mismatched_rows"])
@@ -171,26 +224,64 @@ def parity_failure(report: dict[str, Any], where: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------- golden rows
+#: ``case`` prefixes of the two synthetic golden rows.
+MISSING_CASE = "synthetic: missing "
+UNSEEN_CASE = "synthetic: unseen category in "
+
+
+def rows_within_contract(frame: pd.DataFrame, contract: Contract) -> np.ndarray:
+    """Which rows every input rule of the contract accepts: no missing value in a column that
+    may not have one, numbers within ``[min, max]``, categories from the list."""
+    ok = np.ones(len(frame), dtype=bool)
+    for c in contract.features:
+        column = frame[c.name]
+        missing = column.isna().to_numpy()
+        if c.max_missing <= 0:
+            ok &= ~missing
+        if c.is_numeric:
+            values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+            ok &= missing | ~np.isnan(values)
+            if c.min is not None:
+                ok &= missing | (values >= c.min)
+            if c.max is not None:
+                ok &= missing | (values <= c.max)
+        elif c.categories is not None:
+            ok &= missing | column.astype(object).astype(str).isin(c.categories).to_numpy()
+    return ok
+
+
 def golden_rows(
     test: pd.DataFrame, contract: Contract, n: int, confidence: np.ndarray
 ) -> tuple[pd.DataFrame, list[str]]:
-    """``n`` raw rows and a description of each: test rows plus two synthetic edge cases.
+    """``n`` raw rows and a description of each: test rows plus synthetic edge cases.
 
-    Test rows with missing values come first (up to half). The other test rows are spread
-    over the native model's confidence (its top probability), from the least confident row
-    up: a saturated probability hides small numeric drift, an uncertain one shows it. The
-    synthetic rows are a test row with every nullable feature missing (every feature if none
-    is nullable) and a test row with an unseen value in every categorical feature.
+    Only test rows that the model's own input rules accept are used (see
+    :func:`rows_within_contract`), so a server can replay every golden row. Test rows with
+    missing values come first (up to half). The other test rows are spread over the native
+    model's confidence (its top probability), from the least confident row up: a saturated
+    probability hides small numeric drift, an uncertain one shows it. The synthetic rows are a
+    test row with every nullable feature missing (none when no feature is nullable: a null
+    there is a request the server must refuse) and, when there are categorical features, a
+    test row with an unseen value in every one of them (the one deliberate exception to the
+    input rules, marked ``"synthetic": "unseen_category"`` in ``golden.json``).
     """
     if n < 3:
         raise PipelineError(f"export.golden_rows is {n}; it needs at least 3.")
     if test.empty:
         raise PipelineError("the test split is empty; there is nothing to export against.")
+    fits = rows_within_contract(test, contract)
+    if not fits.any():
+        raise PipelineError(
+            "no row of the test split satisfies the contract's input rules (nulls, ranges, "
+            "categories), so no golden row can be written; check data/contract.yaml."
+        )
+    nullable = [c.name for c in contract.features if c.max_missing > 0]
     features = test[contract.feature_names]
-    synthetic = 2 if contract.categorical_features else 1
-    n_real = min(n - synthetic, len(test))
-    with_missing = np.flatnonzero(features.isna().any(axis=1).to_numpy())
-    complete = np.flatnonzero(~features.isna().any(axis=1).to_numpy())
+    synthetic = int(bool(nullable)) + int(bool(contract.categorical_features))
+    n_real = min(n - synthetic, int(fits.sum()))
+    has_missing = features.isna().any(axis=1).to_numpy()
+    with_missing = np.flatnonzero(has_missing & fits)
+    complete = np.flatnonzero(~has_missing & fits)
     picked = list(with_missing[: max(1, n_real // 2)])
     rest = n_real - len(picked)
     if rest > 0 and len(complete):
@@ -205,18 +296,19 @@ def golden_rows(
         missing = [c for c in contract.feature_names if pd.isna(test.iloc[i][c])]
         cases.append(f"test row {i}" + (f", missing {', '.join(missing)}" if missing else ""))
 
-    nullable = [c.name for c in contract.features if c.max_missing > 0]
-    blank = test.iloc[0].copy()
-    for name in nullable or contract.feature_names:
-        blank[name] = np.nan if name in contract.numeric_features else None
-    rows.append(blank)
-    cases.append(f"synthetic: missing {', '.join(nullable or contract.feature_names)}")
+    base = test.iloc[int(complete[0] if len(complete) else np.flatnonzero(fits)[0])]
+    if nullable:
+        blank = base.copy()
+        for name in nullable:
+            blank[name] = np.nan if name in contract.numeric_features else None
+        rows.append(blank)
+        cases.append(MISSING_CASE + ", ".join(nullable))
     if contract.categorical_features:
-        unseen = test.iloc[0].copy()
+        unseen = base.copy()
         for name in contract.categorical_features:
             unseen[name] = UNSEEN_CATEGORY
         rows.append(unseen)
-        cases.append(f"synthetic: unseen category in {', '.join(contract.categorical_features)}")
+        cases.append(UNSEEN_CASE + ", ".join(contract.categorical_features))
     frame = pd.DataFrame(rows).reset_index(drop=True)
     for name in contract.numeric_features:
         frame[name] = pd.to_numeric(frame[name]).astype("float64")
@@ -226,7 +318,8 @@ def golden_rows(
 def golden_payload(
     frame: pd.DataFrame, cases: list[str], outputs: Outputs, contract: Contract, tolerance: float
 ) -> dict[str, Any]:
-    """The ``golden.json`` document: raw inputs (missing = null) and expected outputs."""
+    """The ``golden.json`` document: raw inputs (missing = null) and expected outputs:
+    ``label`` and ``probabilities`` (classification) or ``prediction`` (regression)."""
     rows = []
     for i, case in enumerate(cases):
         inputs = {}
@@ -238,14 +331,17 @@ def golden_payload(
                 inputs[name] = float(value)
             else:
                 inputs[name] = str(value)
-        rows.append(
-            {
-                "case": case,
-                "inputs": inputs,
-                "label": str(outputs.labels[i]),
-                "probabilities": [float(p) for p in outputs.probabilities[i]],
-            }
-        )
+        row: dict[str, Any] = {"case": case, "inputs": inputs}
+        if case.startswith(UNSEEN_CASE):
+            row["synthetic"] = "unseen_category"
+        elif case.startswith(MISSING_CASE):
+            row["synthetic"] = "missing"
+        if outputs.probabilities is None:
+            row["prediction"] = float(outputs.predictions[i])
+        else:
+            row["label"] = str(outputs.labels[i])
+            row["probabilities"] = [float(p) for p in outputs.probabilities[i]]
+        rows.append(row)
     return {"tolerance": tolerance, "rows": rows}
 
 
@@ -391,7 +487,12 @@ def render_model_card(descriptor: ModelDescriptor, parity: dict[str, Any]) -> st
         "## Parity",
         "",
         f"Native model vs exported artifacts on the {parity['rows']} rows of the test split, "
-        f"tolerance {parity['tolerance']:.0e} on every class probability, labels must match.",
+        f"tolerance {parity['tolerance']:.0e} "
+        + (
+            "on every class probability, labels must match."
+            if descriptor.task.is_classification
+            else "on every prediction, relative to max(1, |native prediction|)."
+        ),
         "",
         "| runtime | max abs diff | worst row | label mismatches | passed |",
         "|---|---|---|---|---|",
@@ -410,8 +511,13 @@ def render_model_card(descriptor: ModelDescriptor, parity: dict[str, Any]) -> st
         "- A category not seen in training is encoded as all zeros (none of the known "
         "categories): the model still answers, with no warning of its own. Numeric values "
         "outside the contract's range are extrapolated, not clipped.",
-        "- Probabilities are float32 and reflect the training data's class balance; they are "
-        "not calibrated for other populations.",
+        (
+            "- Probabilities are float32 and reflect the training data's class balance; they "
+            "are not calibrated for other populations."
+            if descriptor.task.is_classification
+            else "- Predictions are float32 and lie in the range the training targets taught; "
+            "the model says nothing about its own uncertainty."
+        ),
         "- The test split is small, so the metrics above carry sampling noise.",
         "",
         "## Lineage",
@@ -429,18 +535,44 @@ def render_model_card(descriptor: ModelDescriptor, parity: dict[str, Any]) -> st
 
 
 # ---------------------------------------------------------------------------- the stage core
+def canonical_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph with everything that varies between identical runs removed, so the
+    file's hash (lineage, registry tags) identifies the model: converters write a random id
+    into the graph's doc string (Keras' ONNX export) and list the opset imports in set order
+    (skl2onnx). Doc strings of the graph and its nodes are dropped, opset imports are sorted
+    by domain (one per domain, the highest version), metadata properties by key. The
+    model's own doc string, names and every tensor stay as they are."""
+    model = copy.deepcopy(model)
+    model.graph.doc_string = ""
+    for node in model.graph.node:
+        node.doc_string = ""
+    versions: dict[str, int] = {}
+    for entry in model.opset_import:
+        versions[entry.domain or ""] = max(versions.get(entry.domain or "", 0), entry.version)
+    del model.opset_import[:]
+    model.opset_import.extend(
+        onnx.helper.make_opsetid(domain, versions[domain]) for domain in sorted(versions)
+    )
+    props = sorted((p.key, p.value) for p in model.metadata_props)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, dict(props))
+    return model
+
+
 def _runtimes(native: Any, out_dir: Path, inputs: tuple[InputSpec, ...]) -> dict[str, Any]:
     """Callables from raw rows to :class:`Outputs`, one per exported artifact in ``out_dir``.
 
     ONNX Runtime gets its feed from :func:`model_spec.feed.build_feed`, exactly as the gate
     and the server build theirs."""
-    contract = native.contract
+    contract, task = native.contract, native.task
     session = onnx_export.onnx_session(out_dir / ONNX_FILE)
 
     def onnxruntime(raw: pd.DataFrame) -> Outputs:
-        labels, probabilities = session.run(
-            [spec.LABEL, spec.PROBABILITIES], build_feed(inputs, raw)
-        )
+        feed = build_feed(inputs, raw)
+        if task.is_regression:
+            (prediction,) = session.run([spec.PREDICTION], feed)
+            return Outputs(None, predictions=np.asarray(prediction).reshape(-1))
+        labels, probabilities = session.run([spec.LABEL, spec.PROBABILITIES], feed)
         return Outputs(np.asarray(labels).astype(str), np.asarray(probabilities))
 
     runtimes = {"onnxruntime": onnxruntime}
@@ -453,15 +585,28 @@ def _runtimes(native: Any, out_dir: Path, inputs: tuple[InputSpec, ...]) -> dict
             from pipeline.preprocess import to_model_frame
 
             frame = to_model_frame(raw, contract)
-            return Outputs(*tf_export.run_saved_model(serve, frame, contract.numeric_features))
+            out = tf_export.run_saved_model(serve, frame, contract.numeric_features)
+            if task.is_regression:
+                return Outputs(None, predictions=np.asarray(out).reshape(-1))
+            return Outputs(*out)
 
         runtimes["tensorflow"] = tensorflow
     return runtimes
 
 
 def _native_outputs(native: Any, raw: pd.DataFrame) -> Outputs:
-    proba = np.asarray(native.predict_proba(raw), dtype=np.float64)
-    return Outputs(np.asarray(native.classes, dtype=str)[proba.argmax(axis=1)], proba)
+    output = np.asarray(native.predict_output(raw), dtype=np.float64)
+    if native.task.is_regression:
+        return Outputs(None, predictions=output.reshape(-1))
+    return Outputs(np.asarray(native.classes, dtype=str)[output.argmax(axis=1)], output)
+
+
+def parity_tolerance(native: Any, params: Params) -> float:
+    """``export.parity_tolerance`` on class probabilities; for regression the estimator's own,
+    measured tolerance, relative to ``max(1, |prediction|)`` (see ``pipeline.estimators``)."""
+    if native.task.is_regression:
+        return native.estimator.parity_tolerance(native.task)
+    return params.export.parity_tolerance
 
 
 def export_model(
@@ -475,11 +620,16 @@ def export_model(
     """Write every export artifact into the new directory ``out_dir`` and check parity.
 
     Raises :class:`ParityError` (with the report) when a runtime disagrees with the native
-    model on the test split or on the golden rows.
+    model on the test split or on the golden rows, and :class:`PipelineError` for an estimator
+    and task its converter is known to get wrong (never exported).
     """
     contract, p = native.contract, params.export
+    block = params.train.blocks.get(native.estimator_name)
+    if block is not None:
+        native.estimator.check(block, native.task)
+    tolerance = parity_tolerance(native, params)
     out_dir.mkdir()
-    onnx_model = onnx_export.to_onnx(native, p.opset)
+    onnx_model = canonical_onnx(onnx_export.to_onnx(native, p.opset))
     onnx_path = out_dir / ONNX_FILE
     onnx_path.write_bytes(onnx_model.SerializeToString())
     if native.family == "keras":
@@ -492,13 +642,17 @@ def export_model(
     classes = list(native.classes)
     native_test = _native_outputs(native, test)
     report = check_parity(
-        native_test, {n: run(test) for n, run in runtimes.items()}, classes, p.parity_tolerance
+        native_test, {n: run(test) for n, run in runtimes.items()}, classes, tolerance
     )
-    confidence = native_test.probabilities.max(axis=1)
-    golden_frame, cases = golden_rows(test, contract, p.golden_rows, confidence)
+    # Golden rows spread over the model's confidence (classification) or its predictions.
+    if native_test.probabilities is None:
+        spread = native_test.predictions
+    else:
+        spread = native_test.probabilities.max(axis=1)
+    golden_frame, cases = golden_rows(test, contract, p.golden_rows, spread)
     native_golden = _native_outputs(native, golden_frame)
     golden_outputs = {n: run(golden_frame) for n, run in runtimes.items()}
-    golden_report = check_parity(native_golden, golden_outputs, classes, p.parity_tolerance)
+    golden_report = check_parity(native_golden, golden_outputs, classes, tolerance)
     report["golden"] = {k: golden_report[k] for k in ("passed", "rows", "max_abs_diff", "runtimes")}
     report["passed"] = report["passed"] and golden_report["passed"]
     failure = parity_failure(report, "test split")
@@ -510,11 +664,9 @@ def export_model(
     if failure:
         raise ParityError(failure, report)
 
-    golden = golden_payload(
-        golden_frame, cases, golden_outputs["onnxruntime"], contract, p.parity_tolerance
-    )
+    golden = golden_payload(golden_frame, cases, golden_outputs["onnxruntime"], contract, tolerance)
     descriptor = build_descriptor(
-        params.registry.model_name,
+        model_name(params, native.task),
         native,
         contract,
         p.opset,
@@ -524,7 +676,7 @@ def export_model(
         report,
         lineage,
     )
-    (out_dir / GOLDEN_FILE).write_text(json.dumps(golden, indent=2) + "\n")
+    (out_dir / GOLDEN_FILE).write_text(json.dumps(golden, indent=2, ensure_ascii=False) + "\n")
     descriptor.write(out_dir)
     (out_dir / CARD_FILE).write_text(render_model_card(descriptor, report))
     return ExportResult(descriptor, report, golden)
@@ -537,7 +689,8 @@ def log_export(out_dir: Path, parity_path: Path, result: ExportResult, contract:
 
     The model's signature has one named ``[-1, 1]`` tensor per feature column, so
     ``pyfunc.predict`` accepts a DataFrame with one column per feature (numbers as float64
-    with NaN, strings with ``""`` for missing) and returns ``{"label", "probabilities"}``.
+    with NaN, strings with ``""`` for missing) and returns ``{"label", "probabilities"}``
+    (classification) or ``{"prediction"}`` (regression).
     Returns the logged model's info.
     """
     import mlflow
@@ -557,12 +710,14 @@ def log_export(out_dir: Path, parity_path: Path, result: ExportResult, contract:
     )
     frame = pd.DataFrame([row["inputs"] for row in result.golden["rows"]])
     feeds = build_feed(result.descriptor, frame)
-    outputs = {
-        onnx_export.LABEL: np.array([row["label"] for row in result.golden["rows"]], dtype=object),
-        onnx_export.PROBABILITIES: np.array(
-            [row["probabilities"] for row in result.golden["rows"]], dtype=np.float32
-        ),
-    }
+    rows = result.golden["rows"]
+    if result.descriptor.task.is_regression:
+        outputs = {spec.PREDICTION: np.array([[r["prediction"]] for r in rows], dtype=np.float32)}
+    else:
+        outputs = {
+            spec.LABEL: np.array([r["label"] for r in rows], dtype=object),
+            spec.PROBABILITIES: np.array([r["probabilities"] for r in rows], dtype=np.float32),
+        }
     complete = ~frame.isna().any(axis=1).to_numpy()
     example_rows = np.flatnonzero(complete)[:2] if complete.any() else np.arange(1)
     example = {name: array[example_rows] for name, array in feeds.items()}
@@ -581,6 +736,44 @@ def log_export(out_dir: Path, parity_path: Path, result: ExportResult, contract:
     return info
 
 
+# ---------------------------------------------------------------------------- the gate report
+def invalidate_gate_report(
+    json_path: Path, md_path: Path, model_name: str, run_id: str, reason: str
+) -> None:
+    """Replace the gate's verdict with "not judged": a new export makes the old verdict void.
+
+    The export stage does this when it starts and again, with the reason, when it fails, so
+    ``reports/gate.json`` never says "passed" while the model it judged is no longer what the
+    pipeline produced. The shape is the gate's own (``passed`` false, one failed check named
+    ``export``), so ``make register`` refuses it with the reason.
+    """
+    check = {
+        "name": "export",
+        "passed": False,
+        "value": None,
+        "threshold": None,
+        "op": "==",
+        "detail": reason,
+    }
+    write_json(
+        json_path,
+        {
+            "passed": False,
+            "invalidated": True,
+            "model_name": model_name,
+            "compared_with_champion": False,
+            "champion_version": None,
+            "note": reason,
+            "checks": [check],
+            "failed": ["export"],
+            "candidate": {"run_id": run_id},
+            "champion": None,
+        },
+    )
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(f"# Model gate: NOT RUN\n\n{reason}\n")
+
+
 # ---------------------------------------------------------------------------- CLI
 @cli("export")
 def main(argv: list[str] | None = None) -> None:
@@ -589,19 +782,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-dir", required=True)
     parser.add_argument("--preprocessor", required=True)
     parser.add_argument("--test", required=True, help="test split (Parquet)")
+    parser.add_argument(
+        "--splits", help="preprocess's split directory, logged to the run as MLflow datasets"
+    )
     parser.add_argument("--raw", required=True, help="raw table, hashed for lineage")
     parser.add_argument("--metrics", required=True, help="evaluate's metrics JSON")
     parser.add_argument("--out", required=True, help="export directory to write")
     parser.add_argument("--parity", required=True, help="parity report (JSON) to write")
+    parser.add_argument(
+        "--gate-report",
+        nargs=2,
+        metavar=("JSON", "MD"),
+        help="the gate's reports, marked 'not judged' while this export runs and if it fails",
+    )
     args = parser.parse_args(argv)
 
     import os
 
-    from pipeline.tracking import git_commit, read_run_id, resume_run
+    from pipeline.tracking import git_commit, log_split_datasets, read_run_id, resume_run
 
     # MLflow draws progress bars while it logs and validates the model; a stage log wants none.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    from pipeline.train import RUN_FILE, load_native_model
+    from pipeline.model import RUN_FILE, load_native_model
 
     params = load_params(args.params)
     contract = load_contract(params.data.contract)
@@ -626,13 +828,40 @@ def main(argv: list[str] | None = None) -> None:
         data_sha256=file_sha256(args.raw),
         params=lineage_params(params),
     )
+    if args.splits:
+        with resume_run(run_file, params.mlflow.experiment):
+            log_split_datasets(args.splits, contract.target, model_name(params))
+    gate_report = [Path(p) for p in args.gate_report] if args.gate_report else None
+    name = model_name(params)
+    if gate_report:
+        invalidate_gate_report(
+            *gate_report,
+            name,
+            lineage.run_id,
+            f"Not judged: the export of run {lineage.run_id} started and the gate has not run "
+            "on it yet (`make gate`).",
+        )
     try:
         with atomic_path(args.out) as tmp:
             result = export_model(native, params, test, read_json(args.metrics), lineage, tmp)
-    except ParityError as exc:
-        write_json(args.parity, exc.report)
+    except PipelineError as exc:
+        report = exc.report if isinstance(exc, ParityError) else {"passed": False}
+        write_json(args.parity, {**report, "run_id": lineage.run_id, "error": str(exc)})
+        if gate_report:
+            kept = (
+                f" '{args.out}' still holds the previous export, which `make serve` serves."
+                if (Path(args.out) / DESCRIPTOR_FILE).is_file()
+                else ""
+            )
+            invalidate_gate_report(
+                *gate_report,
+                name,
+                lineage.run_id,
+                f"Not judged: the export of run {lineage.run_id} failed, so there is no new "
+                f"model to gate: {exc}{kept}",
+            )
         raise
-    write_json(args.parity, result.parity)
+    write_json(args.parity, {**result.parity, "run_id": lineage.run_id})
 
     with resume_run(run_file, params.mlflow.experiment):
         info = log_export(Path(args.out), Path(args.parity), result, contract)

@@ -4,14 +4,22 @@ Every check is reported with its value, its threshold and whether it passed:
 
 - ``floor.<metric>``: the test metrics in ``metrics.json`` against ``gate.min``: at least the
   bound for a higher-is-better metric, at most the bound for a lower-is-better one (``log_loss``);
-- ``parity``: the export stage's parity report passed;
+- ``parity``: the export stage's parity report passed, for this very export (its run id);
 - ``validation``: the data validation passed;
+- ``leakage``: no feature that validation found to predict the target alone almost perfectly,
+  unless the contract allows it (no ``leakage`` section in the validation result: passes, and
+  says it did not run);
+- ``golden_inputs``: every golden row passes the model's own input rules, so the server can
+  replay its golden file (no null where an input is not nullable, numbers within range, listed
+  categories; the one synthetic unseen-category row is exempt from the category rule);
 - ``vs_champion.<metric>``: when ``registry.model_name`` has a ``@champion``, the candidate may be
   worse than the champion by at most ``gate.max_regression[metric]``. Both models are scored the
   same way on the *current* test split: each one's registered/exported ONNX graph, run by ONNX
   Runtime on the raw columns its own descriptor names, so the comparison is like for like even
-  when the champion was trained on older data. No champion: absolute checks only, and the
-  report says so.
+  when the champion was trained on older data. The champion is compared only when it is
+  comparable (same task, same inputs by name and kind, same classes); otherwise the report says
+  in one line why not and that ``registry.model_name`` should change. No champion: absolute
+  checks only, and the report says so.
 
 ``gate.json`` and ``gate.md`` are written whatever the outcome (CI uploads them), logged with a
 ``gate_passed`` metric and tag to the pipeline's MLflow run (``lineage.run_id`` of the
@@ -41,22 +49,22 @@ import pandas as pd
 
 from model_spec.descriptor import (
     DESCRIPTOR_FILE,
+    GOLDEN_FILE,
+    PREDICTION,
     PROBABILITIES,
     DescriptorError,
     ModelDescriptor,
 )
 from model_spec.feed import FeedError, build_feed
+from model_spec.task import Task
 from pipeline.config import GateParams, load_params
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
+from pipeline.metrics import baseline_output, compute_metrics, higher_is_better, metric_names
+from pipeline.registry import EXPORT_ARTIFACT_DIR, champion_of, default_model_name, model_name
 
-#: Metrics of ``pipeline.evaluate.compute_metrics`` that a gate may name.
-GATEABLE = ("accuracy", "precision_macro", "recall_macro", "f1_macro", "roc_auc_ovr", "log_loss")
-LOWER_IS_BETTER = frozenset({"log_loss"})
-
-
-def greater_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
+#: The gate's params blocks: each maps a task to ``{metric: number}``.
+GATE_BLOCKS = ("min", "max_regression", "baseline_margin")
 
 
 def _fmt(value: Any) -> str:
@@ -87,6 +95,9 @@ class Champion:
     run_id: str | None
     metrics: dict[str, float] | None = None
     error: str | None = None
+    #: Why the champion was not compared (other task, inputs or classes): it is a model of
+    #: other data. None when it is comparable.
+    skipped: str | None = None
 
 
 @dataclass
@@ -103,7 +114,8 @@ class GateReport:
         return {
             "passed": self.passed,
             "model_name": self.model_name,
-            "compared_with_champion": self.champion is not None,
+            "compared_with_champion": self.champion is not None
+            and not self.champion.get("skipped"),
             "champion_version": self.champion["version"] if self.champion else None,
             "note": self.note,
             "checks": [asdict(c) for c in self.checks],
@@ -115,28 +127,47 @@ class GateReport:
 
 # ---------------------------------------------------------------------------- the checks
 def check_gate_params(gate: GateParams) -> None:
-    """Fail early, naming the key, when ``gate.min``/``gate.max_regression`` name no metric."""
-    for block in ("min", "max_regression"):
-        for metric, bound in getattr(gate, block).items():
-            if metric not in GATEABLE:
-                raise PipelineError(
-                    f"params: gate.{block} names unknown metric '{metric}'; "
-                    f"known: {', '.join(GATEABLE)}."
-                )
-            if not isinstance(bound, int | float) or isinstance(bound, bool):
-                raise PipelineError(
-                    f"params: gate.{block}.{metric} must be a number, not {bound!r}."
-                )
-            if block == "max_regression" and bound < 0:
-                raise PipelineError(f"params: gate.max_regression.{metric} must be >= 0.")
+    """Fail early, naming the key, when a gate block names an unknown task or metric, or holds
+    something other than a number in its range."""
+    for block in GATE_BLOCKS:
+        per_task = getattr(gate, block)
+        if not isinstance(per_task, Mapping):
+            raise PipelineError(f"params: gate.{block} must map a task to metrics.")
+        for task_name, bounds in per_task.items():
+            try:
+                task = Task.parse(str(task_name))
+            except ValueError as exc:
+                raise PipelineError(f"params: gate.{block}: {exc}.") from None
+            known = metric_names(task)
+            for metric, bound in (bounds or {}).items():
+                where = f"gate.{block}.{task_name}.{metric}"
+                if metric not in known:
+                    raise PipelineError(
+                        f"params: {where}: unknown metric '{metric}' for a {task.value} task; "
+                        f"known: {', '.join(known)}."
+                    )
+                if not isinstance(bound, int | float) or isinstance(bound, bool):
+                    raise PipelineError(f"params: {where} must be a number, not {bound!r}.")
+                if block == "max_regression" and bound < 0:
+                    raise PipelineError(f"params: {where} must be >= 0.")
+                if block == "baseline_margin" and not 0 <= bound < 1:
+                    raise PipelineError(f"params: {where} must be in [0, 1).")
 
 
-def floor_checks(metrics: Mapping[str, float], minimums: Mapping[str, float]) -> list[Check]:
-    """``gate.min``: absolute bounds, in each metric's good direction."""
+def task_block(gate: GateParams, block: str, task: Task) -> dict[str, float]:
+    """``gate.<block>.<task>`` (empty when the task has no entry)."""
+    return dict((getattr(gate, block) or {}).get(task.value) or {})
+
+
+def floor_checks(
+    metrics: Mapping[str, float], minimums: Mapping[str, float], task: Task = Task.MULTICLASS
+) -> list[Check]:
+    """``gate.min.<task>``: absolute bounds, in each metric's good direction (a floor for a
+    higher-is-better metric, a ceiling for ``log_loss``, ``rmse``, ``mae``, ...)."""
     checks = []
     for metric, bound in minimums.items():
         name = f"floor.{metric}"
-        higher = greater_is_better(metric)
+        higher = higher_is_better(metric)
         op = ">=" if higher else "<="
         value = metrics.get(metric)
         if value is None:
@@ -149,8 +180,54 @@ def floor_checks(metrics: Mapping[str, float], minimums: Mapping[str, float]) ->
             detail = f"{metric} {_fmt(value)} {op} {_fmt(bound)}."
         else:
             side = "below the minimum" if higher else "above the maximum"
-            detail = f"{metric} is {_fmt(value)}, {side} {_fmt(bound)}."
+            detail = (
+                f"{metric} is {_fmt(value)}, {side} {_fmt(bound)} (gate.min.{task.value}.{metric} "
+                "in params.yaml: set the bounds your data needs)."
+            )
         checks.append(Check(name, passed, float(value), float(bound), op, detail))
+    return checks
+
+
+def baseline_checks(
+    metrics: Mapping[str, float], baseline: Mapping[str, float], margins: Mapping[str, float]
+) -> list[Check]:
+    """The candidate must beat a model that ignores its inputs (the training prior or mean,
+    ``pipeline.metrics.baseline_output``) on the test split, by ``margins[metric]``: a share of
+    the gap between the baseline and a perfect score. Higher-is-better metrics (perfect 1):
+    at least ``b + m * (1 - b)``; lower-is-better ones (perfect 0): at most ``b * (1 - m)``. So
+    0.1 asks for a tenth of the way from "knows nothing" to "perfect", on any data."""
+    checks = []
+    for metric, margin in margins.items():
+        name = f"vs_baseline.{metric}"
+        higher = higher_is_better(metric)
+        op = ">=" if higher else "<="
+        value, base = metrics.get(metric), baseline.get(metric)
+        if value is None or base is None or not np.isfinite(value) or not np.isfinite(base):
+            checks.append(
+                Check(
+                    name,
+                    False,
+                    value,
+                    None,
+                    op,
+                    f"{metric} cannot be compared with the baseline (candidate {_fmt(value)}, "
+                    f"baseline {_fmt(base)}); pick another metric in gate.baseline_margin.",
+                )
+            )
+            continue
+        required = base + margin * (1.0 - base) if higher else base * (1.0 - margin)
+        passed = value >= required if higher else value <= required
+        kind = "beats" if passed else "does not beat"
+        detail = (
+            f"{metric} {_fmt(value)} {kind} the trivial baseline's {_fmt(base)} by the margin "
+            f"{_fmt(margin)} of the gap to perfect (needs {op} {_fmt(required)})."
+        )
+        if not passed:
+            detail += (
+                " The model has learnt little beyond the class shares / the mean: check the "
+                "features and the target, or lower gate.baseline_margin."
+            )
+        checks.append(Check(name, passed, float(value), float(required), op, detail))
     return checks
 
 
@@ -162,6 +239,8 @@ def status_checks(parity: Mapping[str, Any], validation: Mapping[str, Any]) -> l
         parity_detail = "the parity report has no 'passed' field."
     elif parity_ok:
         parity_detail = "native, ONNX (and SavedModel) outputs agree."
+    elif parity.get("error"):
+        parity_detail = f"export failed: {str(parity['error']).rstrip('.')}."
     else:
         parity_detail = (
             f"export parity failed: max abs difference {_fmt(diff)} > tolerance {_fmt(tolerance)}."
@@ -207,7 +286,7 @@ def champion_checks(
     for metric, margin in max_regression.items():
         name = f"vs_champion.{metric}"
         value, best = candidate.get(metric), champion.metrics.get(metric)
-        higher = greater_is_better(metric)
+        higher = higher_is_better(metric)
         op = ">=" if higher else "<="
         if value is None or best is None:
             whose = "candidate" if value is None else "champion"
@@ -230,6 +309,127 @@ def champion_checks(
     return checks
 
 
+def golden_checks(descriptor: ModelDescriptor, golden: Mapping[str, Any]) -> list[Check]:
+    """The golden rows must pass the model's own input rules, or a server refuses its own
+    golden file and never becomes ready. The rules are the descriptor's: no null where the
+    input is not nullable, a finite number within ``[min, max]``, a listed category. The row
+    marked ``"synthetic": "unseen_category"`` is exempt from the category rule only: it is there
+    to check the unseen-category path on purpose."""
+    problems = []
+    rows = golden.get("rows") or []
+    for i, row in enumerate(rows):
+        inputs = row.get("inputs") or {}
+        unseen_ok = row.get("synthetic") == "unseen_category"
+        for spec in descriptor.inputs:
+            problem = _input_problem(spec, inputs.get(spec.name), spec.name in inputs, unseen_ok)
+            if problem:
+                problems.append(f"golden[{i}].{spec.name}: {problem}")
+    if not rows:
+        problems.append("golden.json has no rows")
+    if not problems:
+        detail = f"all {len(rows)} golden rows pass the model's input rules."
+    else:
+        shown = "; ".join(problems[:3]) + (
+            f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        )
+        detail = (
+            f"{len(problems)} golden value(s) break the model's own input rules ({shown}): a "
+            "server would refuse its own golden file and never become ready. Re-export with "
+            "this version of the pipeline, or fix the contract's nullability and ranges."
+        )
+    return [Check("golden_inputs", not problems, len(problems), 0, "==", detail)]
+
+
+def _input_problem(spec, value: Any, present: bool, unseen_ok: bool) -> str | None:
+    if not present:
+        return "missing"
+    if value is None:
+        return None if spec.nullable else "must not be null"
+    if spec.is_numeric:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, not {value!r}"
+        if not np.isfinite(value):
+            return "must be finite"
+        if (spec.min is not None and value < spec.min) or (
+            spec.max is not None and value > spec.max
+        ):
+            return f"{value} is outside [{spec.min}, {spec.max}]"
+        return None
+    if not isinstance(value, str):
+        return f"must be a string, not {value!r}"
+    if spec.categories and value not in spec.categories and not unseen_ok:
+        return f"{value!r} is not one of the categories"
+    return None
+
+
+def leakage_checks(validation: Mapping[str, Any]) -> list[Check]:
+    """A feature that alone predicts the target almost perfectly fails the gate unless the
+    contract allows it. Validate measures it (``leakage`` in its result); no such section: the
+    check passes and says so."""
+    leakage = validation.get("leakage")
+    if not isinstance(leakage, Mapping):
+        return [
+            Check(
+                "leakage",
+                True,
+                None,
+                None,
+                "==",
+                "not checked: the validation result has no 'leakage' section.",
+            )
+        ]
+    threshold = leakage.get("threshold")
+    allowed = set(leakage.get("allowed") or ())
+    suspects = [s for s in leakage.get("suspects") or () if s.get("column") not in allowed]
+    if not suspects:
+        let = f" ({', '.join(sorted(allowed))} allowed by the contract)" if allowed else ""
+        detail = f"no feature alone predicts the target at or above {_fmt(threshold)}{let}."
+        return [Check("leakage", True, 0, threshold, "==", detail)]
+    named = ", ".join(
+        f"'{s['column']}' ({s.get('metric', 'score')} {_fmt(s.get('score'))})" for s in suspects
+    )
+    worst = max(float(s.get("score") or 0.0) for s in suspects)
+    detail = (
+        f"feature(s) {named} alone predict the target at or above {_fmt(threshold)}: probably a "
+        "leak (the answer encoded in a feature). Drop the column from the features (role: "
+        "ignored in the contract), or allow it in the contract if it is legitimate."
+    )
+    return [Check("leakage", False, worst, threshold, "<", detail)]
+
+
+def comparability(candidate: ModelDescriptor, champion: ModelDescriptor) -> str | None:
+    """Why the champion cannot be compared with the candidate (another task, other inputs,
+    other classes), or None when it can."""
+    if champion.task != candidate.task:
+        return f"it is a {champion.task.value} model and this candidate is {candidate.task.value}"
+    theirs = {i.name: i.kind for i in champion.inputs}
+    ours = {i.name: i.kind for i in candidate.inputs}
+    if theirs != ours:
+        parts = []
+        only_theirs = [n for n in theirs if n not in ours]
+        only_ours = [n for n in ours if n not in theirs]
+        kinds = [n for n in ours if n in theirs and ours[n] != theirs[n]]
+        if only_theirs:
+            parts.append("only the champion has " + _names(only_theirs))
+        if only_ours:
+            parts.append("only the candidate has " + _names(only_ours))
+        if kinds:
+            parts.append("the kind differs for " + _names(kinds))
+        return "its inputs differ (" + "; ".join(parts) + ")"
+    if candidate.task.is_classification and set(champion.classes) != set(candidate.classes):
+        return (
+            f"its classes are {_names(champion.classes)}, the candidate's "
+            f"{_names(candidate.classes)}"
+        )
+    return None
+
+
+def _names(names, limit: int = 4) -> str:
+    names = list(names)
+    shown = ", ".join(f"'{n}'" for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
 def decide(
     metrics: Mapping[str, float],
     parity: Mapping[str, Any],
@@ -240,6 +440,11 @@ def decide(
     champion: Champion | None,
     candidate_onnx_metrics: Mapping[str, float] | None = None,
     registry_note: str = "",
+    descriptor: ModelDescriptor | None = None,
+    golden: Mapping[str, Any] | None = None,
+    suggested_name: str = "",
+    task: Task | None = None,
+    baseline: Mapping[str, float] | None = None,
 ) -> GateReport:
     """Run every check; pure, so each rule is testable on plain dicts.
 
@@ -247,10 +452,25 @@ def decide(
     champion's (ONNX Runtime on the current test split); the comparison uses them, falling back
     to ``metrics`` when they are not given.
     """
-    checks = floor_checks(metrics, gate.min) + status_checks(parity, validation)
-    if champion is not None:
+    task = task or (descriptor.task if descriptor is not None else Task.MULTICLASS)
+    checks = floor_checks(metrics, task_block(gate, "min", task), task)
+    if baseline is not None:
+        checks += baseline_checks(metrics, baseline, task_block(gate, "baseline_margin", task))
+    checks += status_checks(parity, validation)
+    checks += leakage_checks(validation)
+    if golden is not None and descriptor is not None:
+        checks += golden_checks(descriptor, golden)
+    if champion is not None and champion.skipped:
+        note = (
+            f"Not compared with the champion of '{model_name}' (version {champion.version}): "
+            f"{champion.skipped}, so it is a model of other data. Give this data its own "
+            f"registered model: set registry.model_name in params.yaml (e.g. '{suggested_name}')."
+        )
+        champion_info = asdict(champion)
+        note += " Absolute thresholds only."
+    elif champion is not None:
         compared = candidate_onnx_metrics if candidate_onnx_metrics is not None else metrics
-        checks += champion_checks(compared, champion, gate.max_regression)
+        checks += champion_checks(compared, champion, task_block(gate, "max_regression", task))
         note = (
             f"Compared with the current champion of '{model_name}', version {champion.version}"
             f" (run {champion.run_id}), both scored with ONNX Runtime on the current test split."
@@ -312,7 +532,7 @@ def render_markdown(report: GateReport) -> str:
             f"| metric | candidate | champion v{report.champion['version']} |",
             "|---|---|---|",
         ]
-        for metric in GATEABLE:
+        for metric in (m for m in champ if m != "rows"):
             if metric in champ:
                 lines.append(f"| {metric} | {_fmt(ours.get(metric))} | {_fmt(champ[metric])} |")
     if not report.passed:
@@ -324,7 +544,8 @@ def render_markdown(report: GateReport) -> str:
 def predict_onnx(
     model_path: str | Path, descriptor: ModelDescriptor, frame: pd.DataFrame
 ) -> np.ndarray:
-    """Class probabilities ``[N, C]`` (columns in descriptor ``classes`` order); the feed is
+    """What the exported graph outputs for ``frame``: class probabilities ``[N, C]`` (columns in
+    descriptor ``classes`` order) or predictions ``[N]``; the feed is
     :func:`model_spec.feed.build_feed`, as everywhere else."""
     import onnxruntime as ort
 
@@ -333,23 +554,27 @@ def predict_onnx(
     except FeedError as exc:
         raise PipelineError(f"the test split does not fit the model's inputs: {exc}.") from None
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
-    (proba,) = session.run([PROBABILITIES], feed)
-    return np.asarray(proba, dtype="float64")
+    name = PREDICTION if descriptor.task.is_regression else PROBABILITIES
+    (output,) = session.run([name], feed)
+    output = np.asarray(output, dtype="float64")
+    return output.reshape(-1) if descriptor.task.is_regression else output
 
 
 def score_export(export_dir: str | Path, test: pd.DataFrame) -> dict[str, float]:
     """Metrics of an exported model (``model.json`` + its ONNX file) on raw test rows."""
-    from pipeline.evaluate import compute_metrics
-
     export_dir = Path(export_dir)
     descriptor = _descriptor(export_dir)
     target = descriptor.target
     if target not in test.columns:
         raise PipelineError(f"the test split has no target column '{target}'.")
-    proba = predict_onnx(export_dir / descriptor.onnx.file, descriptor, test)
-    # float32 rows sum to 1 only within ~1e-7; scikit-learn's log_loss warns about that.
-    proba = proba / proba.sum(axis=1, keepdims=True)
-    return compute_metrics(test[target].astype(str).to_numpy(), proba, list(descriptor.classes))
+    output = predict_onnx(export_dir / descriptor.onnx.file, descriptor, test)
+    if descriptor.task.is_classification:
+        # float32 rows sum to 1 only within ~1e-7; scikit-learn's log_loss warns about that.
+        output = output / output.sum(axis=1, keepdims=True)
+        actual = test[target].astype(str).to_numpy()
+    else:
+        actual = test[target].to_numpy()
+    return compute_metrics(descriptor.task, actual, output, list(descriptor.classes))
 
 
 def _descriptor(path: str | Path) -> ModelDescriptor:
@@ -361,15 +586,19 @@ def _descriptor(path: str | Path) -> ModelDescriptor:
 
 def find_export_dir(root: Path) -> Path | None:
     """Where a downloaded registered version keeps ``model.json`` and its ONNX file."""
-    from pipeline.registry import EXPORT_ARTIFACT_DIR
-
     preferred = [root / EXPORT_ARTIFACT_DIR / DESCRIPTOR_FILE, root / DESCRIPTOR_FILE]
     found = [p for p in preferred if p.is_file()] or sorted(root.rglob(DESCRIPTOR_FILE))
     return found[0].parent if found else None
 
 
-def score_champion(model_name: str, version, test: pd.DataFrame) -> Champion:
-    """Download a registered version and score it; a failure is recorded, not raised."""
+def score_champion(
+    model_name: str, version, test: pd.DataFrame, candidate: ModelDescriptor | None = None
+) -> Champion:
+    """Download a registered version and score it; a failure is recorded, not raised.
+
+    When the champion is not comparable with ``candidate`` (another task, other inputs or
+    classes, or a descriptor this pipeline cannot read), it is not scored: ``skipped`` says why.
+    """
     import mlflow
 
     run_id, number = version.run_id, str(version.version)
@@ -387,14 +616,57 @@ def score_champion(model_name: str, version, test: pd.DataFrame) -> Champion:
             return Champion(
                 number, run_id, error=f"its artifacts hold no {DESCRIPTOR_FILE} descriptor."
             )
+        if candidate is not None:
+            try:
+                why = comparability(candidate, ModelDescriptor.read(export_dir))
+            except DescriptorError as exc:
+                why = f"its descriptor cannot be read by this pipeline ({exc})"
+            if why:
+                return Champion(number, run_id, skipped=why)
         try:
             metrics = score_export(export_dir, test)
-        except (PipelineError, RuntimeError, KeyError) as exc:
+        except (PipelineError, RuntimeError, KeyError, ValueError) as exc:
             return Champion(number, run_id, error=str(exc))
     return Champion(number, run_id, metrics=metrics)
 
 
 # ---------------------------------------------------------------------------- CLI
+def baseline_metrics(
+    descriptor: ModelDescriptor, train: pd.DataFrame, test: pd.DataFrame
+) -> dict[str, float]:
+    """The test metrics of a model that ignores its inputs: the training split's class shares
+    (classification) or mean (regression), scored like any model."""
+    target, task, classes = descriptor.target, descriptor.task, list(descriptor.classes)
+    for split, frame in (("training", train), ("test", test)):
+        if target not in frame.columns:
+            raise PipelineError(f"the {split} split has no target column '{target}'.")
+    y_train, y_test = train[target], test[target]
+    if task.is_classification:
+        y_train, y_test = y_train.astype(str), y_test.astype(str)
+    output = baseline_output(task, y_train.to_numpy(), len(test), classes)
+    return compute_metrics(task, y_test.to_numpy(), output, classes)
+
+
+def _test(path: str) -> pd.DataFrame:
+    test = _table(path, "test split")
+    if test.empty:
+        raise PipelineError(f"test split '{path}' is empty.")
+    return test
+
+
+def _table(path: str, what: str) -> pd.DataFrame:
+    try:
+        return read_table(path)
+    except FileNotFoundError:
+        raise PipelineError(f"{what} '{path}' does not exist; run the pipeline first.") from None
+
+
+def suggest_name(params, name: str, descriptor: ModelDescriptor) -> str:
+    """A registered-model name for this data that is not ``name``."""
+    suggested = default_model_name(params.data.source, descriptor.task)
+    return suggested if suggested != name else f"{name}-2"
+
+
 def _read(path: str | Path, what: str) -> Any:
     try:
         return read_json(path)
@@ -428,6 +700,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--validation", required=True, help="validate's result.json")
     parser.add_argument("--model-dir", required=True, help="the exported model (models/export)")
     parser.add_argument("--test", required=True, help="test split (Parquet)")
+    parser.add_argument(
+        "--train", help="training split (Parquet): the trivial baseline's class shares / mean"
+    )
     parser.add_argument("--out", required=True, help="gate report JSON to write")
     parser.add_argument("--report", required=True, help="gate report Markdown to write")
     args = parser.parse_args(argv)
@@ -435,12 +710,12 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(args.params)
     check_gate_params(params.gate)
-    name = params.registry.model_name
     metrics = _read(args.metrics, "metrics file")
     parity = _read(args.parity, "parity report")
     validation = _read(args.validation, "validation result")
     model_dir = Path(args.model_dir)
     descriptor = _descriptor(model_dir)
+    name = model_name(params)
     run_id = descriptor.lineage.run_id
     if not run_id:
         raise PipelineError(f"'{model_dir / DESCRIPTOR_FILE}' has no lineage.run_id; rerun export.")
@@ -453,18 +728,29 @@ def main(argv: list[str] | None = None) -> None:
         "metrics": dict(metrics),
     }
 
-    from pipeline.registry import champion_of
     from pipeline.tracking import configure
 
     configure(params.mlflow.experiment)
     champion_version, registry_note = champion_of(name)
     champion = onnx_metrics = None
     if champion_version is not None:
-        test = read_table(args.test)
-        if test.empty:
-            raise PipelineError(f"test split '{args.test}' is empty.")
-        champion = score_champion(name, champion_version, test)
-        onnx_metrics = score_export(model_dir, test)
+        test = _test(args.test)
+        champion = score_champion(name, champion_version, test, descriptor)
+        if not champion.skipped:
+            onnx_metrics = score_export(model_dir, test)
+    baseline = None
+    if args.train:
+        train = _table(args.train, "training split")
+        baseline = baseline_metrics(descriptor, train, _test(args.test))
+    golden_path = model_dir / GOLDEN_FILE
+    golden = read_json(golden_path) if golden_path.is_file() else {}
+    if parity.get("run_id") not in (None, run_id):
+        parity = {
+            **parity,
+            "passed": False,
+            "error": f"the parity report is for run {parity['run_id']}, not for the export in "
+            f"'{model_dir}' (run {run_id})",
+        }
 
     report = decide(
         metrics,
@@ -476,6 +762,10 @@ def main(argv: list[str] | None = None) -> None:
         champion,
         onnx_metrics,
         registry_note,
+        descriptor=descriptor,
+        golden=golden,
+        suggested_name=suggest_name(params, name, descriptor),
+        baseline=baseline,
     )
     write_json(args.out, report.to_dict())
     with atomic_path(args.report) as tmp:

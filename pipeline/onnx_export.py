@@ -1,15 +1,20 @@
-"""The export stage's ONNX graph: raw named feature columns in, ``label`` and ``probabilities`` out.
+"""The export stage's ONNX graph: raw named feature columns in, the task's outputs out.
 
-One graph per model, whatever the family:
+One graph per model, whatever the estimator:
 
 * inputs: one per feature column of the contract, in contract order, shape ``[N, 1]``;
   numeric columns ``tensor(double)`` (missing = NaN), categorical ``tensor(string)``
-  (missing = ``""``);
+  (missing = ``""``). Input names are ``model_spec.descriptor.onnx_input_names`` of the
+  column names (``mean radius`` -> ``mean_radius``), and :func:`onnx_feeds` builds the feed with
+  ``model_spec.feed.build_feed``, the one raw-columns-to-feed function;
 * the fitted preprocessing, computed in double precision like scikit-learn does;
-* the model: the scikit-learn estimator (skl2onnx) or the Keras network (Keras' own ONNX
-  export, joined to the preprocessing graph with ``onnx.compose``);
-* outputs: ``label`` ``tensor(string)[N]`` and ``probabilities`` ``tensor(float)[N, C]``,
-  columns in the order of the model's classes.
+* the model: a scikit-learn-API estimator (skl2onnx; LightGBM and XGBoost through the
+  onnxmltools converters registered by their registry entries) or the Keras network (Keras'
+  own ONNX export, joined to the preprocessing graph with ``onnx.compose``);
+* outputs (``model_spec.descriptor.outputs_for(task)``): classification ``label``
+  ``tensor(string)[N]`` (the class of the largest probability) and ``probabilities``
+  ``tensor(float)[N, C]``, columns in the order of the model's classes; regression
+  ``prediction`` ``tensor(float)[N, 1]``.
 
 Precision choices (each measured against the native model, see the parity report):
 
@@ -20,11 +25,16 @@ Precision choices (each measured against the native model, see the parity report
   scikit-learn's trees do; skl2onnx then stores each threshold as the float32 value that makes
   ``x <= t`` decide exactly as scikit-learn does. Without that cast the trees see float32
   features computed differently from scikit-learn's and split some rows the other way.
+  A tree *regressor* also sums its leaves in float32 in ONNX Runtime: its parity tolerance is
+  the registry's ``FLOAT32_TREE_REGRESSION_TOLERANCE`` (relative), not the probabilities' 1e-5.
 * The Keras network is float32 in both runtimes; the graph casts the double features to float
   just before it, as the native model does.
 
-Only ``onnx``, ``skl2onnx`` and ``onnxruntime`` are imported here at module level; TensorFlow is
-imported only when a Keras network is converted.
+The graph is byte-for-byte reproducible: doc strings (where converters put random ids) are
+cleared and opset imports sorted, so two identical runs write the same ``model.onnx``.
+
+Only ``onnx`` and ``numpy`` are imported at module level; skl2onnx, ONNX Runtime and
+TensorFlow are imported when they are needed.
 """
 
 from __future__ import annotations
@@ -40,11 +50,21 @@ import onnx
 import pandas as pd
 from onnx import TensorProto, compose, helper
 
+from model_spec.descriptor import (
+    CATEGORICAL,
+    LABEL,
+    NUMERIC,
+    PREDICTION,
+    PROBABILITIES,
+    InputSpec,
+    onnx_input_names,
+    outputs_for,
+)
+from model_spec.feed import build_feed
+from model_spec.task import Task
 from pipeline.contract import Contract
 from pipeline.errors import PipelineError
 
-#: Output names of every exported graph; the descriptor and the server use these.
-LABEL, PROBABILITIES = "label", "probabilities"
 #: Opset of the ``ai.onnx.ml`` domain (imputer, one-hot encoder, label encoder, tree ensembles).
 ML_OPSET = 3
 #: Name of the tensor between preprocessing and the Keras network inside the merged graph.
@@ -53,8 +73,29 @@ _NETWORK_PREFIX = "network/"
 
 
 # ---------------------------------------------------------------------------- inputs
+def input_specs(contract: Contract) -> tuple[InputSpec, ...]:
+    """The graph's inputs as the descriptor records them: one per feature, contract order."""
+    onnx_names = onnx_input_names(contract.feature_names)
+    specs = []
+    for column, onnx_name in zip(contract.features, onnx_names, strict=True):
+        specs.append(
+            InputSpec(
+                name=column.name,
+                onnx_name=onnx_name,
+                kind=NUMERIC if column.is_numeric else CATEGORICAL,
+                nullable=column.max_missing > 0,
+                min=column.min if column.is_numeric else None,
+                max=column.max if column.is_numeric else None,
+                categories=() if column.is_numeric else tuple(column.categories or ()),
+            )
+        )
+    return tuple(specs)
+
+
 def input_types(contract: Contract) -> list[tuple[str, Any]]:
-    """skl2onnx input types: one ``[N, 1]`` tensor per feature, in contract order."""
+    """skl2onnx input types: one ``[N, 1]`` tensor per feature, in contract order, under the
+    column's own name (the fitted ColumnTransformer selects columns by that name); the graph's
+    inputs are renamed to their ONNX names after conversion."""
     from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
 
     numeric = set(contract.numeric_features)
@@ -64,33 +105,32 @@ def input_types(contract: Contract) -> list[tuple[str, Any]]:
     ]
 
 
-def onnx_feeds(model_frame: pd.DataFrame, contract: Contract) -> dict[str, np.ndarray]:
-    """Turn a model frame (see ``to_model_frame``) into the graph's ``[N, 1]`` input arrays."""
-    feeds = {}
-    for name in contract.numeric_features:
-        feeds[name] = model_frame[name].to_numpy(dtype=np.float64).reshape(-1, 1)
-    for name in contract.categorical_features:
-        feeds[name] = model_frame[name].to_numpy(dtype=object).astype(str).reshape(-1, 1)
-    return feeds
+def onnx_feeds(frame: pd.DataFrame, contract: Contract) -> dict[str, np.ndarray]:
+    """The graph's ``[N, 1]`` input arrays for raw rows or a model frame (``to_model_frame``),
+    keyed by ONNX input name (``model_spec.feed.build_feed``)."""
+    return build_feed(input_specs(contract), {c: frame[c] for c in contract.feature_names})
 
 
 # ---------------------------------------------------------------------------- conversion
 def to_onnx(native, opset: int) -> onnx.ModelProto:
-    """Convert a ``NativeModel`` (fitted transformer + estimator or network) to one graph."""
-    if native.family == "keras":
-        model = _keras_graph(native, opset)
-    else:
-        model = _sklearn_graph(native, opset)
+    """Convert a ``NativeModel`` to one graph from raw columns to the task's outputs."""
+    estimator, task = native.estimator, native.task
+    model = estimator.onnx_graph(native, opset)
+    _rename_inputs(model, native.contract)
     model.graph.name = native.estimator_name
     model.producer_name = "tabular-mlops export"
+    model.producer_version = ""
+    outputs = outputs_for(task)
     model.doc_string = (
-        f"{native.estimator_name} ({native.family}): raw feature columns -> preprocessing -> "
-        f"model -> '{LABEL}' and '{PROBABILITIES}'."
+        f"{native.estimator_name} ({native.family}, {task.value}): raw feature columns -> "
+        f"preprocessing -> model -> {', '.join(repr(o) for o in outputs)}."
     )
-    helper.set_model_props(
-        model,
-        {"classes": json.dumps(list(native.classes)), "estimator": native.estimator_name},
-    )
+    props = {"estimator": native.estimator_name, "task": task.value}
+    if task.is_classification:
+        props["classes"] = json.dumps(list(native.classes))
+    del model.metadata_props[:]
+    helper.set_model_props(model, props)
+    _make_reproducible(model)
     try:
         onnx.checker.check_model(model, full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -110,38 +150,43 @@ def _convert(model: Any, contract: Contract, opset: int, options: dict | None = 
             options=options,
             custom_conversion_functions={SimpleImputer: _convert_simple_imputer},
         )
-    except (RuntimeError, NotImplementedError, ValueError) as exc:
+    except (RuntimeError, NotImplementedError, ValueError, TypeError) as exc:
         raise PipelineError(
             f"skl2onnx cannot convert {type(model).__name__} at opset {opset}: {exc}"
         ) from None
 
 
-def _sklearn_graph(native, opset: int) -> onnx.ModelProto:
+def sklearn_graph(
+    native, opset: int, float32: bool = False, options: dict | None = None
+) -> onnx.ModelProto:
+    """Preprocessing + a scikit-learn-API estimator, converted by skl2onnx in one pipeline.
+
+    ``float32``: cast the features to float32 before the model (tree ensembles).
+    ``options``: skl2onnx options of the estimator's operator.
+    """
     from sklearn.pipeline import Pipeline
 
     steps: list[tuple[str, Any]] = [("preprocess", native.preprocessor)]
-    if _compares_in_float32(native.model):
+    if float32:
         from skl2onnx.sklapi import CastTransformer
 
         steps.append(("float32", CastTransformer(dtype=np.float32)))
     steps.append(("model", native.model))
-    model = _convert(
-        Pipeline(steps), native.contract, opset, options={id(native.model): {"zipmap": False}}
+    converted = _convert(
+        Pipeline(steps),
+        native.contract,
+        opset,
+        options={id(native.model): options} if options else None,
     )
-    label, probabilities = (o.name for o in model.graph.output)
-    return _set_outputs(model, label, probabilities, len(native.classes))
+    if native.task.is_regression:
+        (prediction,) = (o.name for o in converted.graph.output)
+        return _set_regression_output(converted, prediction)
+    probabilities = converted.graph.output[-1].name
+    return _set_classification_outputs(converted, probabilities, native.classes)
 
 
-def _compares_in_float32(estimator: Any) -> bool:
-    """scikit-learn's trees validate X as float32 before comparing it with their thresholds."""
-    from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
-    from sklearn.tree import DecisionTreeClassifier, ExtraTreeClassifier
-
-    trees = (RandomForestClassifier, ExtraTreesClassifier)
-    return isinstance(estimator, trees + (DecisionTreeClassifier, ExtraTreeClassifier))
-
-
-def _keras_graph(native, opset: int) -> onnx.ModelProto:
+def keras_graph(native, opset: int) -> onnx.ModelProto:
+    """Preprocessing (skl2onnx) joined to the Keras network (Keras' ONNX export)."""
     preprocess = _convert(native.preprocessor, native.contract, opset)
     (transformed,) = (o.name for o in preprocess.graph.output)
     n_features = len(native.preprocessor.get_feature_names_out())
@@ -159,25 +204,18 @@ def _keras_graph(native, opset: int) -> onnx.ModelProto:
     _drop_unused_opsets(network)
     version = max(preprocess.ir_version, network.ir_version)
     preprocess.ir_version = network.ir_version = version
+    # skl2onnx declares the lowest opset its nodes need (16 for a numbers-only table); both
+    # halves declare the requested one, which every node they hold supports.
+    for half in (preprocess, network):
+        for entry in half.opset_import:
+            if (entry.domain or "") == "":
+                entry.version = max(entry.version, opset)
     (network_input,) = (i.name for i in network.graph.input)
     (network_output,) = (o.name for o in network.graph.output)
     merged = compose.merge_models(preprocess, network, io_map=[(_FEATURES, network_input)])
-
-    classes = [str(c).encode() for c in native.classes]
-    merged.graph.initializer.append(
-        helper.make_tensor("class_labels", TensorProto.STRING, [len(classes)], classes)
-    )
-    merged.graph.node.extend(
-        [
-            helper.make_node(
-                "ArgMax", [network_output], ["class_index"], axis=1, keepdims=0, name="argmax"
-            ),
-            helper.make_node(
-                "Gather", ["class_labels", "class_index"], ["network_label"], axis=0, name="labels"
-            ),
-        ]
-    )
-    return _set_outputs(merged, "network_label", network_output, len(classes))
+    if native.task.is_regression:
+        return _set_regression_output(merged, network_output)
+    return _set_classification_outputs(merged, network_output, native.classes)
 
 
 def network_to_onnx(network: Any, n_features: int, opset: int) -> onnx.ModelProto:
@@ -203,41 +241,135 @@ def _drop_unused_opsets(model: onnx.ModelProto) -> None:
     model.opset_import.extend(keep)
 
 
-def _set_outputs(
-    model: onnx.ModelProto, label: str, probabilities: str, n_classes: int
+def _free_name(graph: onnx.GraphProto, wanted: str) -> None:
+    """Rename any tensor already called ``wanted`` so the name is free for an output."""
+    names = {n for node in graph.node for n in (*node.input, *node.output)}
+    names |= {v.name for v in (*graph.input, *graph.output)} | {i.name for i in graph.initializer}
+    if wanted in names:
+        _rename_tensor(graph, wanted, f"raw_{wanted}")
+
+
+def float32_threshold(threshold: float, mode: str = "<=") -> float:
+    """The float32 value ``v`` for which ``x <= v`` (``mode`` ``<=``; ``<``: ``x < v``) decides
+    every float32 ``x`` exactly as ``x <= threshold`` does, as a Python float.
+
+    A converter that stores the nearest float32 of a float64 threshold ``t`` gets this wrong
+    when the rounding goes up and a float32 input equals the rounded value: it goes left in
+    ONNX and right in the library. LightGBM puts its thresholds half-way between two float32
+    data values, so test rows hit exactly this (measured: 1.3 on the diabetes target)."""
+    t = float(threshold)
+    v = np.float32(t)
+    if mode == "<=" and float(v) > t:
+        v = np.nextafter(v, np.float32(-np.inf))
+    elif mode == "<" and float(v) < t:
+        v = np.nextafter(v, np.float32(np.inf))
+    return float(v)
+
+
+def _set_classification_outputs(
+    model: onnx.ModelProto, probabilities: str, classes: list[str]
 ) -> onnx.ModelProto:
-    """Expose ``label`` (string) and ``probabilities`` (float) as the graph's only outputs."""
+    """Expose ``label`` (string: the class of the largest probability) and ``probabilities``
+    (float) as the graph's only outputs. The label is computed here, not taken from the
+    converter, so it is a class name (the models are fitted on class indices) and always the
+    argmax of the probabilities, as the native model's label is."""
     graph = model.graph
-    taken = {LABEL, PROBABILITIES}
-    if label in taken:
-        _rename_tensor(graph, label, "raw_label")
-        label = "raw_label"
-    if probabilities in taken:
-        _rename_tensor(graph, probabilities, "raw_probabilities")
-        probabilities = "raw_probabilities"
-    graph.node.append(helper.make_node("Identity", [label], [LABEL], name="label_output"))
-    graph.node.append(
-        helper.make_node(
-            "Cast", [probabilities], [PROBABILITIES], to=TensorProto.FLOAT, name="proba_output"
-        )
+    for name in (LABEL, PROBABILITIES, "class_labels", "class_index", "proba_float"):
+        if name == probabilities:
+            _rename_tensor(graph, probabilities, f"raw_{probabilities}")
+            probabilities = f"raw_{probabilities}"
+        _free_name(graph, name)
+    encoded = [str(c).encode() for c in classes]
+    graph.initializer.append(
+        helper.make_tensor("class_labels", TensorProto.STRING, [len(encoded)], encoded)
+    )
+    graph.node.extend(
+        [
+            helper.make_node(
+                "Cast", [probabilities], [PROBABILITIES], to=TensorProto.FLOAT, name="proba_output"
+            ),
+            helper.make_node(
+                "ArgMax", [PROBABILITIES], ["class_index"], axis=1, keepdims=0, name="argmax"
+            ),
+            helper.make_node(
+                "Gather", ["class_labels", "class_index"], [LABEL], axis=0, name="label_output"
+            ),
+        ]
     )
     del graph.output[:]
     graph.output.extend(
         [
             helper.make_tensor_value_info(LABEL, TensorProto.STRING, [None]),
-            helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, [None, n_classes]),
+            helper.make_tensor_value_info(PROBABILITIES, TensorProto.FLOAT, [None, len(classes)]),
         ]
     )
     return model
+
+
+def _set_regression_output(model: onnx.ModelProto, prediction: str) -> onnx.ModelProto:
+    """Expose ``prediction`` (float ``[N, 1]``) as the graph's only output."""
+    graph = model.graph
+    if prediction == PREDICTION:
+        _rename_tensor(graph, prediction, f"raw_{prediction}")
+        prediction = f"raw_{prediction}"
+    _free_name(graph, PREDICTION)
+    graph.node.append(
+        helper.make_node("Reshape", [prediction, "prediction_shape"], ["prediction_column"])
+    )
+    graph.initializer.append(
+        helper.make_tensor("prediction_shape", TensorProto.INT64, [2], [-1, 1])
+    )
+    graph.node.append(
+        helper.make_node(
+            "Cast", ["prediction_column"], [PREDICTION], to=TensorProto.FLOAT, name="prediction"
+        )
+    )
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info(PREDICTION, TensorProto.FLOAT, [None, 1]))
+    return model
+
+
+def _rename_inputs(model: onnx.ModelProto, contract: Contract) -> None:
+    """Give the graph's inputs (in contract order) their ``onnx_input_names``."""
+    graph = model.graph
+    wanted = onnx_input_names(contract.feature_names)
+    if len(graph.input) != len(wanted):
+        raise PipelineError(
+            f"the converted graph has {len(graph.input)} inputs for {len(wanted)} features."
+        )
+    current = [i.name for i in graph.input]
+    # Two passes through temporary names, so swapping two names cannot collide.
+    for i, old in enumerate(current):
+        _rename_tensor(graph, old, f"__input_{i}__")
+    for i, new in enumerate(wanted):
+        _rename_tensor(graph, f"__input_{i}__", new)
 
 
 def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
     for node in graph.node:
         node.input[:] = [new if name == old else name for name in node.input]
         node.output[:] = [new if name == old else name for name in node.output]
-    for value in graph.output:
+    for value in (*graph.input, *graph.output, *graph.value_info):
         if value.name == old:
             value.name = new
+    for init in graph.initializer:
+        if init.name == old:
+            init.name = new
+
+
+def _make_reproducible(model: onnx.ModelProto) -> None:
+    """Clear doc strings (Keras' converter writes a random id there) and sort opset imports."""
+    model.graph.doc_string = ""
+    for node in model.graph.node:
+        node.doc_string = ""
+    for value in (*model.graph.input, *model.graph.output, *model.graph.value_info):
+        value.doc_string = ""
+    opsets = sorted((o.domain or "", o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(d, v) for d, v in opsets)
+    functions = sorted(model.functions, key=lambda f: (f.domain, f.name))
+    del model.functions[:]
+    model.functions.extend(functions)
 
 
 def _convert_simple_imputer(scope, operator, container) -> None:
@@ -293,7 +425,18 @@ def onnx_session(model: onnx.ModelProto | str | Path):
     return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(session, model_frame: pd.DataFrame, contract: Contract):
-    """Labels (str array) and probabilities (float32 ``[N, C]``) for a model frame."""
-    labels, probabilities = session.run([LABEL, PROBABILITIES], onnx_feeds(model_frame, contract))
+def onnx_output(session, frame: pd.DataFrame, contract: Contract, task: Task) -> np.ndarray:
+    """What :meth:`NativeModel.predict_output` returns, from the graph: probabilities
+    ``[N, C]`` or predictions ``[N]`` (float32 values)."""
+    feeds = onnx_feeds(frame, contract)
+    if task.is_regression:
+        (prediction,) = session.run([PREDICTION], feeds)
+        return np.asarray(prediction).reshape(-1)
+    (probabilities,) = session.run([PROBABILITIES], feeds)
+    return np.asarray(probabilities)
+
+
+def run_onnx(session, frame: pd.DataFrame, contract: Contract):
+    """Classification: labels (str array) and probabilities (float32 ``[N, C]``)."""
+    labels, probabilities = session.run([LABEL, PROBABILITIES], onnx_feeds(frame, contract))
     return np.asarray(labels).astype(str), np.asarray(probabilities)

@@ -18,6 +18,8 @@ Not DVC stages: they change the MLflow registry, not files. ``python -m pipeline
   ``champion_history.<seq>`` (a short JSON object; see :func:`history_tag`). Promoting the
   current champion again does nothing.
 - **rollback** moves ``champion`` back to the champion before it, from that history.
+- **serve-source** (used by ``make serve``) prints the server settings: ``models/export`` when
+  it holds an export, else the registry's ``@champion`` (see :func:`serving_source`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import argparse
 import getpass
 import json
 import os
+import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from model_spec.descriptor import DESCRIPTOR_FILE, DescriptorError, ModelDescriptor
-from pipeline.config import flatten, load_params
+from model_spec.task import Task
+from pipeline.config import Params, flatten, load_params
 from pipeline.errors import PipelineError, cli
 from pipeline.io import file_sha256, read_json
 from pipeline.servable import require_servable
@@ -53,6 +58,37 @@ EXPORT_MODEL_URI_TAG = "export.onnx_model_uri"
 MAX_REASON_CHARS = 1000
 #: Zero-padded sequence numbers sort in the UI in the order the events happened.
 _SEQ_DIGITS = 6
+#: ``registry.model_name: auto`` names the model after the data (see :func:`model_name`).
+AUTO_NAME = "auto"
+
+
+def model_name(params: Params, task: Task | None = None) -> str:
+    """The registered model's name: ``registry.model_name``, or for ``auto`` a name that
+    follows the data, ``<data name>-<classifier|regressor>`` (:func:`default_model_name`), so
+    a new table never lands in another table's registered model. ``task`` saves reading the
+    contract when the caller knows it."""
+    name = params.registry.model_name
+    if name != AUTO_NAME:
+        return name
+    if task is None:
+        from pipeline.contract import load_contract
+
+        task = load_contract(params.data.contract).task
+    return default_model_name(params.data.source, task)
+
+
+def default_model_name(source: str, task: Task) -> str:
+    """``builtin:penguins`` -> ``penguins-classifier``; ``data/My Table.csv`` (numeric target)
+    -> ``my-table-regressor``: the file's stem, accents dropped, lower case, runs of
+    characters outside ``[a-z0-9_]`` as one ``-``."""
+    if source.startswith("builtin:"):
+        stem = source.removeprefix("builtin:")
+    else:
+        last = re.split(r"[/\\]", source.split("?", 1)[0].rstrip("/"))[-1]
+        stem = last.split(".", 1)[0] if "." in last else last
+    ascii_stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode()
+    stem = re.sub(r"[^a-z0-9_]+", "-", ascii_stem.lower()).strip("-") or "model"
+    return f"{stem}-{'regressor' if task.is_regression else 'classifier'}"
 
 
 def _client():
@@ -249,6 +285,39 @@ def check_gate_report(gate: dict[str, Any], descriptor: ModelDescriptor, onnx_sh
         )
 
 
+def _input_kinds(descriptor: ModelDescriptor) -> str:
+    return json.dumps([{"name": i.name, "kind": i.kind} for i in descriptor.inputs])
+
+
+def check_same_kind_of_model(client, name: str, descriptor: ModelDescriptor) -> None:
+    """Refuse to add a model of another task or other inputs to ``name`` while its champion is
+    a different kind of model: one registered name is one table's model, and a promotion would
+    otherwise hand the server a model that cannot answer its clients' requests."""
+    try:
+        champion = alias_version(client, name, CHAMPION)
+    except PipelineError:  # no such registered model yet
+        return
+    if champion is None:
+        return
+    tags = champion.tags or {}
+    task, inputs = tags.get("task"), tags.get("inputs")
+    differs = []
+    if task is not None and task != descriptor.task.value:
+        differs.append(
+            f"its champion (version {champion.version}) is a {task} model, this export "
+            f"is {descriptor.task.value}"
+        )
+    theirs = {i["name"]: i["kind"] for i in json.loads(inputs)} if inputs else None
+    if theirs is not None and theirs != {i.name: i.kind for i in descriptor.inputs}:
+        differs.append(f"its champion (version {champion.version}) takes other inputs")
+    if differs:
+        raise PipelineError(
+            f"registered model '{name}' belongs to other data: {'; '.join(differs)}. Set "
+            "registry.model_name in params.yaml to a name for this data (`auto` names it after "
+            "the data), rerun the pipeline and register again."
+        )
+
+
 def version_tags(
     descriptor: ModelDescriptor,
     gate: dict[str, Any],
@@ -272,9 +341,7 @@ def version_tags(
         "estimator": descriptor.estimator,
         "family": descriptor.family,
         "task": descriptor.task.value,
-        "inputs": json.dumps(
-            [{"name": i.name, "kind": i.kind} for i in descriptor.inputs], ensure_ascii=False
-        ),
+        "inputs": _input_kinds(descriptor),
         "onnx_sha256": onnx_sha256,
         "saved_model": (
             f"{EXPORT_ARTIFACT_DIR}/{descriptor.saved_model.dir}"
@@ -339,6 +406,7 @@ def register_export(
     run_id = descriptor.lineage.run_id
 
     client = _client()
+    check_same_kind_of_model(client, name, descriptor)
     existing = client.search_model_versions(f"name = '{name}' and tags.{RUN_ID_TAG} = '{run_id}'")
     if existing:
         version = existing[0]
@@ -462,6 +530,59 @@ def rollback(name: str, reason: str, who: str | None = None) -> Moved:
     return Moved(target_v, current_v, True)
 
 
+# ---------------------------------------------------------------------- what `make serve` serves
+def serving_source(model_dir: Path, name: str) -> tuple[dict[str, str], str]:
+    """The server's settings for ``make serve`` and one sentence saying what it will serve.
+
+    In order: ``SERVING_MODEL_URI`` when it is set; else ``model_dir`` when it holds a
+    readable export (after a failed export that is still the previous, complete one: DVC keeps
+    it, see ``persist`` in dvc.yaml); else the registry's ``@champion`` of ``name``. Neither:
+    a PipelineError saying how to get a model.
+    """
+    from pipeline.tracking import LOCAL_STORE, tracking_uri
+
+    uri = os.environ.get("SERVING_MODEL_URI")
+    if uri:
+        return {"SERVING_MODEL_URI": uri}, f"serve: {uri} (SERVING_MODEL_URI)."
+    try:
+        d = ModelDescriptor.read(model_dir)
+    except DescriptorError as exc:
+        why = str(exc)
+    else:
+        return {"SERVING_MODEL_DIR": str(model_dir)}, (
+            f"serve: the export in '{model_dir}' ({d.name}, {d.estimator}, run {d.lineage.run_id})."
+        )
+    store = tracking_uri()
+    version = None
+    if os.environ.get("MLFLOW_TRACKING_URI") or (LOCAL_STORE / "mlflow.db").is_file():
+        version, _ = champion_of(name)
+    if version is None:
+        raise PipelineError(
+            f"there is no model to serve: {why}, and '{name}' has no @{CHAMPION} in the "
+            f"registry at {store}. Run the pipeline (`make run`), or point MODEL_DIR at an "
+            "export directory or SERVING_MODEL_URI at a registered model."
+        )
+    champion = f"models:/{name}@{CHAMPION}"
+    return {
+        "SERVING_MODEL_DIR": "",
+        "SERVING_MODEL_URI": champion,
+        "MLFLOW_TRACKING_URI": store,
+    }, (
+        f"serve: no usable export in '{model_dir}' ({why}); serving the registry's champion "
+        f"{champion} (version {version.version}) instead."
+    )
+
+
+def _serve_source(args: argparse.Namespace) -> None:
+    import shlex
+    import sys
+
+    name = model_name(load_params(args.params))
+    settings, message = serving_source(Path(args.model_dir), name)
+    print(message, file=sys.stderr)
+    print(" ".join(f"{k}={shlex.quote(v)}" for k, v in settings.items()))
+
+
 # ---------------------------------------------------------------------------- CLI
 def _register(args: argparse.Namespace) -> None:
     params = load_params(args.params)
@@ -474,7 +595,7 @@ def _register(args: argparse.Namespace) -> None:
     from pipeline.tracking import configure
 
     configure(params.mlflow.experiment)
-    name = params.registry.model_name
+    name = model_name(params)
     result = register_export(name, args.model_dir, gate, flatten(params), args.dvc_lock)
     if not result.created:
         print(
@@ -489,7 +610,7 @@ def _register(args: argparse.Namespace) -> None:
 
 
 def _promote(args: argparse.Namespace) -> None:
-    name = load_params(args.params).registry.model_name
+    name = model_name(load_params(args.params))
     moved = promote(name, args.version, args.reason)
     if not moved.changed:
         print(f"promote: version {moved.version} of '{name}' is already @{CHAMPION}; no change.")
@@ -501,7 +622,7 @@ def _promote(args: argparse.Namespace) -> None:
 
 
 def _rollback(args: argparse.Namespace) -> None:
-    name = load_params(args.params).registry.model_name
+    name = model_name(load_params(args.params))
     moved = rollback(name, args.reason)
     print(f"rollback: '{name}' @{CHAMPION} -> version {moved.version} (was {moved.previous}).")
 
@@ -510,6 +631,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], None]] = {
     "register": _register,
     "promote": _promote,
     "rollback": _rollback,
+    "serve-source": _serve_source,
 }
 
 
@@ -528,6 +650,11 @@ def _parser() -> argparse.ArgumentParser:
     rol = sub.add_parser("rollback", help="move @champion back to the previous champion")
     rol.add_argument("--params", required=True)
     rol.add_argument("--reason", default="", help="why, recorded in the version's tags")
+    src = sub.add_parser(
+        "serve-source", help="print the server settings `make serve` uses (dir or champion)"
+    )
+    src.add_argument("--params", required=True)
+    src.add_argument("--model-dir", required=True, help="the export to serve (models/export)")
     return parser
 
 

@@ -44,6 +44,17 @@ def summarize(root: Path) -> list[str]:
             )
         except DescriptorError as exc:
             lines.append(f"{'Model:':34} unreadable descriptor: {exc}")
+    gate_file = root / "reports/gate.json"
+    if gate_file.exists():
+        gate = json.loads(gate_file.read_text())
+        run = (gate.get("candidate") or {}).get("run_id")
+        if gate.get("invalidated"):
+            verdict = f"not judged: {gate.get('note')}"
+        elif gate.get("passed"):
+            verdict = f"passed ({len(gate.get('checks') or [])} checks) for run {run}"
+        else:
+            verdict = f"FAILED for run {run}: {', '.join(gate.get('failed') or [])}"
+        lines.append(f"{'Gate:':34} {verdict}")
     for label, rel in RESULTS:
         if (root / rel).exists():
             lines.append(f"{label + ':':34} {rel}")

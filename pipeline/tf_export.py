@@ -1,9 +1,13 @@
 """The export stage's TensorFlow SavedModel for the Keras family.
 
-The ``serving_default`` signature takes the raw feature columns by name, one value per row
-(shape ``[N]``: numeric ``float64`` with NaN for missing, categorical ``string`` with ``""``
-for missing), so TensorFlow Serving's row format ``{"instances": [{"island": "Biscoe", ...}]}``
-works as is. It returns ``label`` (string ``[N]``) and ``probabilities`` (float32 ``[N, C]``).
+The ``serving_default`` signature takes the raw feature columns, one value per row (shape
+``[N]``: numeric ``float64`` with NaN for missing, categorical ``string`` with ``""`` for
+missing), each under the column's ONNX input name (``model_spec.descriptor.onnx_input_names``:
+the column name itself when it is already ``[A-Za-z0-9_]``, e.g. ``island``; ``mean radius``
+becomes ``mean_radius``, as TensorFlow signature keys cannot hold spaces), so TensorFlow
+Serving's row format ``{"instances": [{"island": "Biscoe", ...}]}`` works as is. It returns
+the task's outputs: ``label`` (string ``[N]``) and ``probabilities`` (float32 ``[N, C]``) for
+classification, ``prediction`` (float32 ``[N, 1]``) for regression.
 
 The preprocessing is written in TensorFlow ops initialised from the fitted scikit-learn
 transformer, in float64 like scikit-learn: median imputation and standard scaling for numeric
@@ -22,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from model_spec.descriptor import LABEL, PREDICTION, PROBABILITIES, onnx_input_names
 from pipeline.errors import PipelineError
 
 SIGNATURE = "serving_default"
@@ -112,13 +117,21 @@ def write_saved_model(native, path: str | Path) -> None:
                 ),
                 default_value=-1,  # unseen -> one_hot of -1 -> all zeros
             )
-    classes = tf.constant(list(native.classes), tf.string)
+    regression = native.task.is_regression
+    classes = tf.constant(list(native.classes) or [""], tf.string)
     network = native.model
+    keys = dict(
+        zip(
+            native.contract.feature_names,
+            onnx_input_names(native.contract.feature_names),
+            strict=True,
+        )
+    )
 
     def serve(features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         parts = []
         for column in plan:
-            x = features[column.name]
+            x = features[keys[column.name]]
             if isinstance(column, NumericColumn):
                 x = tf.where(tf.math.is_nan(x), tf.constant(column.median, tf.float64), x)
                 x = (x - tf.constant(column.mean, tf.float64)) / tf.constant(
@@ -129,13 +142,17 @@ def write_saved_model(native, path: str | Path) -> None:
                 x = tf.where(tf.equal(x, ""), tf.constant(column.most_frequent), x)
                 index = tables[column.name].lookup(x)
                 parts.append(tf.one_hot(index, len(column.categories), dtype=tf.float64))
-        probabilities = network(tf.cast(tf.concat(parts, axis=1), tf.float32), training=False)
-        label = tf.gather(classes, tf.argmax(probabilities, axis=1))
-        return {"label": label, "probabilities": probabilities}
+        output = network(tf.cast(tf.concat(parts, axis=1), tf.float32), training=False)
+        if regression:
+            return {PREDICTION: tf.reshape(output, (-1, 1))}
+        label = tf.gather(classes, tf.argmax(output, axis=1))
+        return {LABEL: label, PROBABILITIES: output}
 
     numeric = {c.name for c in plan if isinstance(c, NumericColumn)}
     signature = {
-        c.name: tf.TensorSpec([None], tf.float64 if c.name in numeric else tf.string, c.name)
+        keys[c.name]: tf.TensorSpec(
+            [None], tf.float64 if c.name in numeric else tf.string, keys[c.name]
+        )
         for c in plan
     }
     archive = keras.export.ExportArchive()
@@ -154,15 +171,19 @@ def load_saved_model(path: str | Path):
 
 
 def run_saved_model(serve, model_frame: pd.DataFrame, numeric: list[str]):
-    """Labels (str array) and probabilities (float32 ``[N, C]``) for a model frame."""
+    """Classification: labels (str array) and probabilities (float32 ``[N, C]``) for a model
+    frame; regression: predictions (float32 ``[N]``)."""
     import tensorflow as tf
 
+    keys = onnx_input_names(list(model_frame.columns))
     inputs = {}
-    for name in model_frame.columns:
+    for name, key in zip(model_frame.columns, keys, strict=True):
         if name in numeric:
-            inputs[name] = tf.constant(model_frame[name].to_numpy(np.float64))
+            inputs[key] = tf.constant(model_frame[name].to_numpy(np.float64))
         else:
-            inputs[name] = tf.constant(model_frame[name].to_numpy(object).astype(str))
+            inputs[key] = tf.constant(model_frame[name].to_numpy(object).astype(str))
     out = serve(**inputs)
-    labels = np.array([v.decode("utf-8") for v in out["label"].numpy()], dtype=str)
-    return labels, out["probabilities"].numpy()
+    if PREDICTION in out:
+        return out[PREDICTION].numpy().reshape(-1)
+    labels = np.array([v.decode("utf-8") for v in out[LABEL].numpy()], dtype=str)
+    return labels, out[PROBABILITIES].numpy()

@@ -6,7 +6,8 @@
 The export is matched by its pipeline run id (``lineage.run_id`` of ``model.json``, which
 ``pipeline.registry`` records in the ``pipeline_run_id`` tag), so the tag names the version that
 holds exactly the model baked into the image. The store is the pipeline's: ``MLFLOW_TRACKING_URI``
-or the embedded ``mlruns/``; the model name is ``registry.model_name`` in ``params.yaml``.
+or the embedded ``mlruns/``; the model name is ``registry.model_name`` in ``params.yaml`` (``auto``:
+named after the data, see ``pipeline.registry.model_name``).
 Exits 1 with one line on stderr when there is no such version.
 """
 
@@ -54,9 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     import mlflow
 
     from pipeline.config import load_params
+    from pipeline.registry import model_name
     from pipeline.tracking import tracking_uri
 
-    name = load_params(args.params).registry.model_name
+    name = model_name(load_params(args.params))
     mlflow.set_tracking_uri(tracking_uri())
     client = mlflow.MlflowClient()
     try:

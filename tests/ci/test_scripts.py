@@ -7,6 +7,7 @@ temporary project.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -306,10 +307,12 @@ def registry(tmp_path_factory) -> str:
     import mlflow
 
     from pipeline.config import load_params
+    from pipeline.registry import model_name
 
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    name = load_params(REPO_ROOT / "params.yaml").registry.model_name
+    with contextlib.chdir(REPO_ROOT):  # data.contract is relative to the project
+        name = model_name(load_params("params.yaml"))
     client = mlflow.MlflowClient(uri)
     client.create_registered_model(name)
     for run_id in ("run-a", "run-b"):

@@ -46,7 +46,7 @@ def test_full_repro_runs_every_stage_and_writes_every_output(built):
         "models/export/saved_model/saved_model.pb",
         "models/train/run.json",
         "reports/train_history.csv",
-        "reports/plots/confusion.csv",
+        "reports/plots/confusion/confusion.csv",
         "reports/figures/confusion_matrix.png",
         "reports/figures/roc.png",
         "reports/figures/precision_recall.png",

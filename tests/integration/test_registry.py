@@ -8,6 +8,7 @@ the shared store, so the tests do not depend on each other's order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from dataclasses import dataclass
@@ -174,6 +175,9 @@ def test_register_then_promote_gives_a_champion_that_resolves_with_all_the_tags(
 def test_a_worse_candidate_fails_the_gate_cannot_be_registered_and_leaves_the_champion(
     world, registry
 ):
+    # This project holds its multiclass models to f1_macro 0.9 (the shipped floor is 0.5).
+    floor = {"registry.model_name": registry.name, "gate.min.multiclass.f1_macro": 0.9}
+    registry.params = world.chain.write_params(registry.tmp / "params.yaml", **floor)
     registry.gate_and_register(world.good)
     assert registry.command("promote")[0] == 0
     champion_f1 = world.good.metrics["f1_macro"]
@@ -189,7 +193,10 @@ def test_a_worse_candidate_fails_the_gate_cannot_be_registered_and_leaves_the_ch
     assert checks["floor.f1_macro"]["threshold"] == 0.9
     assert checks["vs_champion.f1_macro"]["threshold"] == pytest.approx(champion_f1 - 0.01)
     assert err.startswith("gate failed: ")
-    assert f"floor.f1_macro: f1_macro is {worse_f1:.4f}, below the minimum 0.9000." in err
+    assert (
+        f"floor.f1_macro: f1_macro is {worse_f1:.4f}, below the minimum 0.9000 "
+        "(gate.min.multiclass.f1_macro in params.yaml" in err
+    )
     assert (
         f"vs_champion.f1_macro: f1_macro is {worse_f1:.4f}, more than 0.0100 below the "
         f"champion's {champion_f1:.4f} (version 1): threshold {champion_f1 - 0.01:.4f}." in err
@@ -279,3 +286,67 @@ def test_unknown_model_version_and_alias_fail_with_one_clear_paragraph(world, re
     code, _, err = registry.register(world.equal)
     assert code == 1
     assert "the gate report is for another export" in err and world.equal.run_id in err
+
+
+@pytest.fixture(scope="module")
+def other_data(world, tmp_path_factory) -> tuple[Chain, Candidate]:
+    """A second project in the same store, trained on other data: the breast cancer table
+    (binary, 30 numeric inputs such as ``mean radius``), as a user brings their own."""
+    import yaml
+
+    from tests.bundled import breast_cancer, contract_dict
+
+    root = tmp_path_factory.mktemp("other-data")
+    chain = new_chain(root / "project")
+    table = breast_cancer()
+    table.to_csv(chain.root / "data" / "cancer.csv", index=False)
+    (chain.root / "data" / "contract.yaml").write_text(
+        yaml.safe_dump(contract_dict(table, "diagnosis"), sort_keys=False)
+    )
+    chain.set_params(**{"data.source": "data/cancer.csv", "train.estimator": "logistic_regression"})
+    chain.prepare()
+    return chain, chain.candidate("cancer", root / "candidates")
+
+
+def test_a_champion_of_other_data_is_not_compared_and_the_name_must_change(
+    world, registry, other_data
+):
+    """Item 4 / build 7: the quick start's champion no longer blocks the first model of new
+    data with a confusing scoring error; the gate says in one line why it did not compare, and
+    register will not mix the two tables in one registered model."""
+    registry.gate_and_register(world.good)
+    assert registry.command("promote")[0] == 0
+    chain, cancer = other_data
+    params = chain.write_params(
+        chain.root / "shared.yaml", **{"registry.model_name": registry.name}
+    )
+    code, gate_json, _ = chain.gate(cancer, params, registry.tmp / "other-gate")
+    report = read_json(gate_json)
+    assert code == 0, report["failed"]
+    assert report["compared_with_champion"] is False
+    assert report["note"] == (
+        f"Not compared with the champion of '{registry.name}' (version 1): it is a multiclass "
+        "model and this candidate is binary, so it is a model of other data. Give this data its "
+        "own registered model: set registry.model_name in params.yaml (e.g. "
+        "'cancer-classifier'). Absolute thresholds only."
+    )
+    assert not any(c["name"].startswith("vs_champion") for c in report["checks"])
+
+    registry.capsys.readouterr()
+    with contextlib.chdir(chain.root):
+        from pipeline import registry as commands
+
+        code = commands.main(
+            [
+                "register", "--params", str(params), "--model-dir", str(cancer.model_dir),
+                "--gate", str(gate_json), "--dvc-lock", "dvc.lock",
+            ]
+        )  # fmt: skip
+    assert code == 1
+    err = registry.capsys.readouterr().err
+    assert err.startswith(
+        f"register failed: registered model '{registry.name}' belongs to other data: its "
+        "champion (version 1) is a multiclass model, this export is binary; its champion "
+        "(version 1) takes other inputs. Set registry.model_name in params.yaml"
+    )
+    assert registry.versions() == ["1"] and registry.champion() == "1"

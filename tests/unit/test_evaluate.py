@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.evaluate import compute_metrics, curve_tables, draw_figures
+from pipeline.evaluate import (
+    compute_metrics,
+    curve_tables,
+    draw_figures,
+    draw_regression_figures,
+    regression_tables,
+)
 
 CLASSES = ["a", "b", "c"]
 
@@ -44,3 +50,16 @@ def test_curves_and_figures():
     assert roc["a"]["fpr"].iloc[0] == 0 and roc["a"]["tpr"].iloc[-1] == 1
     figures = draw_figures(confusion, roc, pr, CLASSES, compute_metrics(y, proba, CLASSES))
     assert set(figures) == {"confusion_matrix.png", "roc.png", "precision_recall.png"}
+
+
+def test_regression_tables_and_figures():
+    y = np.array([10.0, 20.0, 30.0, 40.0])
+    predicted = np.array([12.0, 18.0, 33.0, 40.0])
+    pairs, residuals = regression_tables(y, predicted)
+    assert list(pairs.columns) == ["actual", "predicted"]
+    assert list(residuals.columns) == ["predicted", "residual"]
+    np.testing.assert_allclose(residuals["residual"], [-2.0, 2.0, -3.0, 0.0])
+    metrics = {"r2": 0.97, "rmse": 2.06, "mae": 1.75}
+    figures = draw_regression_figures(pairs, residuals, metrics)
+    assert set(figures) == {"predicted_vs_actual.png", "residuals.png"}
+    assert "R² 0.970" in figures["predicted_vs_actual.png"].axes[0].get_title()

@@ -36,6 +36,7 @@ from pipeline.export import (
     check_parity,
     describe_inputs,
     export_model,
+    golden_payload,
     golden_rows,
     log_export,
     main,
@@ -53,10 +54,8 @@ METRICS = {"accuracy": 0.99, "f1_macro": 0.98, "roc_auc_ovr": 1.0, "log_loss": 0
 @pytest.fixture(scope="module")
 def params():
     p = load_params(REPO_ROOT / "params.yaml")
-    train = replace(
-        p.train,
-        random_forest=replace(p.train.random_forest, n_estimators=25),
-        keras_mlp=replace(p.train.keras_mlp, epochs=20, patience=5),
+    train = p.train.with_block("random_forest", n_estimators=25).with_block(
+        "keras_mlp", epochs=20, patience=5
     )
     return replace(p, train=train)
 
@@ -271,7 +270,7 @@ def test_descriptor_fields(exported, native, contract, params):
     assert d["task"] == "multiclass"
     typed = ModelDescriptor.read(out)  # every reader reads it this way
     assert typed.task is Task.MULTICLASS and typed.input_names == contract.feature_names
-    assert d["name"] == params.registry.model_name
+    assert d["name"] == "penguins-classifier"  # registry.model_name: auto, from the data
     assert (d["estimator"], d["family"]) == (native.estimator_name, native.family)
     assert d["onnx"] == {
         "file": "model.onnx",
@@ -458,20 +457,68 @@ def test_golden_rows_prefer_missing_then_spread_over_confidence(contract, data):
     confidence = np.linspace(1.0, 0.4, len(test))
     frame, cases = golden_rows(test, contract, 8, confidence)
     assert len(frame) == len(cases) == 8
-    # Rows in test order: the three with missing values (half of the six real rows), and the
-    # most sure (0), a middle and the least sure (71, unseen island) of the complete rows.
+    # Rows in test order: only rows the input rules accept (71 has an unseen island and 72 a
+    # missing one, which the contract forbids), so the two with allowed missing values, then
+    # the complete rows spread from the most sure (0) to the least sure (68).
     assert cases[:6] == [
         "test row 0",
-        "test row 35",
+        "test row 23",
+        "test row 45",
+        "test row 68",
         "test row 69, missing bill_length_mm, body_mass_g",
         "test row 70, missing sex",
-        "test row 71",
-        "test row 72, missing island, bill_length_mm, bill_depth_mm, flipper_length_mm, "
-        "body_mass_g, sex",
     ]
     assert frame.loc[6, "island"] == test.loc[0, "island"]  # island is not nullable
     assert frame.loc[6, ["sex", "bill_length_mm"]].isna().all()
     assert frame.loc[7, "island"] == frame.loc[7, "sex"] == UNSEEN_CATEGORY
+
+
+def test_golden_rows_of_a_table_without_missing_values_never_set_a_feature_to_null():
+    """Item 8: breast_cancer has no missing value, so no input is nullable; a null golden
+    value is a request the server must refuse, and it would refuse its own golden file."""
+    from sklearn.datasets import load_breast_cancer
+
+    from pipeline.contract import parse_contract
+
+    table = load_breast_cancer(as_frame=True).frame
+    table["target"] = table["target"].map({0: "malignant", 1: "benign"})
+    columns = {
+        name: {"type": "numeric", "min": float(table[name].min()), "max": float(table[name].max())}
+        for name in table.columns
+        if name != "target"
+    }
+    columns["target"] = {
+        "type": "categorical",
+        "role": "target",
+        "categories": ["benign", "malignant"],
+    }
+    contract = parse_contract({"columns": columns})
+    assert not any(c.max_missing > 0 for c in contract.features)
+    test = table.sample(60, random_state=0).reset_index(drop=True)
+    test.loc[3, "mean radius"] = 500.0  # outside the contract's range: never a golden row
+    frame, cases = golden_rows(test, contract, 8, np.linspace(0.5, 1.0, len(test)))
+    assert len(frame) == 8 and not frame[contract.feature_names].isna().any().any()
+    assert not any(case.startswith("synthetic") for case in cases)  # nothing to null or unseen
+    assert "test row 3" not in cases and (frame["mean radius"] <= 28.11).all()
+    payload = golden_payload(
+        frame, cases, Outputs(np.array(["benign"] * 8), np.full((8, 2), 0.5)), contract, 1e-5
+    )
+    assert all(v is not None for row in payload["rows"] for v in row["inputs"].values())
+
+
+def test_golden_rows_mark_the_synthetic_rows(exported):
+    out, _ = exported
+    rows = json.loads((out / "golden.json").read_text())["rows"]
+    marks = [row.get("synthetic") for row in rows]
+    assert marks[-2:] == ["missing", "unseen_category"] and set(marks[:-2]) == {None}
+
+
+def test_the_exported_onnx_file_has_no_run_dependent_bytes(exported):
+    out, _ = exported
+    model = onnx.load(str(out / "model.onnx"))
+    assert model.graph.doc_string == "" and all(not n.doc_string for n in model.graph.node)
+    domains = [o.domain for o in model.opset_import]
+    assert domains == sorted(set(domains))
 
 
 def test_golden_rows_need_at_least_three(contract, data):
@@ -552,8 +599,9 @@ def stage_inputs(tmp_path, trained, data, contract, params, mlflow_store):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     train_dir = tmp_path / "models" / "train"
     train_dir.mkdir(parents=True)
-    joblib.dump(native.model, train_dir / "estimator.joblib")
-    (train_dir / "classes.json").write_text(json.dumps(native.classes))
+    from pipeline.model import save_native_model
+
+    save_native_model(native, train_dir)
     experiment_id = configure(params.mlflow.experiment)
     with mlflow.start_run(experiment_id=experiment_id) as run:
         pass
@@ -562,6 +610,9 @@ def stage_inputs(tmp_path, trained, data, contract, params, mlflow_store):
     )
     joblib.dump(pre, tmp_path / "preprocessor.joblib")
     splits.test.to_parquet(tmp_path / "test.parquet")
+    (tmp_path / "processed").mkdir()
+    for split in ("train", "val", "test"):
+        getattr(splits, split).to_parquet(tmp_path / "processed" / f"{split}.parquet")
     (tmp_path / "dataset.parquet").write_bytes(b"raw bytes")
     (tmp_path / "metrics.json").write_text(json.dumps(METRICS))
     argv = [
@@ -569,6 +620,7 @@ def stage_inputs(tmp_path, trained, data, contract, params, mlflow_store):
         "--train-dir", str(train_dir),
         "--preprocessor", str(tmp_path / "preprocessor.joblib"),
         "--test", str(tmp_path / "test.parquet"),
+        "--splits", str(tmp_path / "processed"),
         "--raw", str(tmp_path / "dataset.parquet"),
         "--metrics", str(tmp_path / "metrics.json"),
         "--out", str(tmp_path / "models" / "export"),
@@ -606,6 +658,28 @@ def test_cli_exports_a_sklearn_model_without_importing_tensorflow(stage_inputs, 
     assert blocks == {"data", "preprocess", "train", "export"}  # what produced the model
     parity = json.loads((root / "reports/parity.json").read_text())
     assert parity["passed"] is True and parity["rows"] == 69
+
+    # Lineage the MLflow UI shows: the three splits as the run's datasets (item 10 of build).
+    import mlflow
+
+    mlflow.set_tracking_uri(mlflow_store)
+    inputs = mlflow.get_run(run_id).inputs.dataset_inputs
+    logged = {
+        i.dataset.name: (i.dataset, {t.key: t.value for t in i.tags}["mlflow.data.context"])
+        for i in inputs
+    }
+    assert {n: ctx for n, (_, ctx) in logged.items()} == {
+        "penguins-classifier-train": "training",
+        "penguins-classifier-val": "validation",
+        "penguins-classifier-test": "testing",
+    }
+    test_ds, _ = logged["penguins-classifier-test"]
+    assert json.loads(test_ds.source) == {"uri": str(root / "processed" / "test.parquet")}
+    assert test_ds.source_type == "local" and len(test_ds.digest) == 8
+    assert json.loads(test_ds.profile)["num_rows"] == 69
+    schema = [c["name"] for c in json.loads(test_ds.schema)["mlflow_colspec"]]
+    assert "species" in schema and "bill_length_mm" in schema
+    assert len({d.digest for d, _ in logged.values()}) == 3  # content, not names
 
 
 def test_cli_exits_1_on_a_perturbed_artifact_and_keeps_the_old_export(
@@ -671,3 +745,50 @@ def test_cli_names_a_missing_input(stage_inputs, capsys):
     err = capsys.readouterr().err
     assert err.startswith(f"export failed: --metrics '{root / 'metrics.json'}' does not exist; ")
     assert not (root / "models" / "export").exists()
+
+
+# ---------------------------------------------------------------------------- regression
+def test_a_regression_model_exports_a_prediction_output_with_its_parity_and_golden_rows(
+    params, lineage, tmp_path
+):
+    from model_spec.task import Task
+    from pipeline.preprocess import fit_preprocessor
+    from tests.bundled import contract_for, diabetes
+
+    table = diabetes()
+    contract = contract_for(table, "progression")
+    shuffled = table.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    train, val, test = shuffled.iloc[:260], shuffled.iloc[260:350], shuffled.iloc[350:]
+    pre = fit_preprocessor(train, contract)
+
+    def xy(frame):
+        return pre.transform(to_model_frame(frame, contract)), frame["progression"].to_numpy(float)
+
+    result = train_model("ridge", params.train, *xy(train), *xy(val), task=Task.REGRESSION)
+    native = NativeModel(pre, result.model, result.family, "ridge", [], contract, Task.REGRESSION)
+    p = replace(params, train=replace(params.train, estimator="ridge"))
+    metrics = {"rmse": 55.0, "mae": 44.0, "r2": 0.45, "rows": len(test)}
+    out = tmp_path / "export"
+    exported = export_model(native, p, test.reset_index(drop=True), metrics, lineage, out)
+
+    d = ModelDescriptor.read(out)
+    assert d.task is Task.REGRESSION and d.classes == () and d.onnx.outputs == ("prediction",)
+    assert d.name == "penguins-regressor"  # auto: data.source of these params, this task
+    assert exported.parity["passed"] is True
+    assert exported.parity["tolerance"] == native.estimator.parity_tolerance(Task.REGRESSION)
+    onnx_report = exported.parity["runtimes"]["onnxruntime"]
+    assert {"native_value", "runtime_value"} <= set(onnx_report)
+    golden = json.loads((out / "golden.json").read_text())
+    assert all("prediction" in r and "label" not in r for r in golden["rows"])
+    assert not any(r.get("synthetic") for r in golden["rows"])  # nothing nullable, no categories
+    session = onnx_export.onnx_session(out / "model.onnx")
+    rows = pd.DataFrame([r["inputs"] for r in golden["rows"]])
+    from model_spec.feed import build_feed
+
+    (prediction,) = session.run(["prediction"], build_feed(d, rows))
+    expected = np.array([r["prediction"] for r in golden["rows"]])
+    assert prediction.shape == (len(rows), 1)
+    assert np.abs(prediction[:, 0] - expected).max() <= 1e-3
+    card = (out / "model_card.md").read_text()
+    assert "Predicts the number `progression` (regression)" in card
+    assert "output `prediction` `tensor(float)[N, 1]`" in card

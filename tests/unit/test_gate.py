@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import mlflow
+import pandas as pd
 import pytest
 
 from model_spec.descriptor import InputSpec, Lineage, ModelDescriptor, OnnxSpec
@@ -13,20 +15,29 @@ from pipeline.config import GateParams
 from pipeline.errors import PipelineError
 from pipeline.gate import (
     Champion,
+    baseline_checks,
     champion_checks,
     check_gate_params,
+    comparability,
     decide,
+    failure_message,
     floor_checks,
+    golden_checks,
+    leakage_checks,
     main,
     render_markdown,
     status_checks,
 )
+from pipeline.registry import default_model_name
 from tests.conftest import REPO_ROOT
 
 GATE = GateParams(
-    min={"f1_macro": 0.90, "roc_auc_ovr": 0.95},
-    max_regression={"f1_macro": 0.01, "roc_auc_ovr": 0.01},
+    min={"multiclass": {"f1_macro": 0.90, "roc_auc_ovr": 0.95}, "regression": {"r2": 0.5}},
+    max_regression={"multiclass": {"f1_macro": 0.01, "roc_auc_ovr": 0.01}},
+    baseline_margin={"multiclass": {"log_loss": 0.1}, "regression": {"rmse": 0.1, "r2": 0.1}},
 )
+FLOORS = GATE.min["multiclass"]
+MAX_REGRESSION = GATE.max_regression["multiclass"]
 GOOD = {"accuracy": 0.97, "f1_macro": 0.96, "roc_auc_ovr": 0.99, "log_loss": 0.08, "rows": 69}
 PARITY_OK = {"passed": True, "max_abs_diff": 3e-8, "tolerance": 1e-5}
 VALID = {"success": True}
@@ -39,18 +50,21 @@ def _by_name(checks):
 
 # ---------------------------------------------------------------------------- absolute thresholds
 def test_floors_pass_and_fail_naming_metric_value_and_threshold():
-    checks = _by_name(floor_checks({"f1_macro": 0.85, "roc_auc_ovr": 0.97}, GATE.min))
+    checks = _by_name(floor_checks({"f1_macro": 0.85, "roc_auc_ovr": 0.97}, FLOORS))
     f1, auc = checks["floor.f1_macro"], checks["floor.roc_auc_ovr"]
     assert not f1.passed
     assert (f1.value, f1.threshold, f1.op) == (0.85, 0.90, ">=")
-    assert f1.detail == "f1_macro is 0.8500, below the minimum 0.9000."
+    assert f1.detail == (
+        "f1_macro is 0.8500, below the minimum 0.9000 (gate.min.multiclass.f1_macro in "
+        "params.yaml: set the bounds your data needs)."
+    )
     assert auc.passed and auc.value == 0.97
 
 
 def test_a_floor_on_log_loss_is_a_ceiling():
     (failed,) = floor_checks({"log_loss": 0.31}, {"log_loss": 0.2})
     assert not failed.passed and failed.op == "<="
-    assert failed.detail == "log_loss is 0.3100, above the maximum 0.2000."
+    assert failed.detail.startswith("log_loss is 0.3100, above the maximum 0.2000 (gate.min.")
     (passed,) = floor_checks({"log_loss": 0.12}, {"log_loss": 0.2})
     assert passed.passed
 
@@ -62,11 +76,26 @@ def test_a_metric_missing_from_the_metrics_fails_its_floor():
 
 
 def test_unknown_or_negative_gate_params_are_named():
-    with pytest.raises(PipelineError, match=r"gate\.min names unknown metric 'f1'; known: "):
-        check_gate_params(GateParams(min={"f1": 0.9}, max_regression={}))
-    with pytest.raises(PipelineError, match=r"gate\.max_regression\.log_loss must be >= 0"):
-        check_gate_params(GateParams(min={}, max_regression={"log_loss": -0.1}))
-    check_gate_params(GATE)  # the project's own shape is fine
+    def params(**blocks):
+        return GateParams(**{"min": {}, "max_regression": {}, "baseline_margin": {}, **blocks})
+
+    with pytest.raises(
+        PipelineError,
+        match=r"gate\.min\.multiclass\.f1: unknown metric 'f1' for a multiclass task; known: ",
+    ):
+        check_gate_params(params(min={"multiclass": {"f1": 0.9}}))
+    with pytest.raises(PipelineError, match=r"unknown metric 'f1_macro' for a regression task"):
+        check_gate_params(params(min={"regression": {"f1_macro": 0.9}}))
+    with pytest.raises(PipelineError, match=r"gate\.min: unknown task 'multi'"):
+        check_gate_params(params(min={"multi": {"f1_macro": 0.9}}))
+    with pytest.raises(PipelineError, match=r"gate\.max_regression\.binary\.log_loss must be >= 0"):
+        check_gate_params(params(max_regression={"binary": {"log_loss": -0.1}}))
+    with pytest.raises(PipelineError, match=r"gate\.baseline_margin\.regression\.rmse must be in"):
+        check_gate_params(params(baseline_margin={"regression": {"rmse": 1.5}}))
+    check_gate_params(GATE)
+    from pipeline.config import load_params
+
+    check_gate_params(load_params(REPO_ROOT / "params.yaml").gate)  # the project's own
 
 
 def test_parity_and_validation_must_have_passed():
@@ -86,13 +115,13 @@ def test_parity_and_validation_must_have_passed():
 def test_the_candidate_may_be_worse_than_the_champion_by_the_margin_and_no_more():
     champion = Champion("3", "run3", metrics={"f1_macro": 0.95, "roc_auc_ovr": 0.99})
     within = _by_name(
-        champion_checks({"f1_macro": 0.941, "roc_auc_ovr": 0.99}, champion, GATE.max_regression)
+        champion_checks({"f1_macro": 0.941, "roc_auc_ovr": 0.99}, champion, MAX_REGRESSION)
     )
     assert within["vs_champion.f1_macro"].passed
     assert within["vs_champion.f1_macro"].threshold == pytest.approx(0.94)
 
     beyond = _by_name(
-        champion_checks({"f1_macro": 0.93, "roc_auc_ovr": 0.995}, champion, GATE.max_regression)
+        champion_checks({"f1_macro": 0.93, "roc_auc_ovr": 0.995}, champion, MAX_REGRESSION)
     )
     f1 = beyond["vs_champion.f1_macro"]
     assert not f1.passed and beyond["vs_champion.roc_auc_ovr"].passed
@@ -141,7 +170,7 @@ def test_without_a_champion_only_absolute_thresholds_apply_and_the_report_says_s
     )
     assert report.passed and report.failed == []
     names = [c.name for c in report.checks]
-    assert names == ["floor.f1_macro", "floor.roc_auc_ovr", "parity", "validation"]
+    assert names == ["floor.f1_macro", "floor.roc_auc_ovr", "parity", "validation", "leakage"]
     data = report.to_dict()
     assert data["compared_with_champion"] is False and data["champion_version"] is None
     assert data["note"] == "No champion yet. Absolute thresholds only."
@@ -183,6 +212,8 @@ def test_the_cli_refuses_a_descriptor_of_another_schema_in_one_sentence(stage_fi
 def stage_files(tmp_path, mlflow_store, monkeypatch):
     """Inputs of the gate stage and a real pipeline run in a fresh store (no registered model)."""
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()  # registry.model_name: auto reads the task from the contract
+    shutil.copy2(REPO_ROOT / "data" / "contract.yaml", tmp_path / "data" / "contract.yaml")
     # MLflow keeps the URI of the last configure() in a module global: point it here.
     mlflow.set_tracking_uri(mlflow_store)
     experiment = mlflow.MlflowClient().create_experiment(
@@ -194,8 +225,15 @@ def stage_files(tmp_path, mlflow_store, monkeypatch):
     model_dir.mkdir()
     (model_dir / "model.onnx").write_bytes(b"not scored when there is no champion")
     descriptor_for(run.info.run_id).write(model_dir)
+    golden = {"tolerance": 1e-5, "rows": [{"inputs": {"bill length": 40.0, "island": "Dream"}}]}
+    (model_dir / "golden.json").write_text(json.dumps(golden))
     for name, payload in (("parity.json", PARITY_OK), ("result.json", VALID)):
         (tmp_path / name).write_text(json.dumps(payload))
+    # Splits for the trivial baseline: 50 % Adelie in training, so the baseline's log loss on
+    # this test split is that of the shares (0.5, 0.25, 0.25).
+    species = ["Adelie"] * 6 + ["Chinstrap"] * 3 + ["Gentoo"] * 3
+    pd.DataFrame({"species": species}).to_parquet(tmp_path / "train.parquet")
+    pd.DataFrame({"species": species[::3]}).to_parquet(tmp_path / "test.parquet")
     yield tmp_path, run.info.run_id
     mlflow.set_tracking_uri(None)  # no stale store for later tests in this process
 
@@ -207,6 +245,7 @@ def _run_gate(root, metrics: dict) -> int:
             "--params", str(REPO_ROOT / "params.yaml"), "--metrics", str(root / "metrics.json"),
             "--parity", str(root / "parity.json"), "--validation", str(root / "result.json"),
             "--model-dir", str(root / "export"), "--test", str(root / "test.parquet"),
+            "--train", str(root / "train.parquet"),
             "--out", str(root / "out" / "gate.json"), "--report", str(root / "out" / "gate.md"),
         ]
     )  # fmt: skip
@@ -214,21 +253,27 @@ def _run_gate(root, metrics: dict) -> int:
 
 def test_cli_fails_naming_each_failed_check_and_still_writes_both_reports(stage_files, capsys):
     root, run_id = stage_files
-    code = _run_gate(root, {**GOOD, "f1_macro": 0.8123, "roc_auc_ovr": 0.9})
+    code = _run_gate(root, {**GOOD, "f1_macro": 0.4123, "roc_auc_ovr": 0.6, "log_loss": 1.0})
     assert code == 1
     err = capsys.readouterr().err
-    assert err.startswith("gate failed: 2 of 4 checks failed for 'penguins-classifier':")
-    assert "floor.f1_macro: f1_macro is 0.8123, below the minimum 0.9000." in err
-    assert "floor.roc_auc_ovr: roc_auc_ovr is 0.9000, below the minimum 0.9500." in err
+    assert err.startswith("gate failed: 3 of 8 checks failed for 'penguins-classifier':")
+    assert "floor.f1_macro: f1_macro is 0.4123, below the minimum 0.5000 (gate.min." in err
+    assert "floor.roc_auc_ovr: roc_auc_ovr is 0.6000, below the minimum 0.7000 (gate.min." in err
+    # The baseline's log loss: -(2 ln 0.5 + ln 0.25 + ln 0.25) / 4 = 1.0397; 0.1 of the way
+    # to 0 is 0.9357, and 1.0 is not there.
+    assert (
+        "vs_baseline.log_loss: log_loss 1.0000 does not beat the trivial baseline's 1.0397 by "
+        "the margin 0.1000 of the gap to perfect (needs <= 0.9357)."
+    ) in err
 
     report = json.loads((root / "out" / "gate.json").read_text())
     assert report["passed"] is False
-    assert report["failed"] == ["floor.f1_macro", "floor.roc_auc_ovr"]
+    assert report["failed"] == ["floor.f1_macro", "floor.roc_auc_ovr", "vs_baseline.log_loss"]
     f1 = next(c for c in report["checks"] if c["name"] == "floor.f1_macro")
-    assert (f1["value"], f1["threshold"], f1["passed"]) == (0.8123, 0.9, False)
+    assert (f1["value"], f1["threshold"], f1["passed"]) == (0.4123, 0.5, False)
     markdown = (root / "out" / "gate.md").read_text()
     assert "# Model gate: FAILED" in markdown
-    assert "| `floor.f1_macro` | 0.8123 | >= 0.9000 | **FAIL** |" in markdown
+    assert "| `floor.f1_macro` | 0.4123 | >= 0.5000 | **FAIL** |" in markdown
 
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.data.metrics["gate_passed"] == 0.0 and run.data.tags["gate_passed"] == "false"
@@ -247,6 +292,184 @@ def test_cli_without_a_registered_model_passes_on_absolute_thresholds_and_says_s
         "Registered model 'penguins-classifier' does not exist yet, so there is no champion. "
         "Absolute thresholds only."
     )
-    assert "gate: all 4 checks passed." in capsys.readouterr().out
+    assert "gate: all 8 checks passed." in capsys.readouterr().out
     run = mlflow.MlflowClient().get_run(run_id)
     assert run.data.metrics["gate_passed"] == 1.0 and run.data.tags["gate_passed"] == "true"
+
+
+# ---------------------------------------------------------------------------- golden rows (item 8)
+def _golden(*inputs, synthetic=None):
+    rows = [{"case": f"row {i}", "inputs": row} for i, row in enumerate(inputs)]
+    if synthetic:
+        rows[-1]["synthetic"] = synthetic
+    return {"tolerance": 1e-5, "rows": rows}
+
+
+def test_golden_rows_that_pass_the_models_own_input_rules_pass():
+    d = descriptor_for("r")
+    golden = _golden(
+        {"bill length": 40.0, "island": "Biscoe"},
+        {"bill length": None, "island": None},
+        {"bill length": 40.0, "island": "__unseen__"},
+        synthetic="unseen_category",
+    )
+    (check,) = golden_checks(d, golden)
+    assert check.passed and check.detail == "all 3 golden rows pass the model's input rules."
+
+
+def test_a_null_golden_value_for_a_column_that_is_not_nullable_fails_the_gate():
+    # A table with no missing values: no input is nullable (item 8, e.g. breast_cancer).
+    d = descriptor_for(
+        "r",
+        inputs=(
+            InputSpec("mean radius", "mean_radius", "numeric", False, 5.0, 30.0),
+            InputSpec("island", "island", "categorical", False, categories=("Biscoe",)),
+        ),
+    )
+    golden = _golden(
+        {"mean radius": 14.1, "island": "Biscoe"},
+        {"mean radius": None, "island": None},
+        {"mean radius": 99.0, "island": "Dream"},
+    )
+    (check,) = golden_checks(d, golden)
+    assert not check.passed and check.value == 4
+    assert check.detail.startswith(
+        "4 golden value(s) break the model's own input rules (golden[1].mean radius: must not "
+        "be null; golden[1].island: must not be null; golden[2].mean radius: 99.0 is outside "
+        "[5.0, 30.0]; and 1 more): a server would refuse its own golden file"
+    )
+    report = decide(GOOD, PARITY_OK, VALID, GATE, "m", CANDIDATE, None, descriptor=d, golden=golden)
+    assert not report.passed and report.failed == ["golden_inputs"]
+
+
+# ---------------------------------------------------------------------------- leakage
+def test_without_a_leakage_section_the_check_passes_and_says_it_did_not_run():
+    (check,) = leakage_checks({"success": True})
+    assert check.passed
+    assert check.detail == "not checked: the validation result has no 'leakage' section."
+
+
+def test_a_leaking_feature_fails_the_gate_naming_column_and_score_unless_allowed():
+    leakage = {
+        "threshold": 0.95,
+        "allowed": ["id_hash"],
+        "suspects": [
+            {"column": "flipper_code", "score": 0.998, "metric": "roc_auc"},
+            {"column": "id_hash", "score": 0.99, "metric": "roc_auc"},
+        ],
+    }
+    (check,) = leakage_checks({"success": True, "leakage": leakage})
+    assert not check.passed and check.value == 0.998 and check.threshold == 0.95
+    assert check.detail.startswith(
+        "feature(s) 'flipper_code' (roc_auc 0.9980) alone predict the target at or above 0.9500"
+    )
+    assert "id_hash" not in check.detail
+    leakage["allowed"].append("flipper_code")
+    (check,) = leakage_checks({"success": True, "leakage": leakage})
+    assert check.passed
+    assert check.detail == (
+        "no feature alone predicts the target at or above 0.9500 (flipper_code, id_hash allowed "
+        "by the contract)."
+    )
+    report = decide(GOOD, PARITY_OK, {"success": True, "leakage": {**leakage, "allowed": []}},
+                    GATE, "m", CANDIDATE, None)  # fmt: skip
+    assert report.failed == ["leakage"]
+    assert "leakage: feature(s) 'flipper_code' (roc_auc 0.9980), 'id_hash' (roc_auc 0.9900)" in (
+        failure_message(report)
+    )
+
+
+# ---------------------------------------------------------------------------- comparability
+def test_a_champion_of_another_task_or_other_inputs_is_not_comparable():
+    ours = descriptor_for("r")
+    assert comparability(ours, descriptor_for("c")) is None
+    regression = descriptor_for("c", task=Task.REGRESSION, classes=(), target="body_mass_g")
+    assert comparability(ours, regression) == (
+        "it is a regression model and this candidate is multiclass"
+    )
+    other = descriptor_for(
+        "c",
+        inputs=(
+            InputSpec("species", "species", "categorical", False, categories=("a", "b")),
+            InputSpec("island", "island", "numeric", True),
+        ),
+    )
+    assert comparability(ours, other) == (
+        "its inputs differ (only the champion has 'species'; only the candidate has "
+        "'bill length'; the kind differs for 'island')"
+    )
+    assert comparability(ours, descriptor_for("c", classes=("x", "y"))) == (
+        "its classes are 'x', 'y', the candidate's 'Adelie', 'Chinstrap', 'Gentoo'"
+    )
+
+
+def test_a_skipped_champion_gives_one_line_naming_the_reason_and_the_model_name_to_change():
+    champion = Champion("3", "run-9", skipped="its inputs differ (only the champion has 'x')")
+    report = decide(
+        GOOD, PARITY_OK, VALID, GATE, "penguins-classifier", CANDIDATE, champion,
+        suggested_name="wine-classifier",
+    )  # fmt: skip
+    assert report.passed and not any(c.name.startswith("vs_champion") for c in report.checks)
+    assert report.note == (
+        "Not compared with the champion of 'penguins-classifier' (version 3): its inputs differ "
+        "(only the champion has 'x'), so it is a model of other data. Give this data its own "
+        "registered model: set registry.model_name in params.yaml (e.g. 'wine-classifier'). "
+        "Absolute thresholds only."
+    )
+    assert "\n" not in report.note
+    assert report.to_dict()["compared_with_champion"] is False
+
+
+def test_the_default_model_name_follows_the_data():
+    assert default_model_name("builtin:penguins", Task.MULTICLASS) == "penguins-classifier"
+    assert default_model_name("data/My Table.csv", Task.REGRESSION) == "my-table-regressor"
+    assert default_model_name("s3://bucket/x/wine.parquet?v=1", Task.BINARY) == ("wine-classifier")
+    assert default_model_name("C:\\data\\île.csv", Task.BINARY) == "ile-classifier"
+
+
+# ---------------------------------------------------------------------------- regression, baseline
+def test_regression_bounds_are_floors_for_r2_and_ceilings_for_rmse():
+    checks = _by_name(
+        floor_checks({"rmse": 3.0, "r2": 0.62}, {"rmse": 2.5, "r2": 0.5}, Task.REGRESSION)
+    )
+    assert not checks["floor.rmse"].passed and checks["floor.rmse"].op == "<="
+    assert checks["floor.rmse"].detail.startswith(
+        "rmse is 3.0000, above the maximum 2.5000 (gate.min.regression.rmse in params.yaml"
+    )
+    assert checks["floor.r2"].passed and checks["floor.r2"].op == ">="
+
+
+def test_the_candidate_must_beat_the_trivial_baseline_by_a_share_of_the_gap_to_perfect():
+    baseline = {"rmse": 1.0, "r2": -0.01, "log_loss": 1.04, "f1_macro": 0.2}
+    checks = _by_name(
+        baseline_checks({"rmse": 0.95, "r2": 0.3}, baseline, {"rmse": 0.1, "r2": 0.1})
+    )
+    assert not checks["vs_baseline.rmse"].passed
+    assert checks["vs_baseline.rmse"].threshold == pytest.approx(0.9)  # 1.0 * (1 - 0.1)
+    assert checks["vs_baseline.rmse"].detail.startswith(
+        "rmse 0.9500 does not beat the trivial baseline's 1.0000 by the margin 0.1000 of the gap "
+        "to perfect (needs <= 0.9000). The model has learnt little"
+    )
+    assert checks["vs_baseline.r2"].passed
+    assert checks["vs_baseline.r2"].threshold == pytest.approx(-0.01 + 0.1 * 1.01)
+    (nan,) = baseline_checks({"roc_auc": float("nan")}, {"roc_auc": 0.5}, {"roc_auc": 0.1})
+    assert not nan.passed and "cannot be compared with the baseline" in nan.detail
+
+
+def test_decide_applies_the_tasks_own_blocks_and_compares_a_regression_champion():
+    metrics = {"rmse": 0.5, "mae": 0.4, "r2": 0.7}
+    champion = Champion("2", "run2", metrics={"rmse": 0.45, "mae": 0.4, "r2": 0.72})
+    gate = GateParams(
+        min=GATE.min, baseline_margin=GATE.baseline_margin,
+        max_regression={"regression": {"r2": 0.01, "rmse": 0.01}},
+    )  # fmt: skip
+    report = decide(
+        metrics, PARITY_OK, VALID, gate, "diabetes-regressor", CANDIDATE, champion,
+        candidate_onnx_metrics=metrics, task=Task.REGRESSION,
+        baseline={"rmse": 1.0, "mae": 0.8, "r2": 0.0},
+    )  # fmt: skip
+    names = [c.name for c in report.checks]
+    assert names[:3] == ["floor.r2", "vs_baseline.rmse", "vs_baseline.r2"]
+    assert report.failed == ["vs_champion.r2", "vs_champion.rmse"]
+    rmse = _by_name(report.checks)["vs_champion.rmse"]
+    assert rmse.op == "<=" and rmse.threshold == pytest.approx(0.46)

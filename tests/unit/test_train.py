@@ -3,9 +3,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from model_spec.task import Task
 from pipeline.config import load_params
+from pipeline.errors import PipelineError
+from pipeline.model import NativeModel
 from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
-from pipeline.train import NativeModel, train_model
+from pipeline.train import train_model
 from tests.conftest import REPO_ROOT
 
 
@@ -38,7 +41,10 @@ def test_each_estimator_learns_penguins(estimator, data, train_params):
     result = train_model(estimator, train_params, x_tr, y_tr, x_va, y_va)
     assert result.classes == ["Adelie", "Chinstrap", "Gentoo"]
     assert result.val_metrics["val_accuracy"] >= 0.9
-    assert {"step", "val_accuracy", "val_log_loss"} <= set(result.history.columns)
+    assert {"step", "val_accuracy", "val_log_loss", "val_loss", "val_score"} <= set(
+        result.history.columns
+    )
+    assert result.task is Task.MULTICLASS
     assert len(result.history) >= 2  # per-epoch / per-step metrics exist
 
     native = NativeModel(pre, result.model, result.family, estimator, result.classes, contract)
@@ -49,7 +55,7 @@ def test_each_estimator_learns_penguins(estimator, data, train_params):
     assert accuracy >= 0.9
 
 
-@pytest.mark.parametrize("estimator", ["random_forest", "keras_mlp"])
+@pytest.mark.parametrize("estimator", ["random_forest", "lightgbm", "xgboost", "keras_mlp"])
 def test_training_is_deterministic(estimator, data, train_params):
     _, _, _, (x_tr, y_tr), (x_va, y_va) = data
     first = train_model(estimator, train_params, x_tr, y_tr, x_va, y_va)
@@ -64,3 +70,16 @@ def test_keras_early_stopping_restores_best_epoch(data, train_params):
     best = result.val_metrics["best_epoch"]
     assert result.val_metrics["val_log_loss"] == pytest.approx(result.history["val_log_loss"].min())
     assert len(result.history) <= best + 1 + train_params.keras_mlp.patience
+
+
+def test_the_contract_decides_the_task(data, train_params):
+    contract, pre, splits, (x_tr, y_tr), (x_va, y_va) = data
+    native = NativeModel(pre, None, "sklearn", "logistic_regression", ["a", "b", "c"], contract)
+    assert native.task is contract.task is Task.MULTICLASS
+
+
+def test_one_class_target_is_a_paragraph_not_a_traceback(data, train_params):
+    _, _, _, (x_tr, _), (x_va, y_va) = data
+    for estimator in ("logistic_regression", "keras_mlp"):
+        with pytest.raises(PipelineError, match="holds only 'Adelie'.*at least two classes"):
+            train_model(estimator, train_params, x_tr, np.array(["Adelie"] * len(x_tr)), x_va, y_va)
