@@ -25,7 +25,7 @@ export GIT_PYTHON_REFRESH := quiet
 .PHONY: help env run repro test test-unit test-integration test-serving test-ci lint format \
         ingest validate preprocess train evaluate export gate infer-contract \
         register promote rollback ui serve image image-test push-image \
-        bench-pipeline bench-model bench-serve ci clean
+        bench-pipeline bench-model bench-serve ci clean system-deps dvc mlflow
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -77,8 +77,19 @@ ui: env ## MLflow UI on the project's store at http://127.0.0.1:5000 (make ui UI
 	$(BIN)/python -m pipeline.ui --host 127.0.0.1 --port $(or $(UI_PORT),5000)
 
 # ---------------------------------------------------------------- tests and checks
-test: env ## Run the whole test suite
+test: env system-deps ## Run the whole test suite (installs the system tools it drives first)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+system-deps: ## Install the system tools the tests drive (system-packages.txt) when missing
+	@scripts/system-deps.sh system-packages.txt
+
+# DVC and MLflow Projects run each stage's `python -m ...` through the shell, which finds the
+# first `python` on PATH; this Makefile puts .venv/bin first, so run them through these.
+dvc: env ## Run DVC in the project's environment: make dvc ARGS="exp run -S train.estimator=random_forest"
+	$(BIN)/dvc $(ARGS)
+
+mlflow: env ## Run the MLflow CLI in the project's environment: make mlflow ARGS="run . -e train ..."
+	$(BIN)/mlflow $(ARGS)
 
 test-unit: env ## Unit tests only (fast)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
