@@ -25,7 +25,7 @@ export GIT_PYTHON_REFRESH := quiet
 .PHONY: help env run repro test test-unit test-integration test-serving test-ci lint format \
         ingest validate preprocess train evaluate export gate infer-contract \
         register promote rollback ui serve image image-test push-image \
-        bench-pipeline bench-model bench-serve ci clean system-deps dvc mlflow test-readme
+        bench-pipeline bench-model bench-serve ci clean system-deps dvc mlflow test-readme ci-act
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -79,6 +79,9 @@ ui: env ## MLflow UI on the project's store at http://127.0.0.1:5000 (make ui UI
 # ---------------------------------------------------------------- tests and checks
 test: env system-deps ## Run the whole test suite (installs the system tools it drives first)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ci-act: env system-deps ## Run the GitHub workflows with act, offline, against a registry on 127.0.0.1 (minutes)
+	$(BIN)/python -m pytest tests/ci/act -m act $(PYTEST_ARGS)
 
 test-readme: env system-deps ## Run the README's shell commands as written, in a fresh clone (minutes)
 	$(BIN)/python -m pytest tests/readme -m readme $(PYTEST_ARGS)
