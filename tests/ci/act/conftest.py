@@ -13,6 +13,7 @@ from tests.ci.act.harness import (
     container_tool,
     git,
     oci_registry,
+    remove_local_images,
     run_act,
     scenario_repo,
     seed_environment_cache,
@@ -69,7 +70,10 @@ def act_session(tmp_path_factory) -> ActSession:
     cache = root / "cache"
     seed_environment_cache(cache)
     with oci_registry(root / "registry") as registry:
-        yield ActSession(root, registry, uri, cache)
+        try:
+            yield ActSession(root, registry, uri, cache)
+        finally:
+            remove_local_images(registry)
 
 
 @dataclass

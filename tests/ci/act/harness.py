@@ -96,6 +96,23 @@ def oci_registry(root: Path) -> Iterator[str]:
         log.close()
 
 
+def remove_local_images(prefix: str) -> None:
+    """Drop the local image names the scenarios built and pulled (`prefix` is the registry's
+    host:port, new each session), so buildah's storage does not collect a name per run."""
+    buildah = shutil.which("buildah")
+    if buildah is None:
+        return
+    names = subprocess.run(
+        [buildah, "images", "--format", "{{.Name}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout.split()
+    mine = [name for name in names if name.startswith(f"{prefix}/")]
+    if mine:
+        subprocess.run([buildah, "rmi", *mine], capture_output=True, timeout=300)
+
+
 def registry_tags(registry: str, repository: str) -> list[str]:
     """The tags the registry holds for a repository (empty when it has none)."""
     try:
