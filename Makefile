@@ -25,7 +25,8 @@ export GIT_PYTHON_REFRESH := quiet
 .PHONY: help env run repro test test-unit test-integration test-serving test-ci lint format \
         ingest validate preprocess train evaluate export gate infer-contract \
         register promote rollback ui serve image image-test push-image \
-        bench-pipeline bench-validate bench-model bench-serve compare ci clean
+        bench-pipeline bench-validate bench-model bench-serve compare ci clean system-deps dvc mlflow \
+        test-readme ci-act jenkins-lint-deps
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -77,8 +78,34 @@ ui: env ## MLflow UI on the project's store at http://127.0.0.1:5000 (make ui UI
 	$(BIN)/python -m pipeline.ui --host 127.0.0.1 --port $(or $(UI_PORT),5000)
 
 # ---------------------------------------------------------------- tests and checks
-test: env ## Run the whole test suite
+test: env system-deps jenkins-lint-deps ## Run the whole test suite (installs the system tools it drives first)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+ci-act: env system-deps ## Run the GitHub workflows with act, offline, against a registry on 127.0.0.1 (minutes)
+	$(BIN)/python -m pytest tests/ci/act -m act $(PYTEST_ARGS)
+
+# npm-groovy-lint, pinned by tests/ci/jenkins/package-lock.json: the Groovy parser of the
+# Jenkinsfile test (needs node, npm and Java 17: system-packages.txt).
+JENKINS_LINT := tests/ci/jenkins/node_modules/.installed
+$(JENKINS_LINT): tests/ci/jenkins/package.json tests/ci/jenkins/package-lock.json | system-deps
+	npm ci --prefix tests/ci/jenkins --no-audit --no-fund --loglevel=error
+	@touch $@
+
+jenkins-lint-deps: $(JENKINS_LINT) ## Install npm-groovy-lint for the Jenkinsfile parse test
+
+test-readme: env system-deps ## Run the README's shell commands as written, in a fresh clone (minutes)
+	$(BIN)/python -m pytest tests/readme -m readme $(PYTEST_ARGS)
+
+system-deps: ## Install the system tools the tests drive (system-packages.txt) when missing
+	@scripts/system-deps.sh system-packages.txt
+
+# DVC and MLflow Projects run each stage's `python -m ...` through the shell, which finds the
+# first `python` on PATH; this Makefile puts .venv/bin first, so run them through these.
+dvc: env ## Run DVC in the project's environment: make dvc ARGS="exp run -S train.estimator=random_forest"
+	$(BIN)/dvc $(ARGS)
+
+mlflow: env ## Run the MLflow CLI in the project's environment: make mlflow ARGS="run . -e train ..."
+	$(BIN)/mlflow $(ARGS)
 
 test-unit: env ## Unit tests only (fast)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
@@ -168,7 +195,7 @@ endif
 ci: ## Run, in order, what CI runs before publishing (CI_STEPS); stops at the first failure
 	@for step in $(CI_STEPS); do echo "==> make $$step"; $(MAKE) --no-print-directory $$step; done
 
-test-ci: env ## Static checks of the CI definitions: actionlint, hadolint, structure
+test-ci: env jenkins-lint-deps ## Static checks of the CI definitions: actionlint, hadolint, structure
 	$(BIN)/python -m pytest tests/ci $(PYTEST_ARGS)
 
 ci-dvc-pull: env ## Fetch the DVC remote's cache and run cache, when a remote is configured

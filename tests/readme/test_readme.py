@@ -1,0 +1,73 @@
+"""Every command the README shows works exactly as written, in a fresh shell and a fresh clone."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.readme.readme import NOT_RUN, Block, bash_blocks, not_run_reason, run_blocks
+
+# The whole README, as run here, takes minutes (four pipeline runs, three of them Keras): 10 min
+# on the shared 2-core machine. One block is enough to show that a broken command fails.
+README_TIMEOUT = 1800
+
+
+def test_the_readme_has_commands_to_run(readme_text):
+    commands = [c for b in bash_blocks(readme_text) for c in b.commands]
+    run = [c for c in commands if not_run_reason(c) is None]
+    assert (
+        "make run    # the whole pipeline on the built-in Palmer Penguins data, tracked in ./mlruns"
+        in run
+    )
+    assert any(c.startswith('make dvc ARGS="exp run') for c in run)
+    assert len(run) >= 10, run
+
+
+def test_every_excused_command_is_still_in_the_readme(readme_text):
+    commands = [c for b in bash_blocks(readme_text) for c in b.commands]
+    stale = [p for p in NOT_RUN if not any(c.startswith(p) for c in commands)]
+    assert stale == [], f"NOT_RUN names commands the README no longer has: {stale}"
+
+
+def test_a_multi_line_command_is_one_command():
+    text = '```bash\ncurl -s http://x \\\n  -d \'{"a": 1,\n  "b": 2}\'\necho done  # c\n```\n'
+    (block,) = bash_blocks(text)
+    assert block.commands == ('curl -s http://x \\\n  -d \'{"a": 1,\n  "b": 2}\'', "echo done  # c")
+
+
+@pytest.mark.readme
+def test_every_readme_command_runs_as_written(readme_text, fresh_clone):
+    clone, home = fresh_clone
+    run_blocks(bash_blocks(readme_text), clone, home, timeout=README_TIMEOUT)
+    # What the commands promised is there.
+    assert (clone / "models" / "export" / "model.onnx").is_file()
+    assert (clone / "dvc_plots" / "index.html").is_file()
+    assert "random_forest" in (clone / "params.yaml").read_text()
+
+
+@pytest.mark.readme
+def test_a_broken_readme_command_fails_the_test(readme_text, fresh_clone):
+    """The README line as it used to be: DVC finds the shell's `python`, not the project's."""
+    clone, home = fresh_clone
+    fixed = 'make dvc ARGS="exp run -S train.estimator=random_forest"'
+    assert fixed in readme_text
+    broken = readme_text.replace(fixed, ".venv/bin/dvc exp run -S train.estimator=random_forest")
+    (block,) = [b for b in bash_blocks(broken) if any("exp run" in c for c in b.commands)]
+    with pytest.raises(AssertionError) as failure:
+        run_blocks([block], clone, home, timeout=600)
+    message = str(failure.value)
+    assert f"bash block at line {block.line} failed" in message
+    assert re.search(r"README command failed \(exit [1-9]\d*\): \.venv/bin/dvc exp run", message)
+    assert (
+        "ModuleNotFoundError: No module named" in message or "python: command not found" in message
+    )
+
+
+def test_a_block_stops_at_its_first_failing_command(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    block = Block(1, ("true", "false", "touch ran-after-failure"))
+    with pytest.raises(AssertionError, match=r"README command failed \(exit 1\): false"):
+        run_blocks([block], tmp_path, home, timeout=60)
+    assert not (tmp_path / "ran-after-failure").exists()
