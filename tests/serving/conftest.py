@@ -237,7 +237,7 @@ class ServerProcess:
                 text = requests.get(self.url + "/metrics", timeout=2, verify=self.verify).text
                 if metric_samples(text).get(("serving_ready_workers", ())) == self.workers:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.1)
         raise AssertionError(f"server not ready within {deadline_s} s:\n{self.log()}")
