@@ -44,6 +44,22 @@ NOT_RUN: dict[str, str] = {
     "uv add --optional pipeline dvc-s3": "the DVC remote: an S3 bucket",
     ".venv/bin/dvc remote": "the DVC remote: an S3 bucket",
     'git commit -m "DVC remote"': "the DVC remote: an S3 bucket",
+    "make compare PREDICTION_LOG=/var/log/serving": "reads a production server's logs from "
+    "/var/log/serving; tests/serving/test_rollout.py runs `make compare` on a real server's logs",
+    "SERVING_PREDICTION_LOG=logs/predictions.jsonl": "as `make serve`",
+    "make monitor": "needs the logs of a server that has answered traffic (the line above); "
+    "tests/monitoring runs the monitor on a real server's logs",
+    "kubectl ": "needs a Kubernetes cluster; tests/deploy renders and validates the manifests",
+    "make team-up": "the team runbook: tests/team runs these steps (stack up, two clones, "
+    "register, promote, DVC push/pull, serving @champion, stack down) on a stack of its own",
+    'eval "$(make -s team-env)"': "the team runbook (see make team-up)",
+    "make team-dvc-remote": "the team runbook (see make team-up)",
+    'make run && make register && make promote REASON="first team model"': "the team runbook "
+    "(see make team-up)",
+    "make ci-dvc-push": "the team runbook (see make team-up)",
+    "make team-down": "the team runbook (see make team-up)",
+    'curl -u "admin:$MLFLOW_TRACKING_PASSWORD"': "talks to the team stack's MLflow server "
+    "(tests/team creates logins the same way)",
 }
 
 # Long commands run in the README test; the failure message shows this much of their output.
