@@ -334,6 +334,10 @@ class Stack:
         data = self.root / "postgres" / "data"
         if not (data / "postmaster.pid").exists():
             return
+        try:
+            pid = _postmaster_pid(data)
+        except (OSError, ValueError, IndexError):
+            pid = None
         subprocess.run(
             self._as_postgres(
                 [str(_pg_bindir() / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"]
@@ -341,6 +345,15 @@ class Stack:
             capture_output=True,
             check=False,
         )
+        # pg_ctl returns once the pid file is gone; on a busy machine the postmaster can still be
+        # exiting. Wait for it, and end it if it will not go.
+        deadline = time.monotonic() + 30
+        while pid and _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if pid and _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.5)
 
     def _start_s3(self, ports: dict[str, int], creds: dict[str, str]) -> int:
         data = self.root / "s3"

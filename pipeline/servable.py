@@ -17,13 +17,20 @@ from pipeline.errors import PipelineError
 
 #: Exit codes of ``serving.verify``.
 _REASONS = {2: "cannot be loaded", 3: "does not reproduce its golden rows"}
+#: Versions this process has verified. A registered version's files never change, so a version
+#: that passed once (say, promoted, rolled back from, then promoted again) is not re-downloaded.
+_VERIFIED: dict[tuple[str, str, str], str] = {}
 
 
 def require_servable(name: str, version: str) -> str:
     """Download ``models:/name/version`` and verify it as the server does; return the check's
     summary, or raise a :class:`PipelineError` saying why the server would refuse it."""
+    import mlflow
     import mlflow.artifacts
 
+    key = (mlflow.get_tracking_uri(), name, str(version))
+    if key in _VERIFIED:
+        return _VERIFIED[key]
     with tempfile.TemporaryDirectory(prefix="servable-") as tmp:
         try:
             path = mlflow.artifacts.download_artifacts(
@@ -46,4 +53,5 @@ def require_servable(name: str, version: str) -> str:
             f"version {version} of '{name}' {what}, so the prediction server would refuse it: "
             f"{reason.replace(tmp, '<download>')}. The alias was not moved."
         )
-    return proc.stdout.strip()
+    _VERIFIED[key] = proc.stdout.strip()
+    return _VERIFIED[key]

@@ -39,9 +39,6 @@ NOT_RUN: dict[str, str] = {
     "the image with ../shared/tools/oci, `make ci-act` pushes it",
     "docker run": "needs a Docker engine",
     "gh ": "talks to GitHub",
-    "pip install mlflow": "the shared MLflow server: a host with PostgreSQL and S3",
-    "mlflow server": "the shared MLflow server: a host with PostgreSQL and S3",
-    "uv add --optional pipeline dvc-s3": "the DVC remote: an S3 bucket",
     ".venv/bin/dvc remote": "the DVC remote: an S3 bucket",
     'git commit -m "DVC remote"': "the DVC remote: an S3 bucket",
     "make compare PREDICTION_LOG=/var/log/serving": "reads a production server's logs from "

@@ -12,6 +12,7 @@ Exits 1 with the first failure; the container log is printed on failure.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -145,6 +147,31 @@ def request(
         return status, raw.decode(errors="replace")
 
 
+def request_early_answer(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    """POST ``body`` on a raw socket and read the answer even if the server answers and closes
+    before the body is all sent (as it does for a body over its limit: a 413 from the headers
+    alone). urllib would only report the broken pipe."""
+    parts = urllib.parse.urlsplit(url)
+    head = [f"POST {parts.path or '/'} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close"]
+    head += [f"{k}: {v}" for k, v in headers.items()] + [f"Content-Length: {len(body)}", "", ""]
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=10) as sock:
+        sock.sendall("\r\n".join(head).encode())
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for i in range(0, len(body), 65536):
+                sock.sendall(body[i : i + 65536])
+        raw = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while chunk := sock.recv(65536):
+                raw += chunk
+    status_line, _, rest = raw.partition(b"\r\n")
+    _, _, payload = rest.partition(b"\r\n\r\n")
+    status = int(status_line.split()[1])
+    try:
+        return status, json.loads(payload)
+    except ValueError:
+        return status, payload.decode(errors="replace")
+
+
 def wait_ready(url: str, container: Container, deadline_s: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < deadline_s:
@@ -254,7 +281,8 @@ def smoke(container: Container, model_dir: Path, deadline_s: float) -> list[str]
         ),
     ]
     for what, body, headers, want, rule in bad:
-        status, answer = request(url + "/predict", body, headers)
+        send = request_early_answer if want == 413 else request
+        status, answer = send(url + "/predict", body, headers)
         check(
             status == want and isinstance(answer, dict) and answer["error"]["rule"] == rule,
             f"{what}: expected {want} {rule}, got {status} {answer}",

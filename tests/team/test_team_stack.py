@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from deploy.stack import ADMIN, _free_port
 from pipeline.registry import HISTORY_TAG, load_history
 from tests.conftest import REPO_ROOT
+from tests.serving.conftest import build_export
 from tests.team.conftest import add_user, git_clone, new_clone
 
 pytestmark = pytest.mark.team
@@ -160,9 +161,11 @@ def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stac
     assert list((bob.root / ".dvc/cache/runs").iterdir()), "no run cache entry was pulled"
     out = bob.dvc("repro", "--pull", "preprocess")
     log = out.stdout + out.stderr
-    for stage in ("ingest", "validate", "preprocess"):
+    # ingest always reads data.source (dvc.yaml) and finds it unchanged; the rest is restored.
+    for stage in ("validate", "preprocess"):
         assert f"Stage '{stage}' is cached - skipping run" in log, log[-3000:]
-    assert "Running stage" not in log, log[-3000:]
+        assert f"Running stage '{stage}'" not in log, log[-3000:]
+    assert "is unchanged" in log, log[-3000:]
 
     # At Alice's commit (her dvc.lock), `make ci-dvc-pull` + `make repro` trains nothing and
     # logs no run: Bob has Alice's model, run id and all.
@@ -170,7 +173,9 @@ def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stac
     bob.make("ci-dvc-pull")
     out = bob.make("repro")
     log = out.stdout + out.stderr
-    assert "Running stage" not in log and "Data and pipelines are up to date." in log, log
+    # ingest always reads data.source and finds it unchanged; no other stage runs.
+    ran = [s for s in STAGES if f"Running stage '{s}'" in log]
+    assert ran == ["ingest"] and "is unchanged" in log, log
     assert runs_in(admin, experiment) == runs_before
     assert bob.read_json("models/export/model.json")["lineage"]["run_id"] == run_a
 
@@ -221,7 +226,11 @@ def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stac
     ]
 
 
-def _versions_with_a_passing_gate(client, name: str, count: int) -> list[str]:
+STAGES = ("ingest", "validate", "preprocess", "train", "evaluate", "export", "gate")
+
+
+def _versions_with_a_passing_gate(client, name: str, count: int, export_dir) -> list[str]:
+    """``count`` versions of a real export (promotion checks that the server could serve it)."""
     experiment = client.get_experiment_by_name("history") or client.get_experiment(
         client.create_experiment("history")
     )
@@ -229,6 +238,7 @@ def _versions_with_a_passing_gate(client, name: str, count: int) -> list[str]:
     versions = []
     for _ in range(count):
         run = client.create_run(experiment.experiment_id)
+        client.log_artifacts(run.info.run_id, str(export_dir), "model")
         version = client.create_model_version(
             name, f"{run.info.artifact_uri}/model", run.info.run_id, tags={"gate_passed": "true"}
         )
@@ -240,7 +250,8 @@ def test_100_promote_and_rollback_events_fit_the_postgresql_store(stack, admin, 
     from pipeline import registry
 
     name = "history-100"
-    assert _versions_with_a_passing_gate(admin, name, 3) == ["1", "2", "3"]
+    export_dir = build_export(tmp_path / "export", name=name)
+    assert _versions_with_a_passing_gate(admin, name, 3, export_dir) == ["1", "2", "3"]
     # The store really enforces the column length the old single JSON tag outgrew.
     with pytest.raises(MlflowException, match="value too long|5000"):
         admin.set_registered_model_tag(name, "probe", "x" * 5200)

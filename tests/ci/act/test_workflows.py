@@ -96,7 +96,7 @@ def test_a_pull_request_runs_checks_and_pipeline_comments_and_pushes_nothing(act
 
 def test_a_failed_gate_stops_the_release_and_pushes_nothing(act_session):
     repo = scenario_repo(
-        act_session.root / "gate-repo", {"    f1_macro: 0.90": "    f1_macro: 1.01"}
+        act_session.root / "gate-repo", {"      f1_macro: 0.50": "      f1_macro: 1.01"}
     )
     payload = {
         "ref": "refs/heads/main",
