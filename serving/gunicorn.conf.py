@@ -20,30 +20,18 @@ Every setting has an environment override (below); the app itself reads ``SERVIN
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
 import socket
 import sys
 import tempfile
 
+from serving.server import usable_cpus  # one definition for both stacks
+
 
 def _env_int(name: str, default: int) -> int:
     value = os.environ.get(name, "")
     return int(value) if value.strip() else default
-
-
-def usable_cpus() -> int:
-    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota."""
-    cpus = len(os.sched_getaffinity(0))
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as handle:
-            quota, period = handle.read().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return cpus
 
 
 bind = os.environ.get("SERVING_BIND", "127.0.0.1:8000").split(",")
