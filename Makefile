@@ -17,7 +17,7 @@ IMAGE_TAG ?= latest
 MODEL_DIR ?= models/export
 PYTEST_ARGS ?=
 
-# DVC stages call `python -m pipeline.<stage>`: that must be the project's environment.
+# DVC stages call `python -m pipeline.stages.<stage>`: that must be the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 2
 export GIT_PYTHON_REFRESH := quiet
@@ -59,7 +59,7 @@ gate: env ## Bring the pipeline up to date, then always re-check the gate (the c
 	$(BIN)/dvc repro --force --single-item gate
 
 infer-contract: env ## Draft a data contract from data.source: make infer-contract TARGET=col OUT=path [FORCE=1 to replace OUT]
-	$(BIN)/python -m pipeline.validate infer --params params.yaml --target $(TARGET) --out $(or $(OUT),data/contract.inferred.yaml) $(if $(FORCE),--force)
+	$(BIN)/python -m pipeline.stages.validate infer --params params.yaml --target $(TARGET) --out $(or $(OUT),data/contract.inferred.yaml) $(if $(FORCE),--force)
 
 # ---------------------------------------------------------------- model registry and MLflow UI
 # REASON is read from the environment by the recipe, so any text is safe: make promote REASON="..."
@@ -240,12 +240,12 @@ monitor: env ## Drift, volume and live metric of the logged predictions -> repor
 
 monitor-fetch: env ## Copy the team's prediction/feedback logs from PREDICTION_LOG_URI into monitor.log_dir
 	@test -n "$(PREDICTION_LOG_URI)" || { echo "monitor-fetch: set PREDICTION_LOG_URI"; exit 1; }
-	$(BIN)/python -m pipeline.monitor fetch --uri "$(PREDICTION_LOG_URI)" \
+	$(BIN)/python -m pipeline.stages.monitor fetch --uri "$(PREDICTION_LOG_URI)" \
 	  --dest "$$($(BIN)/python -c 'from pipeline.config import load_params; print(load_params().monitor.log_dir)')"
 
 monitor-push: env ## Push reports/monitoring/summary.json to PUSHGATEWAY (monitor_* metrics)
 	@test -n "$(PUSHGATEWAY)" || { echo "monitor-push: set PUSHGATEWAY (e.g. http://127.0.0.1:9091)"; exit 1; }
-	$(BIN)/python -m pipeline.monitor push --summary reports/monitoring/summary.json \
+	$(BIN)/python -m pipeline.stages.monitor push --summary reports/monitoring/summary.json \
 	  --pushgateway "$(PUSHGATEWAY)"
 
 monitor-flag: ## Print retrain=true|false from the last monitor run (also to $GITHUB_OUTPUT in Actions)

@@ -85,8 +85,8 @@ def _fit(name, task, table, train_params):
     from sklearn.model_selection import train_test_split
 
     from pipeline.model import NativeModel
-    from pipeline.preprocess import fit_preprocessor, to_model_frame
-    from pipeline.train import train_model
+    from pipeline.stages.preprocess import fit_preprocessor, to_model_frame
+    from pipeline.stages.train import train_model
 
     _, frame, target, contract = table
     by = frame[target] if task.is_classification else None
@@ -215,9 +215,9 @@ def compare_estimators(args: argparse.Namespace) -> None:
     from pipeline.config import load_params
     from pipeline.contract import load_contract
     from pipeline.estimators import ESTIMATORS
-    from pipeline.ingest import load_source
-    from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
-    from pipeline.train import train_model
+    from pipeline.sources import load_source
+    from pipeline.stages.preprocess import fit_preprocessor, split_data, to_model_frame
+    from pipeline.stages.train import train_model
 
     params = load_params(args.params)
     contract = load_contract(params.data.contract)

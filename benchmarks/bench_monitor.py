@@ -1,7 +1,7 @@
 """Time the ``monitor`` step on a large prediction log of the default data.
 
 Writes ``--rows`` log lines in the server's format (test-split rows drawn with replacement,
-labels as outputs, one feedback line per row), then runs ``python -m pipeline.monitor`` on
+labels as outputs, one feedback line per row), then runs ``python -m pipeline.stages.monitor`` on
 them as a fresh process, as `make monitor` would (imports, reading, statistics, report). With
 ``--evidently-python`` (an interpreter with evidently 0.7 and pandas < 3) it also times
 ``Report([DataDriftPreset()])`` plus its HTML on the same rows, in the same run.
@@ -44,7 +44,7 @@ def write_log(
 
     from pipeline.config import load_params
     from pipeline.contract import load_contract
-    from pipeline.preprocess import split_data
+    from pipeline.stages.preprocess import split_data
 
     params = load_params(params_path)
     contract = load_contract(params.data.contract)
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         log, feedback, reference, current = write_log(tmp, args.rows, args.seed, args.params)
         size = log.stat().st_size / 1e6
         print(f"bench-monitor: {args.rows:,} logged rows ({size:.1f} MB) of the test split")
-        cmd = [sys.executable, "-m", "pipeline.monitor", "--params", args.params,
+        cmd = [sys.executable, "-m", "pipeline.stages.monitor", "--params", args.params,
                "--predictions", str(log), "--feedback", str(feedback),
                "--reference", str(reference), "--out", str(tmp / "report")]  # fmt: skip
         times, cpu = [], []

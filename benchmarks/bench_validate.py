@@ -2,7 +2,7 @@
 
 Generates a seeded table (numeric features with some missing values, categorical features, a
 categorical target) and the contract that describes it, then runs the real stage
-(``python -m pipeline.validate``: the GX checkpoint, its Data Docs and result.json) in a
+(``python -m pipeline.stages.validate``: the GX checkpoint, its Data Docs and result.json) in a
 temporary directory. Prints one line per repeat (wall-clock and CPU seconds: on a shared
 machine the CPU time is the steadier figure) and the best wall time.
 
@@ -53,9 +53,9 @@ def wide_table(columns: int, rows: int, seed: int = 0) -> tuple[pd.DataFrame, Co
 
 
 def run_once(workdir: Path) -> tuple[float, float]:
-    """Wall-clock and CPU seconds (user + system) of one ``python -m pipeline.validate``."""
+    """Wall-clock and CPU seconds (user + system) of one ``python -m pipeline.stages.validate``."""
     cmd = [
-        sys.executable, "-m", "pipeline.validate", "--params", str(workdir / "params.yaml"),
+        sys.executable, "-m", "pipeline.stages.validate", "--params", str(workdir / "params.yaml"),
         "--data", str(workdir / "wide.parquet"), "--out", str(workdir / "validation"),
     ]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -19,8 +19,8 @@ from model_spec.task import Task
 from pipeline.contract import Contract
 from pipeline.errors import PipelineError
 from pipeline.estimators import Estimator, get_estimator
+from pipeline.frames import to_model_frame
 from pipeline.io import read_json, write_json
-from pipeline.preprocess import to_model_frame
 
 #: The MLflow run file of the train stage (``run_id``, ``experiment_id``, ``estimator``).
 RUN_FILE = "run.json"

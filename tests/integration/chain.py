@@ -69,7 +69,7 @@ class Chain:
 
     def prepare(self) -> None:
         """ingest, validate, preprocess: the data every candidate shares."""
-        from pipeline import ingest, preprocess, validate
+        from pipeline.stages import ingest, preprocess, validate
 
         with self.here():
             raw = ["--params", "params.yaml", "--out", "data/raw/dataset.parquet"]
@@ -98,7 +98,7 @@ class Chain:
 
     def candidate(self, label: str, store: Path) -> Candidate:
         """train, evaluate, export with the current params; outputs copied to store/label."""
-        from pipeline import evaluate, train
+        from pipeline.stages import evaluate, train
 
         with self.here():
             _ok(
@@ -136,7 +136,7 @@ class Chain:
 
     def gate(self, candidate: Candidate, params: Path, out_dir: Path) -> tuple[int, Path, Path]:
         """The real gate stage on a candidate; returns (exit code, gate.json, gate.md)."""
-        from pipeline import gate
+        from pipeline.stages import gate
 
         out, report = out_dir / "gate.json", out_dir / "gate.md"
         with self.here():
@@ -163,7 +163,7 @@ def new_chain(dest: Path) -> Chain:
 
 def export_stage(root: Path) -> None:
     """The real export stage (ONNX graph, descriptor, golden rows, parity, MLflow model)."""
-    from pipeline import export
+    from pipeline.stages import export
 
     with contextlib.chdir(root):
         _ok(

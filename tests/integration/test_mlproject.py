@@ -57,11 +57,11 @@ def test_mlflow_run_runs_stages_and_train_adopts_the_projects_run(project: Proje
     _mlflow_run(project, "ingest", uri)
     assert (project.root / "data/raw/dataset.parquet").is_file()
     project.python(
-        "-m", "pipeline.validate", "--params", "params.yaml",
+        "-m", "pipeline.stages.validate", "--params", "params.yaml",
         "--data", "data/raw/dataset.parquet", "--out", "reports/validation",
     )  # fmt: skip
     project.python(
-        "-m", "pipeline.preprocess", "--params", "params.yaml",
+        "-m", "pipeline.stages.preprocess", "--params", "params.yaml",
         "--data", "data/raw/dataset.parquet", "--validation", "reports/validation/result.json",
         "--out-dir", "data/processed", "--preprocessor", "models/preprocess/preprocessor.joblib",
     )  # fmt: skip

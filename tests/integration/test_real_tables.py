@@ -2,7 +2,7 @@
 up to ``preprocess``: binary, multiclass and regression targets, and a poisoned penguins copy.
 
 Each case writes the table as CSV into a project copy, drafts its contract with the CLI the
-README names (``python -m pipeline.validate infer``), and runs ``dvc repro preprocess``.
+README names (``python -m pipeline.stages.validate infer``), and runs ``dvc repro preprocess``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def _draft(project: Project, frame: pd.DataFrame, target: str):
     frame.to_csv(project.root / "data" / "table.csv", index=False)
     project.set_params(**{"data.source": "data/table.csv"})
     return project.python(
-        "-m", "pipeline.validate", "infer", "--params", "params.yaml", "--target", target,
+        "-m", "pipeline.stages.validate", "infer", "--params", "params.yaml", "--target", target,
         "--out", "data/contract.yaml", "--force",
     )  # fmt: skip
 
@@ -94,7 +94,7 @@ def test_a_one_class_table_is_refused_by_infer(project: Project):
     frame.to_csv(project.root / "data" / "table.csv", index=False)
     project.set_params(**{"data.source": "data/table.csv"})
     proc = project.python(
-        "-m", "pipeline.validate", "infer", "--params", "params.yaml", "--target", "species",
+        "-m", "pipeline.stages.validate", "infer", "--params", "params.yaml", "--target", "species",
         "--out", "data/draft.yaml", check=False,
     )  # fmt: skip
     assert proc.returncode == 1

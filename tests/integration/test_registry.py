@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from model_spec.descriptor import ModelDescriptor
-from pipeline.gate import find_export_dir, predict_onnx
 from pipeline.io import file_sha256, read_json
 from pipeline.registry import actor, load_history
+from pipeline.stages.gate import find_export_dir, predict_onnx
 from tests.integration.chain import Candidate, Chain, new_chain
 
 pytestmark = pytest.mark.integration

@@ -2,7 +2,7 @@
 its hash (lineage, the registry's ``onnx_sha256`` tag) identifies the model (issue 9, item 11).
 
 Two fresh processes with different hash seeds each train every shipped estimator on the same
-data and export it through ``pipeline.export`` (ONNX conversion + :func:`canonical_onnx`). On
+data and export it through ``pipeline.stages.export`` (ONNX conversion + :func:`canonical_onnx`). On
 today's main the Keras graph carries a random id in its doc string and the scikit-learn graphs
 list their opset imports in set order, which moves with ``PYTHONHASHSEED``.
 """
@@ -27,11 +27,11 @@ SCRIPT = r"""
 import hashlib, json, sys
 from pipeline.config import load_params
 from pipeline.estimators import ESTIMATORS
-from pipeline.export import canonical_onnx
+from pipeline.stages.export import canonical_onnx
 from pipeline.model import NativeModel
 from pipeline import onnx_export
-from pipeline.preprocess import fit_preprocessor, to_model_frame
-from pipeline.train import train_model
+from pipeline.stages.preprocess import fit_preprocessor, to_model_frame
+from pipeline.stages.train import train_model
 from tests.bundled import contract_for, diabetes
 from palmerpenguins import load_penguins
 from pipeline.contract import load_contract

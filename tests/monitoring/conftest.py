@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from pipeline.contract import Contract, load_contract
-from pipeline.preprocess import Splits
+from pipeline.stages.preprocess import Splits
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import write_params
 
@@ -40,7 +40,7 @@ def splits(contract) -> Splits:
     from palmerpenguins import load_penguins
 
     from pipeline.config import load_params
-    from pipeline.preprocess import split_data
+    from pipeline.stages.preprocess import split_data
 
     p = load_params(REPO_ROOT / "params.yaml").preprocess
     return split_data(load_penguins(), contract.target, p.seed, p.test_size, p.val_size)
@@ -98,7 +98,7 @@ def write_jsonl(path: Path, records: list[dict[str, Any]], mode: str = "w") -> P
 
 @pytest.fixture
 def monitor_params(tmp_path):
-    """``monitor_params(**{"monitor.min_rows": 10})``: a params file for ``pipeline.monitor``
+    """``monitor_params(**{"monitor.min_rows": 10})``: a params file for ``pipeline.stages.monitor``
     with paths made absolute, so the CLI runs from any directory."""
 
     def write(**dotted: Any) -> Path:

@@ -19,7 +19,7 @@ import pytest
 import requests
 from sklearn.metrics import f1_score
 
-from pipeline.monitor import main as monitor_main
+from pipeline.stages.monitor import main as monitor_main
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import write_params
 from tests.monitoring.stack import Server, wait_for_lines

@@ -15,7 +15,7 @@ import yaml
 from tests.monitoring.conftest import MONITORING, RULES
 
 DASHBOARD = MONITORING / "grafana" / "dashboard.json"
-#: What the server exposes (serving/metrics.py) and the monitor pushes (pipeline/monitor.py).
+#: What the server exposes (serving/metrics.py) and the monitor pushes (pipeline/stages/monitor.py).
 KNOWN = {
     "serving_requests_total", "serving_request_duration_seconds_bucket",
     "serving_predictions_total", "serving_model_info", "serving_ready_workers",

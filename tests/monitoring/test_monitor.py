@@ -13,7 +13,7 @@ import pytest
 from pipeline.config import load_params
 from pipeline.contract import ColumnSpec, Contract
 from pipeline.errors import PipelineError
-from pipeline.monitor import (
+from pipeline.stages.monitor import (
     RETRAIN_FILE,
     log_files,
     main,
@@ -317,7 +317,7 @@ def test_main_without_a_log_says_what_to_do(tmp_path, monitor_params, capsys):
 
 # ------------------------------------------------------------------------ fetch and push
 def test_fetch_copies_the_logs_and_their_rotations(tmp_path):
-    from pipeline.monitor import fetch_logs
+    from pipeline.stages.monitor import fetch_logs
 
     store = tmp_path / "store"
     store.mkdir()

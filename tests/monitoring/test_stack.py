@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.monitor import main as monitor_main
+from pipeline.stages.monitor import main as monitor_main
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import write_params
 from tests.monitoring.conftest import MONITORING

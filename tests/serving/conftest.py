@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from pipeline.export import UNSEEN_CATEGORY
+from pipeline.stages.export import UNSEEN_CATEGORY
 from tests.conftest import REPO_ROOT
 
 MODEL_NAME = "penguins-classifier"
@@ -52,10 +52,10 @@ def build_export(out_dir: Path, *, c: float = 1.0, name: str = MODEL_NAME) -> Pa
 
     from pipeline.config import load_params
     from pipeline.contract import load_contract
-    from pipeline.evaluate import compute_metrics
-    from pipeline.export import Lineage, export_model, lineage_params
-    from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
-    from pipeline.train import NativeModel, train_model
+    from pipeline.stages.evaluate import compute_metrics
+    from pipeline.stages.export import Lineage, export_model, lineage_params
+    from pipeline.stages.preprocess import fit_preprocessor, split_data, to_model_frame
+    from pipeline.stages.train import NativeModel, train_model
 
     params = load_params(REPO_ROOT / "params.yaml")
     train = replace(

@@ -21,8 +21,8 @@ from pipeline.contract import load_contract
 from pipeline.errors import PipelineError
 from pipeline.estimators import ESTIMATORS, get_estimator, parity_error
 from pipeline.model import NativeModel, load_native_model, save_native_model
-from pipeline.preprocess import fit_preprocessor, to_model_frame
-from pipeline.train import train_model
+from pipeline.stages.preprocess import fit_preprocessor, to_model_frame
+from pipeline.stages.train import train_model
 from tests import bundled
 from tests.conftest import REPO_ROOT
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.evaluate import (
+from pipeline.stages.evaluate import (
     compute_metrics,
     curve_tables,
     draw_figures,

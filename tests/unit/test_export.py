@@ -27,7 +27,7 @@ from model_spec.task import Task
 from pipeline import onnx_export
 from pipeline.config import flatten, load_params
 from pipeline.errors import PipelineError
-from pipeline.export import (
+from pipeline.stages.export import (
     UNSEEN_CATEGORY,
     ExportResult,
     Lineage,
@@ -42,8 +42,8 @@ from pipeline.export import (
     main,
     parity_failure,
 )
-from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
-from pipeline.train import NativeModel, train_model
+from pipeline.stages.preprocess import fit_preprocessor, split_data, to_model_frame
+from pipeline.stages.train import NativeModel, train_model
 from tests.conftest import REPO_ROOT
 
 FAMILIES = ["logistic_regression", "random_forest", "keras_mlp"]
@@ -631,7 +631,7 @@ def stage_inputs(tmp_path, trained, data, contract, params, mlflow_store):
 
 CLI_WITHOUT_TF = (
     "import sys\n"
-    "from pipeline.export import main\n"
+    "from pipeline.stages.export import main\n"
     "code = main(sys.argv[1:])\n"
     "assert 'tensorflow' not in sys.modules, 'the sklearn family imported TensorFlow'\n"
     "sys.exit(code)\n"
@@ -752,7 +752,7 @@ def test_a_regression_model_exports_a_prediction_output_with_its_parity_and_gold
     params, lineage, tmp_path
 ):
     from model_spec.task import Task
-    from pipeline.preprocess import fit_preprocessor
+    from pipeline.stages.preprocess import fit_preprocessor
     from tests.bundled import contract_for, diabetes
 
     table = diabetes()

@@ -13,7 +13,8 @@ from model_spec.descriptor import InputSpec, Lineage, ModelDescriptor, OnnxSpec
 from model_spec.task import Task
 from pipeline.config import GateParams
 from pipeline.errors import PipelineError
-from pipeline.gate import (
+from pipeline.registry import default_model_name
+from pipeline.stages.gate import (
     Champion,
     baseline_checks,
     champion_checks,
@@ -28,7 +29,6 @@ from pipeline.gate import (
     render_markdown,
     status_checks,
 )
-from pipeline.registry import default_model_name
 from tests.conftest import REPO_ROOT
 
 GATE = GateParams(

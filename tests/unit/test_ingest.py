@@ -2,7 +2,8 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.ingest import ingest, load_source, main, write_if_changed
+from pipeline.sources import ingest, load_source
+from pipeline.stages.ingest import main, write_if_changed
 
 
 def test_builtin_penguins_ships_with_the_package():

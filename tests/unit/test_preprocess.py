@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
+from pipeline.stages.preprocess import fit_preprocessor, split_data, to_model_frame
 
 
 def test_model_frame_types_and_missing_values(tiny, contract):

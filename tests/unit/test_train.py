@@ -7,8 +7,8 @@ from model_spec.task import Task
 from pipeline.config import load_params
 from pipeline.errors import PipelineError
 from pipeline.model import NativeModel
-from pipeline.preprocess import fit_preprocessor, split_data, to_model_frame
-from pipeline.train import train_model
+from pipeline.stages.preprocess import fit_preprocessor, split_data, to_model_frame
+from pipeline.stages.train import train_model
 from tests.conftest import REPO_ROOT
 
 

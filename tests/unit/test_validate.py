@@ -19,7 +19,7 @@ from pipeline.contract import (
     parse_contract,
 )
 from pipeline.errors import PipelineError
-from pipeline.validate import (
+from pipeline.stages.validate import (
     CONTRACT_FORMAT,
     draft_contract,
     infer_contract,
@@ -277,7 +277,7 @@ def test_cli_missing_data_file_is_a_clear_error(tmp_path, repo_root, capsys):
 
 def test_import_is_light_and_has_no_side_effects(tmp_path, repo_root):
     code = (
-        "import sys, pipeline.validate; "
+        "import sys, pipeline.stages.validate; "
         "print('great_expectations' in sys.modules, 'tensorflow' in sys.modules)"
     )
     proc = subprocess.run(
@@ -439,7 +439,7 @@ def test_infer_cli_writes_a_reviewable_contract(penguins, tmp_path, monkeypatch,
     code = main(["infer", "--params", params, "--target", "species", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     text = out.read_text()
-    assert text.startswith("# Data contract DRAFTED by `python -m pipeline.validate infer`")
+    assert text.startswith("# Data contract DRAFTED by `python -m pipeline.stages.validate infer`")
     assert "REVIEW IT BEFORE COMMITTING" in text
     assert CONTRACT_FORMAT in text  # the draft documents its own format
     assert "  # NOTE: dates: ignored. As categories they would refuse every new date" in text

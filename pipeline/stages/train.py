@@ -23,6 +23,7 @@ from pipeline.config import Params, TrainParams, flatten, load_params
 from pipeline.contract import load_contract
 from pipeline.errors import PipelineError, cli
 from pipeline.estimators import get_estimator, import_keras  # noqa: F401  (import_keras: re-export)
+from pipeline.frames import to_model_frame
 from pipeline.io import atomic_path, file_sha256, read_table
 from pipeline.model import (
     RUN_FILE,
@@ -30,7 +31,6 @@ from pipeline.model import (
     load_native_model,  # noqa: F401  (re-export for older callers)
     save_native_model,
 )
-from pipeline.preprocess import to_model_frame
 from pipeline.tracking import configure, git_commit, write_run_file
 
 

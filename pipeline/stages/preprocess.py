@@ -25,10 +25,8 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from pipeline.config import load_params
 from pipeline.contract import Contract, load_contract, min_rows_per_class
 from pipeline.errors import PipelineError, cli
+from pipeline.frames import MISSING_CATEGORY, to_model_frame
 from pipeline.io import atomic_path, read_json, read_table, write_table
-
-#: How a missing categorical value reaches the model (ONNX string tensors cannot hold NaN).
-MISSING_CATEGORY = ""
 
 
 @dataclass(frozen=True)
@@ -36,28 +34,6 @@ class Splits:
     train: pd.DataFrame
     val: pd.DataFrame
     test: pd.DataFrame
-
-
-def to_model_frame(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
-    """Select the feature columns of raw rows and give them the model's input types.
-
-    Numeric features become float64 (missing = NaN); categorical features become ``object``
-    strings with missing values as ``""``.
-    """
-    missing = [c for c in contract.feature_names if c not in frame.columns]
-    if missing:
-        raise PipelineError(f"input is missing feature column(s): {', '.join(missing)}.")
-    out = {}
-    for name in contract.numeric_features:
-        out[name] = pd.to_numeric(frame[name], errors="raise").astype("float64").to_numpy()
-    for name in contract.categorical_features:
-        column = frame[name].astype(object)
-        values = np.where(column.isna(), MISSING_CATEGORY, column.astype(str))
-        out[name] = pd.Series(values, index=frame.index, dtype=object)
-    # pandas 3 would infer its own string dtype; object arrays are what sklearn and ONNX expect.
-    return pd.DataFrame(out, index=frame.index)[contract.feature_names].astype(
-        {name: object for name in contract.categorical_features}
-    )
 
 
 def build_preprocessor(contract: Contract) -> ColumnTransformer:

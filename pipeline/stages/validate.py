@@ -8,8 +8,8 @@ of its own columns) because GX's cost per metric grows with the batch's width. T
 a :class:`ValidationReport` whose ``failures`` say, in plain
 words, which column broke which rule.
 
-``python -m pipeline.validate infer`` drafts a contract from ``data.source`` instead (like TFX
-SchemaGen); a person reviews it before it is committed.
+``python -m pipeline.stages.validate infer`` drafts a contract from ``data.source`` instead
+(like TFX SchemaGen); a person reviews it before it is committed.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ _RULES = (
 )
 #: The ``expectation`` of checks GX has no expectation for, computed with pandas on the same
 #: frame (they are in result.json, not in the Data Docs).
-PANDAS_CHECK = "pipeline.validate (pandas)"
+PANDAS_CHECK = "pipeline.stages.validate (pandas)"
 
 
 @dataclass(frozen=True)
@@ -990,7 +990,7 @@ CONTRACT_FORMAT = """\
 """
 
 _INFERRED_HEADER = """\
-# Data contract DRAFTED by `python -m pipeline.validate infer` from {source} ({rows} rows).
+# Data contract DRAFTED by `python -m pipeline.stages.validate infer` from {source} ({rows} rows).
 # REVIEW IT BEFORE COMMITTING: it describes this sample, not what the data should be.
 #  - types come from dtypes: numbers are numeric (integer codes too; make them categorical
 #    if they are labels), text and booleans are categorical; empty columns, dates, text
@@ -1064,9 +1064,11 @@ def _read_data(path: str) -> pd.DataFrame:
 
 def _validate_command(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.validate",
+        prog="python -m pipeline.stages.validate",
         description="Check the raw table against the data contract with Great Expectations.",
-        epilog="To draft a contract from data.source: python -m pipeline.validate infer --help",
+        epilog=(
+            "To draft a contract from data.source: python -m pipeline.stages.validate infer --help"
+        ),
     )
     parser.add_argument("--params", required=True, help="params.yaml (data.contract)")
     parser.add_argument("--data", required=True, help="raw table (Parquet)")
@@ -1090,10 +1092,10 @@ def _validate_command(argv: list[str]) -> None:
 
 
 def _infer_command(argv: list[str]) -> None:
-    from pipeline.ingest import ingest
+    from pipeline.sources import ingest
 
     parser = argparse.ArgumentParser(
-        prog="python -m pipeline.validate infer",
+        prog="python -m pipeline.stages.validate infer",
         description="Draft a data contract from data.source, for a person to review.",
     )
     parser.add_argument("--params", required=True, help="params.yaml (data.source)")
@@ -1133,7 +1135,8 @@ def _infer_command(argv: list[str]) -> None:
 
 @cli("validate")
 def main(argv: list[str] | None = None) -> None:
-    """``python -m pipeline.validate [infer] ...``: validate the raw table, or draft a contract."""
+    """``python -m pipeline.stages.validate [infer] ...``: validate the raw table, or draft a
+    contract."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["infer"]:
         _infer_command(argv[1:])

@@ -582,7 +582,7 @@ def _runtimes(native: Any, out_dir: Path, inputs: tuple[InputSpec, ...]) -> dict
         serve = tf_export.load_saved_model(out_dir / SAVED_MODEL_DIR)
 
         def tensorflow(raw: pd.DataFrame) -> Outputs:
-            from pipeline.preprocess import to_model_frame
+            from pipeline.frames import to_model_frame
 
             frame = to_model_frame(raw, contract)
             out = tf_export.run_saved_model(serve, frame, contract.numeric_features)
