@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError
+
+if TYPE_CHECKING:  # pandas is imported when a table is read (ingest's shortcut needs none)
+    import pandas as pd
 
 
 def _penguins() -> pd.DataFrame:
@@ -17,13 +19,28 @@ def _penguins() -> pd.DataFrame:
     return load_penguins()
 
 
+#: The package each built-in dataset ships in (its version identifies the data).
+BUILTIN_PACKAGES: dict[str, str] = {"penguins": "palmerpenguins"}
+
 #: Datasets that ship inside an installed package, so nothing is downloaded at run time.
 BUILTIN: dict[str, Callable[[], pd.DataFrame]] = {"penguins": _penguins}
 
-_READERS: dict[str, Callable[..., pd.DataFrame]] = {
-    ".csv": pd.read_csv,
-    ".parquet": pd.read_parquet,
-    ".pq": pd.read_parquet,
+def _read_csv(source: str) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_csv(source)
+
+
+def _read_parquet(source: str) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(source)
+
+
+_READERS: dict[str, Callable[[str], pd.DataFrame]] = {
+    ".csv": _read_csv,
+    ".parquet": _read_parquet,
+    ".pq": _read_parquet,
 }
 
 

@@ -36,11 +36,19 @@ def test_a_changed_local_file_reruns_from_ingest_and_an_unchanged_one_does_not(
     assert _ran(first) == ["ingest", "validate", "preprocess"]
     before = file_sha256(project.root / RAW)
 
-    # The same bytes: ingest reads the file, finds the table unchanged and leaves its output.
+    # Not touched since: ingest knows it from its stamp without reading the file.
     same = project.dvc("repro", "preprocess")
     assert _ran(same) == ["ingest"]
     assert _skipped(same) == ["validate", "preprocess"]
-    assert "data/mine.csv is unchanged (344 rows x 8 columns)" in same.stdout
+    assert "data/mine.csv is unchanged (as in the last run)" in same.stdout
+    assert file_sha256(project.root / RAW) == before
+
+    # Written again with the same bytes: ingest reads it, finds the table unchanged and
+    # leaves its output as it was, so nothing downstream reruns.
+    load_penguins().to_csv(source, index=False)
+    rewritten = project.dvc("repro", "preprocess")
+    assert _ran(rewritten) == ["ingest"]
+    assert "data/mine.csv is unchanged (344 rows x 8 columns)" in rewritten.stdout
     assert file_sha256(project.root / RAW) == before
 
     # Overwrite the file in place (same name, same params): everything downstream reruns.

@@ -4,6 +4,7 @@ import pytest
 from pipeline.errors import PipelineError
 from pipeline.sources import ingest, load_source
 from pipeline.stages.ingest import main, write_if_changed
+from tests.conftest import REPO_ROOT
 
 
 def test_builtin_penguins_ships_with_the_package():
@@ -86,3 +87,59 @@ def test_cli_says_when_the_source_is_unchanged(tmp_path, repo_root, capsys):
     assert capsys.readouterr().out.splitlines()[-1] == (
         f"ingest: builtin:penguins is unchanged (344 rows x 8 columns); {out} left as it was"
     )
+
+
+def _run_ingest(project, source: str) -> str:
+    """The stage as DVC runs it, in a fresh process (the shortcut must not import pandas)."""
+    import subprocess
+    import sys
+
+    params = (REPO_ROOT / "params.yaml").read_text().replace("builtin:penguins", source)
+    (project / "params.yaml").write_text(params)
+    code = (
+        "import sys, runpy; sys.argv = ['ingest', '--params', 'params.yaml', '--out', "
+        "'data/raw/dataset.parquet']\n"
+        "try:\n    runpy.run_module('pipeline.stages.ingest', run_name='__main__')\n"
+        "except SystemExit:\n    pass\n"
+        "print('pandas imported' if 'pandas' in sys.modules else 'pandas not imported')"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=project, capture_output=True, text=True, check=True
+    )
+    return done.stdout + done.stderr
+
+
+def test_an_unchanged_source_is_recognised_without_reading_it(tmp_path, tiny):
+    project = tmp_path / "project"
+    (project / ".dvc").mkdir(parents=True)
+    source = project / "table.csv"
+    tiny.to_csv(source, index=False)
+    out = project / "data" / "raw" / "dataset.parquet"
+
+    first = _run_ingest(project, "table.csv")
+    assert f"{len(tiny)} rows" in first and "pandas imported" in first
+    assert list((project / ".dvc" / "tmp").glob("ingest-*.json"))
+
+    second = _run_ingest(project, "table.csv")
+    assert "unchanged (as in the last run)" in second
+    assert "pandas not imported" in second
+
+    # Overwritten in place with other content of the same size: read again, output rewritten.
+    changed = tiny.copy()
+    changed.loc[0, "island"] = "Dream" if changed.loc[0, "island"] != "Dream" else "Biscoe"
+    before = out.read_bytes()
+    changed.to_csv(source, index=False)
+    third = _run_ingest(project, "table.csv")
+    assert "pandas imported" in third and "->" in third
+    assert out.read_bytes() != before
+    assert pd.read_parquet(out).loc[0, "island"] == changed.loc[0, "island"]
+
+    # The output replaced behind the stage's back (another checkout): read and rewritten.
+    pd.DataFrame({"x": [1]}).to_parquet(out)
+    fourth = _run_ingest(project, "table.csv")
+    assert "pandas imported" in fourth
+    assert len(pd.read_parquet(out)) == len(tiny)
+
+    # Another source in params: read, even though the old one is unchanged.
+    tiny.head(3).to_csv(project / "other.csv", index=False)
+    assert "3 rows" in _run_ingest(project, "other.csv")
