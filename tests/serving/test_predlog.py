@@ -167,3 +167,26 @@ def test_feedback_off_without_a_log(client):
     response = client.post("/feedback", json={"request_id": "x", "actual": "Adelie"})
     assert response.status_code == 404
     assert response.get_json()["error"]["rule"] == "feedback_off"
+
+
+def test_records_submitted_while_the_writer_drains_are_all_written(tmp_path):
+    """Requests append without a lock while the writer thread takes the list every
+    FLUSH_SECONDS: no record may be lost or written twice in that hand-over."""
+    import threading
+
+    path = tmp_path / "p.jsonl"
+    writer = JsonLinesWriter(path, max_bytes=1 << 30, backups=1, queue_size=1_000_000)
+
+    def produce(offset: int) -> None:
+        for i in range(20_000):
+            writer.submit(json.dumps({"i": offset + i}).encode())
+
+    threads = [threading.Thread(target=produce, args=(n * 100_000,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    writer.close()
+    written = [r["i"] for r in lines(path)]
+    assert len(written) == 60_000
+    assert set(written) == {n * 100_000 + i for n in range(3) for i in range(20_000)}
