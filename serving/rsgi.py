@@ -120,7 +120,8 @@ class RSGIBridge:
                 )
             if size == 0:
                 return b""
-            body = await asyncio.wait_for(protocol(), self.body_timeout)
+            async with asyncio.timeout(self.body_timeout):  # no Task per request, unlike wait_for
+                body = await protocol()
             if len(body) != size:
                 raise _BodyError(
                     400,
@@ -132,7 +133,8 @@ class RSGIBridge:
             return body
         if scope.method in ("GET", "HEAD", "OPTIONS", "DELETE"):
             return b""
-        return await asyncio.wait_for(self._read_chunks(protocol), self.body_timeout)
+        async with asyncio.timeout(self.body_timeout):
+            return await self._read_chunks(protocol)
 
     async def _read_chunks(self, protocol) -> bytes:
         parts, size = [], 0
