@@ -142,3 +142,64 @@ def test_promote_moves_the_alias_and_retags_champion(act_session, released):
     image = act_session.image("push")
     assert "champion" in registry_tags(act_session.registry, image.split("/", 1)[1])
     assert registry_digest(f"{image}:champion") == registry_digest(f"{image}:model-{challenger}")
+
+
+def _drifted_log(directory) -> None:
+    """200 served rows in the server's format, from the last hour, with three of the six
+    features shifted far outside the training data: the monitor must ask for retraining."""
+    from datetime import UTC, datetime, timedelta
+
+    from palmerpenguins import load_penguins
+
+    from tests.monitoring.conftest import log_records, write_jsonl
+
+    frame = load_penguins().dropna().sample(200, replace=True, random_state=0)
+    for column, shift in (("bill_length_mm", 25.0), ("flipper_length_mm", 40.0)):
+        frame[column] = frame[column] + shift
+    frame["body_mass_g"] = frame["body_mass_g"] * 1.8
+    features = [c for c in frame.columns if c not in ("species", "year")]
+    start = datetime.now(UTC) - timedelta(hours=1)
+    write_jsonl(
+        directory / "predictions.jsonl",
+        log_records(frame, features, frame["species"].tolist(), start=start, prefix="act"),
+    )
+
+
+def test_monitor_finds_drift_and_retrains_a_challenger(act_session, tmp_path):
+    """monitor.yml by workflow_dispatch on a drifted log: the report is uploaded, the flag
+    is raised, and the retrain job retrains, gates and registers a new @challenger."""
+    logs = tmp_path / "team-logs"
+    logs.mkdir()
+    _drifted_log(logs)
+    client = mlflow.MlflowClient(act_session.tracking_uri)
+    before = {v.version for v in client.search_model_versions(f"name='{MODEL}'")}
+
+    repo = scenario_repo(act_session.root / "monitor-repo")
+    run, artifacts = act_session.run(
+        repo,
+        "monitor",
+        "workflow_dispatch",
+        ".github/workflows/monitor.yml",
+        variables={"PREDICTION_LOG_URI": str(logs)},
+        payload={"ref": "refs/heads/main", "inputs": {}},
+    )
+    assert run.returncode == 0, run.tail()
+    assert run.jobs() == {"monitor": "success", "retrain": "success"}, run.tail()
+    assert _started(run, "retrain") > _finished(run, "monitor")
+    monitor = run.steps("monitor")
+    assert monitor["Monitor (drift, volume, live metric)"] == "success", monitor
+    assert monitor.get("Push the drift metrics", "skipped") == "skipped"  # no PUSHGATEWAY_URL
+    assert "retrain=true" in run.output("monitor")
+
+    report = artifacts / "monitoring-report" / "reports" / "monitoring"
+    summary = json.loads((report / "summary.json").read_text())
+    drifted = set(summary["drift"]["drifted_features"])
+    assert {"bill_length_mm", "flipper_length_mm", "body_mass_g"} <= drifted, summary
+    assert summary["retrain"] is True
+    assert (report / "report.html").is_file()
+
+    gate = json.loads((artifacts / "retrain-reports" / "reports" / "gate.json").read_text())
+    assert gate["passed"] is True
+    after = {v.version for v in client.search_model_versions(f"name='{MODEL}'")}
+    (new,) = after - before
+    assert client.get_model_version_by_alias(MODEL, "challenger").version == new
