@@ -25,7 +25,7 @@ export GIT_PYTHON_REFRESH := quiet
 .PHONY: help env run repro test test-unit test-integration test-serving test-ci lint format \
         ingest validate preprocess train evaluate export gate infer-contract \
         register promote rollback ui serve image image-test push-image \
-        bench-pipeline bench-validate bench-model bench-serve compare ci clean system-deps dvc mlflow \
+        bench-pipeline bench-validate bench-model bench-serve bench-serve-log compare ci clean system-deps dvc mlflow \
         test-readme ci-act jenkins-lint-deps
 
 help: ## List the targets
@@ -164,6 +164,9 @@ image-test: image env ## Build and run the image; check health, non-root user, g
 
 bench-serve: export ## wrk: our server vs mlflow models serve (1 and 100 rows), 60 s soak, time to ready
 	$(BIN)/python -m benchmarks.bench_serve --model-dir $(MODEL_DIR) $(BENCH_SERVE_ARGS)
+
+bench-serve-log: export ## The prediction log's cost: one-row runs with it on and off, 5 interleaved rounds
+	$(BIN)/python -m benchmarks.bench_serve --model-dir $(MODEL_DIR) --log-cost 5 --seconds 10 $(BENCH_SERVE_ARGS)
 
 PREDICTION_LOG ?= $(SERVING_PREDICTION_LOG)
 FEEDBACK_LOG ?= $(SERVING_FEEDBACK_LOG)

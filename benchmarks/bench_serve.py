@@ -161,8 +161,8 @@ def http(url: str, timeout: float = 2.0) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its descendants, MiB."""
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -171,10 +171,18 @@ def tree_rss_mb(pid: int) -> float:
             except (OSError, IndexError, ValueError):
                 continue
             children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [pid]
+    found, todo = [], [pid]
     while todo:
         current = todo.pop()
+        found.append(current)
         todo.extend(children.get(current, []))
+    return found
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its descendants, MiB."""
+    total = 0
+    for current in _tree(pid):
         try:
             status = Path(f"/proc/{current}/status").read_text()
         except OSError:
@@ -182,6 +190,20 @@ def tree_rss_mb(pid: int) -> float:
         match = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
         total += int(match[1]) if match else 0
     return total / 1024
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) used so far by ``pid`` and its descendants:
+    what a request costs the server, whatever else runs on the machine."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for current in _tree(pid):
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
 
 
 class Server:
@@ -413,6 +435,45 @@ def bench_server(
         )
 
 
+def log_cost(model_dir, work, extra_env, body, headers, args) -> int:
+    """The prediction log's cost: one-row runs with it on and off, interleaved ``ROUNDS``
+    times, each with the server's CPU seconds per request (robust to other jobs)."""
+    from serving.server import usable_cpus
+
+    workers = float(extra_env.get("SERVING_WORKERS") or usable_cpus())
+    results: dict[str, list[tuple[float, float, float]]] = {"log on": [], "log off": []}
+    for round_ in range(args.log_cost):
+        for name in results:
+            server = start_ours(model_dir, work, extra_env, prediction_log=name == "log on")
+            try:
+                server.wait("/metrics", lambda s, b: ready_workers(s, b) >= workers)
+                url = f"http://127.0.0.1:{server.port}/predict"
+                run_wrk(url, body, headers, connections=16, seconds=args.warmup, label="warm-up")
+                cpu = tree_cpu_s(server.proc.pid)
+                run = run_wrk(url, body, headers, connections=16, seconds=args.seconds, label=name)
+                cpu_us = (tree_cpu_s(server.proc.pid) - cpu) / max(run.requests, 1) * 1e6
+                results[name].append((run.rps, run.p99_ms, cpu_us))
+                print(
+                    f"  round {round_ + 1}, {name}: {run.rps:,.0f} req/s, p99 {run.p99_ms:.2f} ms, "
+                    f"server CPU {cpu_us:.0f} us/request, non-2xx {run.non_2xx}, "
+                    f"socket errors {run.socket_errors} (load {run.load_before:.2f})",
+                    flush=True,
+                )
+            finally:
+                server.stop()
+    on, off = (
+        [statistics.median(v[i] for v in results[k]) for i in range(3)]
+        for k in ("log on", "log off")
+    )
+    print(
+        f"Prediction log cost (median of {args.log_cost} interleaved rounds): "
+        f"{on[0]:,.0f} vs {off[0]:,.0f} req/s ({(1 - on[0] / off[0]) * 100:+.1f}% throughput), "
+        f"server CPU {on[2]:.0f} vs {off[2]:.0f} us/request ({(on[2] / off[2] - 1) * 100:+.1f}%)",
+        flush=True,
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", type=Path, default=Path("models/export"))
@@ -433,6 +494,13 @@ def main(argv: list[str] | None = None) -> int:
         help="extra environment for our server (e.g. SERVING_WORKER_CLASS=gthread)",
     )
     parser.add_argument("--out", type=Path, default=Path(".bench/serve/results.json"))
+    parser.add_argument(
+        "--log-cost",
+        type=int,
+        metavar="ROUNDS",
+        default=0,
+        help="only measure the prediction log: ROUNDS interleaved one-row runs with it on and off",
+    )
     args = parser.parse_args(argv)
 
     if shutil.which("wrk") is None:
@@ -475,6 +543,11 @@ def main(argv: list[str] | None = None) -> int:
         f"load {report.machine['load_at_start']:.2f}; scratch {work}",
         flush=True,
     )
+    if args.log_cost:
+        try:
+            return log_cost(model_dir, work, extra_env, bodies["1 row"], auth, args)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
     try:
         # 1. time to ready
         from serving.server import usable_cpus
