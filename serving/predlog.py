@@ -42,6 +42,8 @@ log = logging.getLogger("serving.predlog")
 #: How often the writer thread takes what requests left for it (lines reach the file within
 #: about this long).
 FLUSH_SECONDS = 0.2
+#: Records formatted between two writes.
+_SLICE = 64
 
 
 _second: list[Any] = [None, ""]  # the last whole second formatted, and its text
@@ -167,8 +169,11 @@ class JsonLinesWriter:
 
     def _drain(self) -> None:
         batch = self._take()
-        if batch:
-            self._write_batch(batch)
+        # In slices, each ended by a write (which releases the GIL): formatting a whole
+        # second's records at once would hold the GIL for milliseconds, a pause every request
+        # in this worker would wait out.
+        for start in range(0, len(batch), _SLICE):
+            self._write_batch(batch[start : start + _SLICE])
 
     def _write_batch(self, batch: list[Any]) -> None:
         lines = []
