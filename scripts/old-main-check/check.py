@@ -365,17 +365,37 @@ def f7(work: Path) -> None:
             train = pd.read_parquet(p.root / "data/processed/train.parquet")
             test = pd.read_parquet(p.root / "data/processed/test.parquet")
             cols = [c for c in test.columns if c in train.columns]
-            both = (
-                test[cols]
-                .astype(str)
-                .apply("|".join, axis=1)
-                .isin(set(train[cols].astype(str).apply("|".join, axis=1)))
-            )
+
+            seen = set(pd.util.hash_pandas_object(train[cols], index=False))
+            both = pd.util.hash_pandas_object(test[cols], index=False).isin(seen)
             say(f"{label}: test rows with a copy in train", f"{int(both.sum())} of {len(test)}")
 
 
+def f12(work: Path) -> None:
+    """Finding 12 (main: tests/integration/test_gate_floors.py): diabetes cut into five
+    unequal bands through the old gate, and the old README's bring-your-own-data steps."""
+    from sklearn.datasets import load_diabetes
+
+    frame = load_diabetes(as_frame=True).frame
+    bands = ["very low", "low", "middle", "high", "very high"]
+    cut = pd.cut(frame["target"], [0, 75, 150, 225, 275, 400], labels=bands)
+    frame = frame.drop(columns="target").assign(band=cut.astype(str))
+    p = make_project(work / "p")
+    use_table(p, frame, "band", "bands")
+    p.set_params(**{"train.estimator": "logistic_regression"})
+    proc = p.dvc("repro", check=False)
+    say("exit code, stages run", [proc.returncode, ran(proc)])
+    say("gate message", last_lines(proc, r"gate failed|f1_macro|roc_auc"))
+    gate = json.loads((p.root / "reports/gate.json").read_text())
+    say("gate failed checks, model name", [gate.get("failed"), gate.get("model_name")])
+    readme = (Path.cwd() / "README.md").read_text()
+    section = readme.split("## Bring your own data", 1)[1].split("\n## ", 1)[0]
+    for key in ("gate.min", "gate.baseline_margin", "registry.model_name", "train.estimator"):
+        say(f"README bring-your-own-data steps mention {key}", key in section)
+
+
 SCENARIOS = {"f1": f1, "f2_11k": f2_11k, "f3_4_8_10_11_12": f3_4_8_10_11_12, "f5": f5,
-             "f6_9": f6_9, "f7": f7}  # fmt: skip
+             "f6_9": f6_9, "f7": f7, "f12": f12}  # fmt: skip
 
 if __name__ == "__main__":
     name = sys.argv[1]
