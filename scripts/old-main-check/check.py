@@ -394,8 +394,34 @@ def f12(work: Path) -> None:
         say(f"README bring-your-own-data steps mention {key}", key in section)
 
 
+def f11k(work: Path) -> None:
+    """Finding 11 (Keras): what differs between two exports of one trained network."""
+    import onnx
+
+    p = make_project(work / "p")
+    p.set_params(**{"train.keras_mlp.epochs": 5})
+    p.dvc("repro", "export")
+    models = [onnx.load(str(p.root / "models/export/model.onnx"))]
+    p.dvc("repro", "--force", "--single-item", "export")
+    models.append(onnx.load(str(p.root / "models/export/model.onnx")))
+    say("sha256 of the two exports", [hashlib.sha256(m.SerializeToString()).hexdigest()[:16]
+                                      for m in models])  # fmt: skip
+    for field in ("doc_string", "producer_name", "producer_version"):
+        values = [getattr(m, field) for m in models]
+        if values[0] != values[1]:
+            say(f"model.{field} differs", [v[:160] for v in values])
+    say("opset_import order", [[(o.domain, o.version) for o in m.opset_import] for m in models])
+    docs = [[(n.name, n.doc_string) for n in m.graph.node if n.doc_string] for m in models]
+    say("node doc_strings differ", docs[0] != docs[1])
+    same_graph = [n.SerializeToString() for n in models[0].graph.node] == [
+        n.SerializeToString() for n in models[1].graph.node
+    ]
+    say("graph nodes identical", same_graph)
+    say("graph.doc_string", [m.graph.doc_string[:160] for m in models])
+
+
 SCENARIOS = {"f1": f1, "f2_11k": f2_11k, "f3_4_8_10_11_12": f3_4_8_10_11_12, "f5": f5,
-             "f6_9": f6_9, "f7": f7, "f12": f12}  # fmt: skip
+             "f6_9": f6_9, "f7": f7, "f12": f12, "f11k": f11k}  # fmt: skip
 
 if __name__ == "__main__":
     name = sys.argv[1]
