@@ -231,9 +231,7 @@ def test_validator_and_document_agree_on_every_generated_body(served, valid_row)
     # Not vacuous: every format has bodies each side accepts and bodies it refuses.
     validator = Draft202012Validator(document)
     for key in ("instances", "dataframe_records", "dataframe_split", "inputs"):
-        verdicts = [
-            accepts(model.schema, b) for b in bodies if type(b) is dict and key in b.keys()
-        ]
+        verdicts = [accepts(model.schema, b) for b in bodies if type(b) is dict and key in b]
         assert verdicts.count(True) >= 40, key
         assert verdicts.count(False) >= 40, key
     excluded = [b for b in bodies if unequal_columns(b)]
