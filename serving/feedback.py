@@ -53,6 +53,8 @@ def _item(raw: Any, where: str | None, model: Any | None) -> dict[str, Any]:
             field("request_id"),
         )
     row = raw.get("row", 0)
+    if type(row) is float and row.is_integer():
+        row = int(row)  # JSON (and the document's "integer") does not tell 3.0 from 3
     if type(row) is not int or row < 0:
         raise RequestError(422, "type", "must be a row number (0 or more)", field("row"))
     if "actual" not in raw:
