@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from serving.config import ServingConfig
+from serving.feedback import MAX_ROW
 from serving.model import LoadedModel
 from serving.schema import (
     COLUMNS,
@@ -303,7 +304,12 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
                     "additionalProperties": False,
                     "properties": {
                         "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
-                        "row": {"type": "integer", "minimum": 0, "default": 0},
+                        "row": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": MAX_ROW,
+                            "default": 0,
+                        },
                         "actual": {"type": "number"}
                         if regression
                         else {"type": "string", **({"enum": classes} if classes else {})},
