@@ -23,7 +23,7 @@ from tests.conftest import REPO_ROOT
 HERE = Path(__file__).parent
 TOKEN = "schemathesis-token-0123456789"
 MAX_ROWS = "12"
-EXAMPLES = "25"
+EXAMPLES = "40"
 SEED = "20261201"
 
 pytestmark = pytest.mark.serving
