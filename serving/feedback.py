@@ -15,6 +15,8 @@ from typing import Any
 from serving.schema import RequestError
 
 MAX_ITEMS = 1000
+#: The largest row number taken (a request holds far fewer rows); the OpenAPI document says so.
+MAX_ROW = 2**31 - 1
 _ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -53,8 +55,10 @@ def _item(raw: Any, where: str | None, model: Any | None) -> dict[str, Any]:
             field("request_id"),
         )
     row = raw.get("row", 0)
-    if type(row) is not int or row < 0:
-        raise RequestError(422, "type", "must be a row number (0 or more)", field("row"))
+    if type(row) is float and row.is_integer():
+        row = int(row)  # JSON (and the document's "integer") does not tell 3.0 from 3
+    if type(row) is not int or not 0 <= row <= MAX_ROW:
+        raise RequestError(422, "type", f"must be a row number (0 to {MAX_ROW})", field("row"))
     if "actual" not in raw:
         raise RequestError(422, "required", "the true outcome is missing", field("actual"))
     actual = raw["actual"]

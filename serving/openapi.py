@@ -5,82 +5,132 @@ from __future__ import annotations
 from typing import Any
 
 from serving.config import ServingConfig
+from serving.feedback import MAX_ROW
 from serving.model import LoadedModel
+from serving.schema import (
+    COLUMNS,
+    LAYOUTS,
+    PARAMS,
+    RECORDS,
+    SPLIT,
+    SPLIT_REQUIRED,
+    InputSchema,
+    Rule,
+)
 
 _ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
-def _column_schema(column, config: ServingConfig) -> dict[str, Any]:
-    if column.kind == "numeric":
-        schema: dict[str, Any] = {"type": ["number", "null"] if column.nullable else "number"}
-        if config.out_of_range == "reject":
-            if column.min is not None:
-                schema["minimum"] = column.min
-            if column.max is not None:
-                schema["maximum"] = column.max
-        else:
-            schema["description"] = f"expected range [{column.min}, {column.max}]"
-        return schema
-    schema = {"type": ["string", "null"] if column.nullable else "string"}
-    if column.categories:
-        if config.unknown_categories == "reject":
-            # A nullable column also takes "" (how the graph encodes a missing string).
-            schema["enum"] = [*column.categories, *([None, ""] if column.nullable else [])]
-        else:
+def column_schema(rule: Rule) -> dict[str, Any]:
+    """One column's rule as JSON Schema (the validator in ``serving.schema`` checks the same
+    :class:`~serving.schema.Rule`)."""
+    column = rule.column
+    if rule.numeric:
+        schema: dict[str, Any] = {
+            "type": ["number", "null"] if rule.nullable else "number",
+            "minimum": rule.minimum,
+            "maximum": rule.maximum,
+        }
+        if not rule.check_range:
             schema["description"] = (
-                "known categories: " + ", ".join(column.categories) + "; others are accepted "
-                "and encoded as all zeros"
+                f"any finite number; expected range [{column.min}, {column.max}]"
+                if column.min is not None or column.max is not None
+                else "any finite number"
             )
+        return schema
+    if rule.allowed is not None:
+        # A nullable column also takes "" (how the graph encodes a missing string).
+        missing = list(rule.missing) if rule.nullable else []
+        return {
+            "type": ["string", "null"] if rule.nullable else "string",
+            "enum": [*rule.allowed, *missing],
+        }
+    schema = {"type": ["string", "null"] if rule.nullable else "string"}
+    if not rule.nullable:
+        schema["minLength"] = 1  # "", the missing string, is refused with null
+    if column.categories:
+        schema["description"] = (
+            "known categories: " + ", ".join(column.categories) + "; others are accepted "
+            "and encoded as all zeros"
+        )
     return schema
+
+
+def request_schema(schema: InputSchema) -> dict[str, Any]:
+    """The ``/predict`` request body: every key of :data:`~serving.schema.LAYOUTS` with the
+    layouts it takes, each holding rows of the model's :attr:`~serving.schema.InputSchema.rules`.
+    Exact, except for one cross-field rule JSON Schema cannot state: the arrays of a columnar
+    ``inputs`` body must hold the same number of values (the server answers 422 otherwise)."""
+    rules = schema.rules
+    names = [r.name for r in rules]
+    cells = {r.name: column_schema(r) for r in rules}
+
+    def rows_of(item: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "array", "minItems": 1, "maxItems": schema.max_rows, "items": item}
+
+    width = len(names)
+    # Which rule a cell of "data" follows depends on the name at the same position of
+    # "columns" (any order is accepted): one if/then per (position, name) pair states that.
+    by_position = [
+        {
+            "if": {"properties": {"columns": {"prefixItems": [{}] * j + [{"const": name}]}}},
+            "then": {"properties": {"data": {"items": {"prefixItems": [{}] * j + [cells[name]]}}}},
+        }
+        for j in range(width)
+        for name in names
+    ]
+    layouts = {
+        RECORDS: rows_of(
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": names,
+                "properties": cells,
+            }
+        ),
+        SPLIT: {
+            "type": "object",
+            "additionalProperties": False,
+            "required": list(SPLIT_REQUIRED),
+            "properties": {
+                "columns": {
+                    "type": "array",
+                    "items": {"enum": names},
+                    "minItems": width,
+                    "maxItems": width,
+                    "uniqueItems": True,
+                },
+                "data": rows_of({"type": "array", "minItems": width, "maxItems": width}),
+                "index": {"type": "array", "description": "accepted and not used"},
+            },
+            "allOf": by_position,
+        },
+        COLUMNS: {
+            "type": "object",
+            "description": "one array per column, all of the same length",
+            "additionalProperties": False,
+            "required": names,
+            "properties": {name: rows_of(cells[name]) for name in names},
+        },
+    }
+    branches = []
+    for key, accepted in LAYOUTS.items():
+        options = [layouts[layout] for layout in accepted]
+        branches.append(_one_key(key, options[0] if len(options) == 1 else {"oneOf": options}))
+    return {"oneOf": branches}
 
 
 def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str, Any]:
     """The whole document; without a model, the request schema is left open."""
     if model is not None:
-        columns = model.schema.columns
-        row = {
-            "type": "object",
-            "additionalProperties": False,
-            "required": [c.name for c in columns],
-            "properties": {c.name: _column_schema(c, config) for c in columns},
-        }
+        body = request_schema(model.schema)
         classes = list(model.classes)
         title = f"{model.name} prediction service"
         version = model.version
         regression = model.task.is_regression
-        columnar = {
-            "type": "object",
-            "additionalProperties": False,
-            "required": [c.name for c in columns],
-            "properties": {
-                c.name: {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": config.max_rows,
-                    "items": _column_schema(c, config),
-                }
-                for c in columns
-            },
-        }
     else:
-        row, classes, title, version = {"type": "object"}, [], "prediction service", "unloaded"
-        regression, columnar = False, {"type": "object"}
-    rows = {"type": "array", "minItems": 1, "maxItems": config.max_rows, "items": row}
-    split = {
-        "type": "object",
-        "required": ["columns", "data"],
-        "additionalProperties": False,
-        "properties": {
-            "columns": {"type": "array", "items": {"type": "string"}},
-            "data": {
-                "type": "array",
-                "minItems": 1,
-                "maxItems": config.max_rows,
-                "items": {"type": "array"},
-            },
-            "index": {"type": "array"},
-        },
-    }
+        body = {"type": "object"}
+        classes, title, version, regression = [], "prediction service", "unloaded", False
     secured = config.api_token is not None
     security = [{"bearerAuth": []}] if secured else []
 
@@ -123,18 +173,7 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
                     "security": security,
                     "requestBody": {
                         "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "oneOf": [
-                                        _one_key("instances", rows),
-                                        _one_key("dataframe_records", rows),
-                                        _one_key("dataframe_split", split),
-                                        _one_key("inputs", {"oneOf": [rows, columnar]}),
-                                    ]
-                                }
-                            }
-                        },
+                        "content": {"application/json": {"schema": body}},
                     },
                     "responses": {
                         "200": {
@@ -265,7 +304,12 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
                     "additionalProperties": False,
                     "properties": {
                         "request_id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
-                        "row": {"type": "integer", "minimum": 0, "default": 0},
+                        "row": {
+                            "type": "integer",
+                            "minimum": 0,
+                            "maximum": MAX_ROW,
+                            "default": 0,
+                        },
                         "actual": {"type": "number"}
                         if regression
                         else {"type": "string", **({"enum": classes} if classes else {})},
@@ -301,5 +345,5 @@ def _one_key(key: str, schema: dict[str, Any]) -> dict[str, Any]:
         "type": "object",
         "required": [key],
         "additionalProperties": False,
-        "properties": {key: schema, "params": {"type": "object"}},
+        "properties": {key: schema, PARAMS: {"type": "object"}},
     }

@@ -4,24 +4,47 @@ Everything the hot path needs is worked out once per model in :class:`InputSchem
 is then one pass per column in plain Python that checks each value and builds that column's
 ``[N, 1]`` input array. The first problem found becomes a :class:`RequestError` naming the
 field and the rule; values sent by the client are never echoed back.
+
+The input rules are defined here once: :class:`Rule` (what one column accepts under the
+server's policies) and :data:`LAYOUTS` (how each body key carries its rows). The validator
+below reads them, and ``serving/openapi.py`` renders the same objects as the JSON Schema of
+the request body, so the two cannot drift apart. The one rule JSON Schema cannot state is
+cross-field: the column arrays of a columnar ``inputs`` body must have equal lengths.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-#: Request body keys this server accepts: ours, then MLflow's scoring formats (``inputs``:
-#: row objects, or an object of column arrays).
-FORMATS = ("instances", "dataframe_records", "dataframe_split", "inputs")
+#: Row layouts of a request body: an array of ``{column: value}`` objects, MLflow's
+#: ``{"columns": [...], "data": [[...], ...]}``, an object of column arrays.
+RECORDS, SPLIT, COLUMNS = "records", "split", "columns"
+#: Request body keys this server accepts and the layouts each may hold: ours, then MLflow's
+#: scoring formats (``inputs``: row objects, or an object of column arrays).
+LAYOUTS: dict[str, tuple[str, ...]] = {
+    "instances": (RECORDS,),
+    "dataframe_records": (RECORDS,),
+    "dataframe_split": (SPLIT,),
+    "inputs": (RECORDS, COLUMNS),
+}
+FORMATS = tuple(LAYOUTS)
+#: Keys of a ``dataframe_split`` object (``index`` is accepted and not used).
+SPLIT_KEYS = ("columns", "data", "index")
+SPLIT_REQUIRED = ("columns", "data")
 #: MLflow's optional inference parameters key, accepted beside any format (must be an object).
 PARAMS = "params"
 #: How a missing string reaches the graph (ONNX string tensors cannot hold NaN).
 MISSING_STRING = ""
+#: The largest finite float64. A number column without enforced bounds still refuses inf (a
+#: JSON number too large for a float64, such as ``1e309``, reads as inf): these are the bounds
+#: that make "finite" a rule the OpenAPI document can state.
+FLOAT_MAX = sys.float_info.max
 _NAN = math.nan
 _NUMBER_TYPES = frozenset((float, int))
 _STR_TYPE = frozenset((str,))
@@ -98,6 +121,52 @@ class Column:
         )
 
 
+@dataclass(frozen=True)
+class Rule:
+    """What one column accepts, the server's policies applied: the one definition of a
+    column's input rule. The validator checks exactly these fields, and the OpenAPI document
+    renders exactly these fields (``serving.openapi``)."""
+
+    column: Column
+    #: Numbers outside ``[minimum, maximum]`` are refused: the descriptor's range when
+    #: ``check_range`` (rule ``range``), else only non-finite values (``+-FLOAT_MAX``, rule
+    #: ``finite``).
+    minimum: float = -FLOAT_MAX
+    maximum: float = FLOAT_MAX
+    check_range: bool = False
+    #: The strings accepted (besides the missing values); ``None``: any non-empty string.
+    allowed: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, column: Column, *, reject_unknown_categories: bool, reject_out_of_range: bool):
+        if column.kind == "numeric":
+            check = reject_out_of_range and (column.min is not None or column.max is not None)
+            lo = column.min if check and column.min is not None else -FLOAT_MAX
+            hi = column.max if check and column.max is not None else FLOAT_MAX
+            return cls(column, minimum=lo, maximum=hi, check_range=check)
+        known = tuple(c for c in column.categories if c != MISSING_STRING)
+        closed = reject_unknown_categories and bool(known)
+        return cls(column, allowed=known if closed else None)
+
+    @property
+    def name(self) -> str:
+        return self.column.name
+
+    @property
+    def numeric(self) -> bool:
+        return self.column.kind == "numeric"
+
+    @property
+    def nullable(self) -> bool:
+        return self.column.nullable
+
+    @property
+    def missing(self) -> tuple[None | str, ...]:
+        """The values that mean "missing", accepted only when the column is nullable: null,
+        and for a string column also ``""`` (how the graph encodes a missing string)."""
+        return (None,) if self.numeric else (None, MISSING_STRING)
+
+
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
@@ -126,16 +195,25 @@ class InputSchema:
         self.max_rows = max_rows
         self.reject_unknown_categories = reject_unknown_categories
         self.reject_out_of_range = reject_out_of_range
+        #: Each column's rule: what the checks below read and the OpenAPI document renders.
+        self.rules = tuple(
+            Rule.of(
+                c,
+                reject_unknown_categories=reject_unknown_categories,
+                reject_out_of_range=reject_out_of_range,
+            )
+            for c in self.columns
+        )
         self._required = ", ".join(self.names)
         # (column name, graph input name, converter): requests use the column names, the feed
         # is keyed by each column's ONNX input name.
         self._converters = []
-        for column in self.columns:
-            if column.kind == "numeric":
-                convert = self._numeric_converter(column)
+        for rule in self.rules:
+            if rule.numeric:
+                convert = self._numeric_converter(rule)
             else:
-                convert = self._categorical_converter(column)
-            self._converters.append((column.name, column.onnx_name, convert))
+                convert = self._categorical_converter(rule)
+            self._converters.append((rule.name, rule.column.onnx_name, convert))
 
     # ------------------------------------------------------------------ request bodies
     def feed_from_body(self, body: Any) -> tuple[int, dict[str, np.ndarray]]:
@@ -152,12 +230,11 @@ class InputSchema:
                 "the body must be a JSON object with exactly one of the keys " + ", ".join(FORMATS),
             )
         ((key, payload),) = body.items()
-        if key == "instances" or key == "dataframe_records":
-            return self.feed_from_records(payload, key)
-        if key == "dataframe_split":
-            return self.feed_from_split(payload)
-        if key == "inputs":
-            if type(payload) is dict:
+        layouts = LAYOUTS.get(key)
+        if layouts is not None:
+            if SPLIT in layouts:
+                return self.feed_from_split(payload)
+            if COLUMNS in layouts and type(payload) is dict:
                 return self.feed_from_columns(payload, key)
             return self.feed_from_records(payload, key)
         raise RequestError(
@@ -196,7 +273,7 @@ class InputSchema:
         where = "dataframe_split"
         if type(split) is not dict:
             raise RequestError(400, "format", 'must be an object with "columns" and "data"', where)
-        unknown = set(split) - {"columns", "data", "index"}
+        unknown = set(split).difference(SPLIT_KEYS)
         if unknown:
             raise RequestError(
                 400,
@@ -206,6 +283,8 @@ class InputSchema:
                 where,
             )
         columns, data = split.get("columns"), split.get("data")
+        if "index" in split and type(split["index"]) is not list:
+            raise RequestError(400, "format", "must be an array", f"{where}.index")
         if type(columns) is not list or not all(type(c) is str for c in columns):
             raise RequestError(
                 400, "format", "must be an array of column names", f"{where}.columns"
@@ -290,23 +369,23 @@ class InputSchema:
             field.format(name),
         )
 
-    def _numeric_converter(self, column: Column):
-        name, nullable = column.name, column.nullable
-        lo = -math.inf if column.min is None else column.min
-        hi = math.inf if column.max is None else column.max
-        check_range = self.reject_out_of_range and (
-            column.min is not None or column.max is not None
-        )
+    def _numeric_converter(self, rule: Rule):
+        name, nullable = rule.name, rule.nullable
+        lo, hi, check_range = rule.minimum, rule.maximum, rule.check_range
+        column = rule.column
         range_text = f"[{column.min if column.min is not None else '-inf'}, " + (
             f"{column.max if column.max is not None else 'inf'}]"
         )
 
         def convert(values: list, prefix: str) -> np.ndarray:
             if len(values) > 8 and _NUMBER_TYPES.issuperset(map(type, values)):
-                # Batch fast path: all plain numbers; vectorised finiteness and range.
-                array = np.array(values, dtype=np.float64)
-                ok = (array >= lo) & (array <= hi) if check_range else np.isfinite(array)
-                if ok.all():
+                # Batch fast path: all plain numbers; vectorised range (finite bounds, so it
+                # refuses inf and nan too).
+                try:
+                    array = np.array(values, dtype=np.float64)
+                except OverflowError:  # an integer beyond float64: the loop names it
+                    array = None
+                if array is not None and ((array >= lo) & (array <= hi)).all():
                     return array.reshape(-1, 1)
             for i, v in enumerate(values):
                 t = type(v)
@@ -329,19 +408,25 @@ class InputSchema:
                         f"must be a number, got {_type_name(v)}",
                         f"{prefix}{i}].{name}",
                     )
-                if check_range and not lo <= v <= hi:
+                if not lo <= v <= hi:
+                    if check_range:
+                        raise RequestError(
+                            422, "range", f"must be within {range_text}", f"{prefix}{i}].{name}"
+                        )
+                    # An integer beyond float64 (only through the Python API: the HTTP body
+                    # parser already reads one as inf).
                     raise RequestError(
-                        422, "range", f"must be within {range_text}", f"{prefix}{i}].{name}"
+                        422, "finite", "must be a finite number", f"{prefix}{i}].{name}"
                     )
             return np.array(values, dtype=np.float64).reshape(-1, 1)
 
         return convert
 
-    def _categorical_converter(self, column: Column):
-        name, nullable = column.name, column.nullable
-        allowed = frozenset(column.categories)
-        reject = self.reject_unknown_categories and bool(allowed)
-        allowed_text = ", ".join(column.categories)
+    def _categorical_converter(self, rule: Rule):
+        name, nullable = rule.name, rule.nullable
+        reject = rule.allowed is not None
+        allowed = frozenset(rule.allowed or ())
+        allowed_text = ", ".join(rule.allowed or ())
 
         def convert(values: list, prefix: str) -> np.ndarray:
             if (
