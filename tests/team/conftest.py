@@ -23,7 +23,14 @@ from tests.integration.conftest import Project, make_project
 
 VENV_BIN = Path(sys.executable).parent
 #: What a clone needs besides the pipeline files: the Makefile and what its targets call.
-CLONE_EXTRA = ("Makefile", "pyproject.toml", "uv.lock", ".github/scripts")
+CLONE_EXTRA = (
+    "Makefile",
+    "pyproject.toml",
+    "uv.lock",
+    ".github/scripts",
+    "deploy/__init__.py",
+    "deploy/run_cache.py",
+)
 
 
 @pytest.fixture(scope="session")

@@ -132,6 +132,8 @@ def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stac
     assert f"'{MODEL}' @champion -> version 1 (was none)" in out
     out = alice.make("ci-dvc-push")
     assert "ci-dvc-push: no DVC remote configured" not in out.stdout
+    # evaluate's entry is recorded here (dvc repro keeps none: reports/plots is `cache: false`)
+    assert "run_cache: recorded validate, preprocess, train, evaluate;" in out.stdout, out.stdout
     keys = stack.client_env()
     s3 = boto3.client(
         "s3",
@@ -148,27 +150,35 @@ def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stac
     artifacts = s3.list_objects_v2(Bucket="mlflow", Prefix="artifacts/").get("KeyCount", 0)
     assert artifacts > 0 and not (alice.root / "mlruns").exists()
 
-    # Bob clones Alice's repository at the commit before her run (no dvc.lock): `make
-    # ci-dvc-pull` fetches the run cache's entries, and `dvc repro --pull` restores the stages
-    # whose outputs DVC caches from the outputs Alice pushed. (Stages with `cache: false`
-    # outputs, from train on, are not restorable this way: DVC pushes no object for those
-    # outputs; they are committed to git with dvc.lock instead.)
-    bob = git_clone(alice, tmp_path / "bob", "bob", "bob-pw-1234567")
-    bob.run("git", "reset", "-q", "--hard", "HEAD~1")
-    assert not (bob.root / "dvc.lock").exists()
-    bob.make("team-dvc-remote")
-    bob.make("ci-dvc-pull")
-    assert list((bob.root / ".dvc/cache/runs").iterdir()), "no run cache entry was pulled"
-    out = bob.dvc("repro", "--pull", "preprocess")
+    # Carol clones Alice's repository at the commit before her run (no dvc.lock): `dvc repro
+    # --pull` fetches the run cache and restores every stage Alice computed from it, train and
+    # evaluate included (`make ci-dvc-push` pushed their `cache: false` metrics and plots and
+    # recorded evaluate's entry: deploy/run_cache.py). ingest always reads data.source; export
+    # (`persist`: a failed export keeps the last good one) and gate (it reads @champion) rerun
+    # on the restored model, into Alice's MLflow run: no training, no new run.
+    carol = git_clone(alice, tmp_path / "carol", "bob", "bob-pw-1234567")
+    carol.run("git", "reset", "-q", "--hard", "HEAD~1")
+    assert not (carol.root / "dvc.lock").exists()
+    carol.make("team-dvc-remote")
+    out = carol.dvc("repro", "--pull")
     log = out.stdout + out.stderr
-    # ingest always reads data.source (dvc.yaml); validate and preprocess are restored.
-    for stage in ("validate", "preprocess"):
+    for stage in ("validate", "preprocess", "train", "evaluate"):
         assert f"Stage '{stage}' is cached - skipping run" in log, log[-3000:]
-        assert f"Running stage '{stage}'" not in log, log[-3000:]
+    ran = [s for s in STAGES if f"Running stage '{s}'" in log]
+    assert ran == ["ingest", "export", "gate"], log[-3000:]
+    assert runs_in(admin, experiment) == runs_before
+    assert carol.read_json("models/export/model.json")["lineage"]["run_id"] == run_a
+    assert carol.read_json("reports/metrics.json") == alice.read_json("reports/metrics.json")
+    history = (carol.root / "reports/train_history.csv").read_text()
+    assert history == (alice.root / "reports/train_history.csv").read_text()
+    assert sorted(p.name for p in (carol.root / "reports/plots/roc").iterdir()) == sorted(
+        p.name for p in (alice.root / "reports/plots/roc").iterdir()
+    )
 
-    # At Alice's commit (her dvc.lock), `make ci-dvc-pull` + `make repro` trains nothing and
-    # logs no run: Bob has Alice's model, run id and all.
-    bob.run("git", "reset", "-q", "--hard", "origin/main")
+    # Bob clones Alice's repository at her commit (her dvc.lock): `make ci-dvc-pull` + `make
+    # repro` trains nothing and logs no run: Bob has Alice's model, run id and all.
+    bob = git_clone(alice, tmp_path / "bob", "bob", "bob-pw-1234567")
+    bob.make("team-dvc-remote")
     bob.make("ci-dvc-pull")
     out = bob.make("repro")
     log = out.stdout + out.stderr
