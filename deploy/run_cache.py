@@ -35,7 +35,11 @@ def _record(repo, skip: set[str]) -> list[str]:
     recorded = []
     for stage in repo.index.stages:
         name = getattr(stage, "name", None)
-        if name is None or name in skip or not _can_hash(stage) or stage.changed():
+        if name is None or name in skip:
+            continue
+        # changed() first: a stage whose dependencies are missing (monitoring/dvc.yaml without
+        # the server's logs) is changed, and _can_hash would fail hashing them
+        if stage.changed() or not _can_hash(stage):
             continue
         repo.stage_cache.save(stage)
         recorded.append(name)
