@@ -1,6 +1,6 @@
 """Share DVC's run cache so that another clone's ``dvc repro --pull`` trains nothing.
 
-    python -m deploy.run_cache push [--skip STAGE ...]   # before `dvc push --run-cache`
+    python deploy/run_cache.py push [--skip STAGE ...]   # before `dvc push --run-cache`
 
 ``make ci-dvc-push`` calls this, then ``dvc push --run-cache``. DVC 3.67 alone restores only the
 stages whose outputs it caches, for two reasons this module works around:
@@ -98,7 +98,7 @@ def push(remote: str | None, skip: set[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deploy.run_cache", description=__doc__)
+    parser = argparse.ArgumentParser(prog="deploy/run_cache.py", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("push", help="record the missing entries and push their objects")
     p.add_argument("--remote", default=None, help="DVC remote (default: the default remote)")
