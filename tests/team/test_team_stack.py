@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import time
 
 import boto3
@@ -71,8 +72,9 @@ def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stac
     alice.set_params(**{"train.estimator": "logistic_regression"})
     alice.commit("logistic regression")
     runbook = readme_commands("make team-up")
-    serve = next(i for i, c in enumerate(runbook) if c.endswith("make serve"))
-    assert runbook[serve + 1 :] == ["make team-down"], runbook  # the fixture's teardown: down()
+    bare = [shlex.join(shlex.split(c, comments=True)) for c in runbook]  # no trailing comments
+    serve = next(i for i, c in enumerate(bare) if c.endswith("make serve"))
+    assert bare[serve + 1 :] == ["make team-down"], runbook  # the fixture's teardown: down()
     out = alice.shell(runbook[:serve], TEAM_DIR=str(stack.root)).stdout
     assert "team stack already running" in out, out[-3000:]
     assert "url = s3://dvc/store" in (alice.root / ".dvc/config.local").read_text()
