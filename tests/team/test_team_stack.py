@@ -75,7 +75,8 @@ def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stac
     bare = [shlex.join(shlex.split(c, comments=True)) for c in runbook]  # no trailing comments
     serve = next(i for i, c in enumerate(bare) if c.endswith("make serve"))
     assert bare[serve + 1 :] == ["make team-down"], runbook  # the fixture's teardown: down()
-    out = alice.shell(runbook[:serve], TEAM_DIR=str(stack.root)).stdout
+    # a terminal has USER: the registry's history names the person (pipeline.registry.actor)
+    out = alice.shell(runbook[:serve], TEAM_DIR=str(stack.root), USER="alice").stdout
     assert "team stack already running" in out, out[-3000:]
     assert "url = s3://dvc/store" in (alice.root / ".dvc/config.local").read_text()
     run_a = alice.read_json("models/export/model.json")["lineage"]["run_id"]
@@ -190,7 +191,7 @@ def _share_and_follow(stack, tmp_path, admin, alice, run_a, server, experiment):
     model = alice_view.get_registered_model(MODEL)
     events = [(e["action"], e["version"], e["by"]) for e in load_history(model)]
     assert events == [
-        ("promote", "1", "admin"),
+        ("promote", "1", "alice"),
         ("promote", "2", "bob"),
         ("rollback", "1", "alice"),
     ]
