@@ -205,8 +205,13 @@ ci-dvc-pull: env ## Fetch the DVC remote's cache and run cache, when a remote is
 	@if [ -n "$$($(BIN)/dvc remote list)" ]; then $(BIN)/dvc pull --run-cache --allow-missing; \
 	else echo "ci-dvc-pull: no DVC remote configured; nothing to pull"; fi
 
+# deploy/run_cache.py first records the run-cache entries DVC skips (stages with `cache: false`
+# outputs, e.g. evaluate) and pushes their outputs, which `dvc push --run-cache` leaves out, so a
+# clone's `dvc repro --pull` restores train and evaluate. gate is never reused: it reads @champion.
+RUN_CACHE := $(dir $(abspath $(lastword $(MAKEFILE_LIST))))deploy/run_cache.py
 ci-dvc-push: env ## Push the DVC cache and run cache to the DVC remote, when one is configured
-	@if [ -n "$$($(BIN)/dvc remote list)" ]; then $(BIN)/dvc push --run-cache; \
+	@if [ -n "$$($(BIN)/dvc remote list)" ]; then \
+	  $(BIN)/python $(RUN_CACHE) push --skip gate && $(BIN)/dvc push --run-cache; \
 	else echo "ci-dvc-push: no DVC remote configured; nothing to push"; fi
 
 ci-report: env ## Write reports/ci/: metrics diff against CI_BASE, gate report, plots diff

@@ -47,16 +47,16 @@ NOT_RUN: dict[str, str] = {
     "make monitor": "needs the logs of a server that has answered traffic (the line above); "
     "tests/monitoring runs the monitor on a real server's logs",
     "kubectl ": "needs a Kubernetes cluster; tests/deploy renders and validates the manifests",
-    "make team-up": "the team runbook: tests/team runs these steps (stack up, two clones, "
-    "register, promote, DVC push/pull, serving @champion, stack down) on a stack of its own",
+    "make team-up": "the team runbook: tests/team runs this block's commands, read from the "
+    "README, against a stack of its own (make serve on a free port; its teardown is team-down)",
     'eval "$(make -s team-env)"': "the team runbook (see make team-up)",
     "make team-dvc-remote": "the team runbook (see make team-up)",
     'make run && make register && make promote REASON="first team model"': "the team runbook "
     "(see make team-up)",
     "make ci-dvc-push": "the team runbook (see make team-up)",
     "make team-down": "the team runbook (see make team-up)",
-    'curl -u "admin:$MLFLOW_TRACKING_PASSWORD"': "talks to the team stack's MLflow server "
-    "(tests/team creates logins the same way)",
+    'curl --fail-with-body -u "admin:$MLFLOW_TRACKING_PASSWORD"': "talks to the team stack's "
+    "MLflow server (tests/team runs this command, read from the README)",
 }
 
 # Long commands run in the README test; the failure message shows this much of their output.

@@ -1,18 +1,18 @@
-"""Two teammates on one team stack: PostgreSQL-backed MLflow with S3 artifacts, a DVC S3 remote.
+"""Teammates on one team stack: PostgreSQL-backed MLflow with S3 artifacts, a DVC S3 remote.
 
-Alice runs the pipeline in her clone, registers and promotes, and pushes the DVC cache and run
-cache; Bob's fresh clone pulls them and `dvc repro` trains nothing, then trains a model of his
-own, registers and promotes it; a real gunicorn process serving ``@champion`` follows the
-promotion and Alice's rollback. Then 100 promote/rollback events on the PostgreSQL store, which
-the old single ``champion_history`` tag could not hold.
-"""
+Alice hosts the stack and types the README's team runbook into a new shell as written (run,
+register, promote, `make ci-dvc-push`, then its `make serve` line on a free port) and adds Bob's
+login with the README's command. Carol's clone, without Alice's dvc.lock, restores train and
+evaluate from the run cache and trains nothing; Bob's clone, with it, runs no stage at all, then
+trains a model of his own, registers and promotes it; the runbook's server on ``@champion``
+follows the promotion and Alice's rollback. Then 100 promote/rollback events on the PostgreSQL
+store, which the old single ``champion_history`` tag could not hold."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
+import shlex
 import time
 
 import boto3
@@ -22,11 +22,10 @@ import requests
 from botocore.exceptions import ClientError
 from mlflow.exceptions import MlflowException
 
-from deploy.stack import ADMIN, _free_port
+from deploy.stack import ADMIN
 from pipeline.registry import HISTORY_TAG, load_history
-from tests.conftest import REPO_ROOT
 from tests.serving.conftest import build_export
-from tests.team.conftest import add_user, git_clone, new_clone
+from tests.team.conftest import Server, add_user, git_clone, new_clone, readme_commands
 
 pytestmark = pytest.mark.team
 
@@ -54,57 +53,6 @@ def admin(stack, monkeypatch):
     mlflow.set_tracking_uri(None)
 
 
-class Server:
-    """``gunicorn -c serving/gunicorn.conf.py`` serving ``models:/<name>@champion``."""
-
-    def __init__(self, tmp_path, env: dict[str, str]) -> None:
-        self.url = f"http://127.0.0.1:{_free_port()}"
-        self.log_path = tmp_path / "serving.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [
-                str(os.path.join(os.path.dirname(sys.executable), "gunicorn")),
-                "-c", "serving/gunicorn.conf.py",
-                "serving.app:create_app()",
-            ],
-            cwd=REPO_ROOT,
-            env={
-                **env,
-                "SERVING_MODEL_URI": f"models:/{MODEL}@champion",
-                "SERVING_MODEL_DIR": "",
-                "SERVING_MODEL_CACHE_DIR": str(tmp_path / "model-cache"),
-                "SERVING_RELOAD_INTERVAL": "1",
-                "SERVING_WORKERS": "1",
-                "SERVING_BIND": self.url.removeprefix("http://"),
-                "SERVING_RUNTIME_DIR": str(tmp_path / "serving-runtime"),
-                "HOME": str(tmp_path),
-            },
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def version(self) -> str | None:
-        try:
-            response = requests.get(self.url + "/health/ready", timeout=5)
-        except requests.RequestException:
-            return None
-        if response.status_code != 200:
-            return None
-        return response.json()["model"]["version"]
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self._log.close()
-
-
 def runs_in(client, experiment: str) -> list[str]:
     found = client.get_experiment_by_name(experiment)
     if found is None:
@@ -114,24 +62,48 @@ def runs_in(client, experiment: str) -> list[str]:
 
 def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stack, tmp_path, admin):
     add_user(stack, "alice", "alice-pw-12345")
-    add_user(stack, "bob", "bob-pw-1234567")
     experiment = "tabular-mlops"
 
-    # Alice: a fresh repository, logistic regression (seconds to train), the team's remote.
+    # Alice hosts the stack: in a fresh repository (logistic regression: seconds to train) she
+    # types the README's runbook into a new shell, as written, up to `make serve`. TEAM_DIR
+    # (the Makefile's `.team` otherwise) is this test's running stack, so `make team-up` finds
+    # it up and `make -s team-env` prints its variables: she acts as the admin.
     alice = new_clone(tmp_path / "alice", stack, "alice", "alice-pw-12345")
     alice.set_params(**{"train.estimator": "logistic_regression"})
     alice.commit("logistic regression")
-    alice.make("team-dvc-remote")
+    runbook = readme_commands("make team-up")
+    bare = [shlex.join(shlex.split(c, comments=True)) for c in runbook]  # no trailing comments
+    serve = next(i for i, c in enumerate(bare) if c.endswith("make serve"))
+    assert bare[serve + 1 :] == ["make team-down"], runbook  # the fixture's teardown: down()
+    # a terminal has USER: the registry's history names the person (pipeline.registry.actor)
+    out = alice.shell(runbook[:serve], TEAM_DIR=str(stack.root), USER="alice").stdout
+    assert "team stack already running" in out, out[-3000:]
     assert "url = s3://dvc/store" in (alice.root / ".dvc/config.local").read_text()
-    alice.make("repro")
-    alice.commit("pipeline run: dvc.lock, metrics and plots")
     run_a = alice.read_json("models/export/model.json")["lineage"]["run_id"]
-    out = alice.make("register").stdout
-    assert f"'{MODEL}' version 1 (run {run_a}) is @challenger" in out
-    out = alice.make("promote", REASON="first team model").stdout
-    assert f"'{MODEL}' @champion -> version 1 (was none)" in out
-    out = alice.make("ci-dvc-push")
-    assert "ci-dvc-push: no DVC remote configured" not in out.stdout
+    assert f"'{MODEL}' version 1 (run {run_a}) is @challenger" in out, out[-3000:]
+    assert f"'{MODEL}' @champion -> version 1 (was none)" in out, out[-3000:]
+    assert "ci-dvc-push: no DVC remote configured" not in out
+    # evaluate's entry is recorded here (dvc repro keeps none: reports/plots is `cache: false`)
+    assert "run_cache: recorded validate, preprocess, train, evaluate;" in out, out[-3000:]
+    alice.commit("pipeline run: dvc.lock, metrics and plots")
+    # The runbook's `make serve` line, on a free port (SERVE_PORT), follows @champion from now on.
+    server = Server(
+        alice,
+        [c for c in runbook[:serve] if c.startswith("eval ")] + [runbook[serve]],
+        tmp_path / "serving.log",
+        TEAM_DIR=str(stack.root),
+    )
+    try:
+        _share_and_follow(stack, tmp_path, admin, alice, run_a, server, experiment)
+    finally:
+        server.stop()
+
+
+def _share_and_follow(stack, tmp_path, admin, alice, run_a, server, experiment):
+    # The admin adds Bob's login with the README's command.
+    login = readme_commands("curl --fail-with-body")
+    env_line = [c for c in readme_commands("make team-up") if c.startswith("eval ")]
+    alice.shell(env_line + login, TEAM_DIR=str(stack.root), BOB_PASSWORD="bob-pw-1234567")
     keys = stack.client_env()
     s3 = boto3.client(
         "s3",
@@ -148,27 +120,35 @@ def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stac
     artifacts = s3.list_objects_v2(Bucket="mlflow", Prefix="artifacts/").get("KeyCount", 0)
     assert artifacts > 0 and not (alice.root / "mlruns").exists()
 
-    # Bob clones Alice's repository at the commit before her run (no dvc.lock): `make
-    # ci-dvc-pull` fetches the run cache's entries, and `dvc repro --pull` restores the stages
-    # whose outputs DVC caches from the outputs Alice pushed. (Stages with `cache: false`
-    # outputs, from train on, are not restorable this way: DVC pushes no object for those
-    # outputs; they are committed to git with dvc.lock instead.)
-    bob = git_clone(alice, tmp_path / "bob", "bob", "bob-pw-1234567")
-    bob.run("git", "reset", "-q", "--hard", "HEAD~1")
-    assert not (bob.root / "dvc.lock").exists()
-    bob.make("team-dvc-remote")
-    bob.make("ci-dvc-pull")
-    assert list((bob.root / ".dvc/cache/runs").iterdir()), "no run cache entry was pulled"
-    out = bob.dvc("repro", "--pull", "preprocess")
+    # Carol clones Alice's repository at the commit before her run (no dvc.lock): `dvc repro
+    # --pull` fetches the run cache and restores every stage Alice computed from it, train and
+    # evaluate included (`make ci-dvc-push` pushed their `cache: false` metrics and plots and
+    # recorded evaluate's entry: deploy/run_cache.py). ingest always reads data.source; export
+    # (`persist`: a failed export keeps the last good one) and gate (it reads @champion) rerun
+    # on the restored model, into Alice's MLflow run: no training, no new run.
+    carol = git_clone(alice, tmp_path / "carol", "bob", "bob-pw-1234567")
+    carol.run("git", "reset", "-q", "--hard", "HEAD~1")
+    assert not (carol.root / "dvc.lock").exists()
+    carol.make("team-dvc-remote")
+    out = carol.dvc("repro", "--pull")
     log = out.stdout + out.stderr
-    # ingest always reads data.source (dvc.yaml); validate and preprocess are restored.
-    for stage in ("validate", "preprocess"):
+    for stage in ("validate", "preprocess", "train", "evaluate"):
         assert f"Stage '{stage}' is cached - skipping run" in log, log[-3000:]
-        assert f"Running stage '{stage}'" not in log, log[-3000:]
+    ran = [s for s in STAGES if f"Running stage '{s}'" in log]
+    assert ran == ["ingest", "export", "gate"], log[-3000:]
+    assert runs_in(admin, experiment) == runs_before
+    assert carol.read_json("models/export/model.json")["lineage"]["run_id"] == run_a
+    assert carol.read_json("reports/metrics.json") == alice.read_json("reports/metrics.json")
+    history = (carol.root / "reports/train_history.csv").read_text()
+    assert history == (alice.root / "reports/train_history.csv").read_text()
+    assert sorted(p.name for p in (carol.root / "reports/plots/roc").iterdir()) == sorted(
+        p.name for p in (alice.root / "reports/plots/roc").iterdir()
+    )
 
-    # At Alice's commit (her dvc.lock), `make ci-dvc-pull` + `make repro` trains nothing and
-    # logs no run: Bob has Alice's model, run id and all.
-    bob.run("git", "reset", "-q", "--hard", "origin/main")
+    # Bob clones Alice's repository at her commit (her dvc.lock): `make ci-dvc-pull` + `make
+    # repro` trains nothing and logs no run: Bob has Alice's model, run id and all.
+    bob = git_clone(alice, tmp_path / "bob", "bob", "bob-pw-1234567")
+    bob.make("team-dvc-remote")
     bob.make("ci-dvc-pull")
     out = bob.make("repro")
     log = out.stdout + out.stderr
@@ -195,22 +175,19 @@ def test_two_clones_share_runs_models_and_the_dvc_cache_and_serving_follows(stac
     v2 = alice_view.get_model_version(MODEL, "2")
     assert v2.tags["registered_by"] == "bob"
 
-    # A real server on @champion follows Bob's promotion and Alice's rollback.
-    server = Server(tmp_path, {**bob.env(), "MLFLOW_TRACKING_USERNAME": "bob"})
-    try:
-        assert wait_for(lambda: server.version() == "1", "serving v1", 180), server.log()[-3000:]
-        out = bob.make("promote", REASON="bob's C=0.5").stdout
-        assert f"'{MODEL}' @champion -> version 2 (was 1)" in out
-        wait_for(lambda: server.version() == "2", "the server to follow the promotion")
-        out = alice.make("rollback", REASON="alice prefers v1").stdout
-        assert f"'{MODEL}' @champion -> version 1 (was 2)" in out
-        wait_for(lambda: server.version() == "1", "the server to follow the rollback")
-        row = json.loads((bob.root / "models/export/golden.json").read_text())["rows"][0]
-        response = requests.post(server.url + "/predict", json={"instances": [row["inputs"]]})
-        assert response.status_code == 200, response.text
-        assert response.json()["model"]["version"] == "1"
-    finally:
-        server.stop()
+    # The runbook's server on @champion follows Bob's promotion and Alice's rollback.
+    assert wait_for(lambda: server.version() == "1", "serving v1", 180), server.log()[-3000:]
+    out = bob.make("promote", REASON="bob's C=0.5").stdout
+    assert f"'{MODEL}' @champion -> version 2 (was 1)" in out
+    wait_for(lambda: server.version() == "2", "the server to follow the promotion")
+    out = alice.make("rollback", REASON="alice prefers v1").stdout
+    assert f"'{MODEL}' @champion -> version 1 (was 2)" in out
+    wait_for(lambda: server.version() == "1", "the server to follow the rollback")
+    row = json.loads((bob.root / "models/export/golden.json").read_text())["rows"][0]
+    response = requests.post(server.url + "/predict", json={"instances": [row["inputs"]]})
+    assert response.status_code == 200, response.text
+    assert response.json()["model"]["version"] == "1"
+    assert "serve: models:/penguins-classifier@champion (SERVING_MODEL_URI)" in server.log()
     model = alice_view.get_registered_model(MODEL)
     events = [(e["action"], e["version"], e["by"]) for e in load_history(model)]
     assert events == [
