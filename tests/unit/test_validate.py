@@ -578,7 +578,7 @@ def test_leakage_names_a_feature_that_encodes_the_label_and_does_not_fail(pengui
         {
             "column": "bill_depth_mm",
             "score": 1.0,
-            "metric": "balanced_accuracy_one_feature_tree",
+            "metric": "balanced_accuracy_one_feature_knn",
         }
     ]
     allowed = _with_column(contract, "bill_depth_mm", leakage_ok=True)
