@@ -320,9 +320,10 @@ def validate_table(
             context.build_data_docs(site_names=[_DOCS_SITE])
 
     gx_checks = [_read_result(r, contract) for part in results for r in part.results]
+    share = _duplicate_share(frame)  # hashes every row: once, for the check and the report
     gx_checks += _presence(gx_checks, contract)
     checks = sorted(
-        gx_checks + _table_checks(frame, contract, min_class_rows),
+        gx_checks + _table_checks(frame, contract, min_class_rows, share),
         key=lambda c: (
             c.column is not None,
             _column_order(contract, c.column),
@@ -339,7 +340,7 @@ def validate_table(
         checks=tuple(checks),
         failures=failures,
         gx_version=gx.__version__,
-        duplicates={"share": _duplicate_share(frame), "max": contract.max_duplicates},
+        duplicates={"share": share, "max": contract.max_duplicates},
         leakage=leakage_report(frame, contract),
     )
 
@@ -387,9 +388,11 @@ def _check(column: str | None, rule: str, success: bool, threshold: dict, observ
     )
 
 
-def _table_checks(frame: pd.DataFrame, contract: Contract, min_class_rows: int) -> list[Check]:
-    """The rules a GX suite cannot say: duplicates, empty columns, the target's classes."""
-    share = _duplicate_share(frame)
+def _table_checks(
+    frame: pd.DataFrame, contract: Contract, min_class_rows: int, share: float
+) -> list[Check]:
+    """The rules a GX suite cannot say: duplicates (``share`` from :func:`_duplicate_share`),
+    empty columns, the target's classes."""
     checks = [
         _check(
             None,
