@@ -21,6 +21,7 @@ from pipeline.contract import (
 from pipeline.errors import PipelineError
 from pipeline.stages.validate import (
     CONTRACT_FORMAT,
+    _nearest,
     draft_contract,
     infer_contract,
     main,
@@ -603,3 +604,33 @@ def test_a_categorical_feature_that_is_the_label_renamed_is_a_suspect(penguins, 
         "score": 1.0,
         "metric": "balanced_accuracy_one_feature_category_majority",
     }
+
+
+def test_leakage_predicts_a_numeric_value_from_its_k_nearest_training_values():
+    x_train = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 12.0, np.nan])
+    classes = np.array([0, 0, 0, 1, 1, 1, 1])
+    x_test = np.array([1.5, 10.5, 6.9, np.nan, 100.0])
+    # 6.9's three nearest are 2, 10, 11; a missing value is predicted by the missing rows
+    assert _nearest(x_train, classes, x_test, 3, regression=False).tolist() == [0, 1, 1, 1, 1]
+    target = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 30.0, 7.0])
+    assert _nearest(x_train, target, x_test, 2, regression=True).tolist() == [
+        2.5, 15.0, 15.0, 7.0, 25.0,
+    ]  # fmt: skip
+
+
+def test_the_k_nearest_values_are_the_ones_a_full_sort_finds():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        x_train = np.round(rng.normal(size=int(rng.integers(1, 40))), 1)  # ties included
+        target = rng.normal(size=len(x_train))
+        x_test = np.round(rng.normal(size=20), 1)
+        k = int(rng.integers(1, 10))
+        got = _nearest(x_train, target, x_test, k, regression=True)
+        for value, mean in zip(x_test, got, strict=True):
+            distance = np.abs(x_train - value)
+            radius = np.sort(distance)[: min(k, len(x_train))].max()
+            inner, tied = target[distance < radius], np.sort(target[distance == radius])
+            need = min(k, len(x_train)) - len(inner)
+            low = (inner.sum() + tied[:need].sum()) / min(k, len(x_train))
+            high = (inner.sum() + tied[::-1][:need].sum()) / min(k, len(x_train))
+            assert low - 1e-9 <= mean <= high + 1e-9
