@@ -239,16 +239,24 @@ def _as_checked(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
 
 @contextmanager
 def _quiet_gx() -> Iterator[None]:
-    """Silence GX's loggers and library warnings for the duration of a run, then restore."""
+    """Silence GX's loggers and library warnings for the duration of a run, then restore.
+
+    Also keeps tqdm (GX's progress bars, which are off) from starting its monitor thread: a
+    second thread would keep :func:`_run_definitions` from forking.
+    """
+    from tqdm import tqdm
+
     logger = logging.getLogger("great_expectations")
-    level = logger.level
+    level, interval = logger.level, tqdm.monitor_interval
     logger.setLevel(logging.ERROR)
+    tqdm.monitor_interval = 0
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
         logger.setLevel(level)
+        tqdm.monitor_interval = interval
 
 
 def validate_table(
@@ -300,7 +308,7 @@ def validate_table(
         )
         checked = _as_checked(frame, contract)
         run_id = gx.RunIdentifier(run_name="validate")
-        results = []
+        jobs = []
         for name, expectations, columns in _suite_parts(contract):
             # Each suite in one add: suite.add_expectation() re-serialises the stored suite
             # on every call, which made a 200-column contract cost minutes (BENCHMARKS.md).
@@ -311,11 +319,8 @@ def validate_table(
             # A column part sees only its columns: GX filters the whole batch once per
             # metric, so one batch of a wide table cost time in the square of its width.
             data = checked if columns is None else checked[[c for c in columns if c in checked]]
-            results.append(
-                definition.run(
-                    batch_parameters={"dataframe": data}, result_format="BASIC", run_id=run_id
-                )
-            )
+            jobs.append((definition, data))
+        results = _run_definitions(context, jobs, run_id)
         if sites:  # the Data Docs are rendered from the stored results, one page per part
             context.build_data_docs(site_names=[_DOCS_SITE])
 
@@ -343,6 +348,73 @@ def validate_table(
         duplicates={"share": share, "max": contract.max_duplicates},
         leakage=leakage_report(frame, contract),
     )
+
+
+#: Parts from which the GX runs are shared between two processes (see _run_definitions).
+PARALLEL_MIN_PARTS = 6
+
+
+def _run_definitions(context: Any, jobs: list[tuple[Any, pd.DataFrame]], run_id: Any) -> list:
+    """Run each ``(validation definition, frame)``; the results also land in the context's
+    store, from which the Data Docs are built.
+
+    With at least ``PARALLEL_MIN_PARTS`` parts, two usable CPUs and ``os.fork``, every second
+    part runs in a forked child (GX is already imported and the suites are stored, so the
+    child starts at once); it sends back the serialised results, which the parent puts in its
+    store exactly as GX had stored them. The fork happens before any GX run and only while this
+    is the process's only thread (see :func:`_quiet_gx`), so no lock can be held by a thread
+    the child lacks. A child that fails makes its parts run here instead: the outcome never
+    depends on the fork.
+    """
+    import json
+    import os
+    import threading
+
+    def run(part: list[tuple[Any, pd.DataFrame]]) -> list:
+        return [
+            definition.run(
+                batch_parameters={"dataframe": data}, result_format="BASIC", run_id=run_id
+            )
+            for definition, data in part
+        ]
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if (
+        len(jobs) < PARALLEL_MIN_PARTS
+        or (cpus or 1) < 2
+        or not hasattr(os, "fork")
+        or threading.active_count() > 1
+    ):
+        return run(jobs)
+    mine, theirs = jobs[0::2], jobs[1::2]
+    store = context.validation_results_store
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run its parts, send their stored form, exit without cleanup
+        code = 1
+        try:
+            os.close(read)
+            run(theirs)
+            entries = [
+                (store.key_to_tuple(key), store.store_backend.get(store.key_to_tuple(key)))
+                for key in store.list_keys()
+            ]
+            with os.fdopen(write, "w", encoding="utf-8") as pipe:
+                json.dump(entries, pipe)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    results = run(mine)
+    with os.fdopen(read, encoding="utf-8") as pipe:
+        payload = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not payload:
+        return results + run(theirs)
+    for key, serialised in json.loads(payload):
+        store.store_backend.set(tuple(key), serialised)
+        results.append(store.deserialize(serialised))
+    return results
 
 
 def _presence(checks: list[Check], contract: Contract) -> list[Check]:
