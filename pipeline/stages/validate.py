@@ -4,7 +4,8 @@ The expectation suite is built from the :class:`~pipeline.contract.Contract` alo
 real GX validation definitions in an ephemeral (in-memory) context, so no ``gx/`` project folder
 is ever created; the Data Docs are then built from the stored results into the directory the
 caller names. The suite runs in parts (the table checks, then groups of columns each on a frame
-of its own columns) because GX's cost per metric grows with the batch's width. The outcome is
+of its own columns) because GX's cost per metric grows with the batch's width; on a wide
+table every second part runs in a forked child (:func:`_run_definitions`). The outcome is
 a :class:`ValidationReport` whose ``failures`` say, in plain
 words, which column broke which rule.
 
