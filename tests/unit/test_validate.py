@@ -202,33 +202,39 @@ def test_data_docs_are_written_where_asked(penguins, contract, tmp_path, monkeyp
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]  # no gx/ project folder
 
 
+def _wide_frame() -> tuple[pd.DataFrame, Contract]:
+    """24 numeric features and a target: 4 parts (table, x00-x09, x10-x19, x20-target)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"x{i:02d}": rng.normal(size=30) for i in range(24)})
+    frame["target"] = rng.choice(["a", "b"], size=30)
+    contract = infer_contract(frame, "target")
+    frame.loc[:1, "x03"] = 1e6  # in the second part: the child's
+    frame.loc[5, "x15"] = -1e6  # in the third: the parent's
+    return frame, contract
+
+
 _TWO_PROCESSES = """
 import json, sys, threading
-import numpy as np, pandas as pd
-import pipeline.stages.validate as v
 from pathlib import Path
+import pipeline.stages.validate as v
+from tests.unit.test_validate import _wide_frame
 
-rng = np.random.default_rng(0)
-frame = pd.DataFrame({f"x{i:02d}": rng.normal(size=30) for i in range(24)})
-frame["target"] = rng.choice(["a", "b"], size=30)
-contract = v.infer_contract(frame, "target")  # parts: table, x00-x09, x10-x19, x20-target
-frame.loc[:1, "x03"] = 1e6  # in the child's part
-frame.loc[5, "x15"] = -1e6  # in the parent's
-out = {}
-for name, parts in (("forked", 3), ("serial", 10**6)):
-    v.PARALLEL_MIN_PARTS = parts
-    threads = threading.active_count()  # 1, or it would not fork
-    report = v.validate_table(frame, contract, Path(name))
-    pages = sorted(str(p) for p in Path(name, "validations").rglob("*.html"))
-    out[name] = {"threads": threads, "report": report.to_dict(), "pages": pages}
-json.dump(out, sys.stdout, default=str)
+v.PARALLEL_MIN_PARTS = 3  # (default 6)
+threads = threading.active_count()  # 1, or it would not fork
+report = v.validate_table(*_wide_frame(), Path("docs"))
+base = Path("docs", "validations")
+pages = sorted(p.relative_to(base).parts[0] for p in base.rglob("*.html"))  # suite names
+json.dump({"threads": threads, "report": report.to_dict(), "pages": pages}, sys.stdout)
 """
 
 
-def test_a_wide_table_validated_in_two_processes_reports_what_one_process_does(tmp_path, repo_root):
+def test_a_wide_table_validated_in_two_processes_reports_what_one_process_does(
+    tmp_path, repo_root, monkeypatch
+):
     """Every second part of the suite runs in a forked child; its results merge exactly.
 
-    In a fresh interpreter, so that no thread another test left behind stops the fork."""
+    The forked run is in a fresh interpreter, so that no thread another test left behind
+    stops the fork."""
     proc = subprocess.run(
         [sys.executable, "-c", _TWO_PROCESSES],
         cwd=tmp_path,
@@ -237,13 +243,16 @@ def test_a_wide_table_validated_in_two_processes_reports_what_one_process_does(t
         text=True,
         check=True,
     )
-    forked, serial = json.loads(proc.stdout).values()
-    assert forked["threads"] == 1  # so the first run did fork
-    assert forked["report"] == serial["report"]
+    forked = json.loads(proc.stdout)
+    assert forked["threads"] == 1  # so it did fork
+    monkeypatch.setattr("pipeline.stages.validate.PARALLEL_MIN_PARTS", 10**6)
+    serial = validate_table(*_wide_frame(), tmp_path / "serial")
+    assert forked["report"] == json.loads(json.dumps(serial.to_dict()))
     failures = [f.split(":")[0] for f in forked["report"]["failures"]]
     assert failures == ["column 'x03'", "column 'x15'"]
-    pages = [[p.split("/")[2] for p in run["pages"]] for run in (forked, serial)]  # suites
-    assert pages[0] == pages[1] and len(pages[0]) == 4  # one Data Docs page per part
+    base = tmp_path / "serial" / "validations"
+    pages = sorted(p.relative_to(base).parts[0] for p in base.rglob("*.html"))
+    assert forked["pages"] == pages and len(pages) == 4  # one Data Docs page per part
 
 
 # --------------------------------------------------------------------------- the CLI
