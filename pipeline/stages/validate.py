@@ -406,10 +406,12 @@ def _run_definitions(context: Any, jobs: list[tuple[Any, pd.DataFrame]], run_id:
         finally:
             os._exit(code)
     os.close(write)
-    results = run(mine)
-    with os.fdopen(read, encoding="utf-8") as pipe:
-        payload = pipe.read()
-    _, status = os.waitpid(pid, 0)
+    try:
+        results = run(mine)
+    finally:  # even if this side raised: the child is read to its end and reaped
+        with os.fdopen(read, encoding="utf-8") as pipe:
+            payload = pipe.read()
+        _, status = os.waitpid(pid, 0)
     if status != 0 or not payload:
         return results + run(theirs)
     for key, serialised in json.loads(payload):
