@@ -3,8 +3,9 @@
 Generates a seeded table (numeric features with some missing values, categorical features, a
 categorical target) and the contract that describes it, then runs the real stage
 (``python -m pipeline.stages.validate``: the GX checkpoint, its Data Docs and result.json) in a
-temporary directory. Prints one line per repeat (wall-clock and CPU seconds: on a shared
-machine the CPU time is the steadier figure) and the best wall time.
+temporary directory. Prints one line per repeat (wall-clock and CPU seconds, and the 1-minute
+load average at its end: on a shared machine the CPU time is the steadier figure) and the
+best wall time.
 
     python -m benchmarks.bench_validate [--columns 200] [--rows 10000] [--repeat 2]
 """
@@ -93,7 +94,8 @@ def main() -> None:
         for i in range(args.repeat):
             wall, cpu = run_once(workdir)
             times.append(wall)
-            print(f"  run {i + 1}: validate {wall:6.1f} s wall, {cpu:6.1f} s CPU")
+            load = os.getloadavg()[0]  # the machine is shared: say how busy it was
+            print(f"  run {i + 1}: validate {wall:6.1f} s wall, {cpu:6.1f} s CPU, load {load:.2f}")
         print(f"  best: {min(times):.1f} s wall")
 
 

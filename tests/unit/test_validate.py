@@ -21,6 +21,7 @@ from pipeline.contract import (
 from pipeline.errors import PipelineError
 from pipeline.stages.validate import (
     CONTRACT_FORMAT,
+    _nearest,
     draft_contract,
     infer_contract,
     main,
@@ -199,6 +200,59 @@ def test_data_docs_are_written_where_asked(penguins, contract, tmp_path, monkeyp
     assert (tmp_path / "docs" / "index.html").is_file()
     assert list((tmp_path / "docs" / "validations" / "data_contract").rglob("*.html"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]  # no gx/ project folder
+
+
+def _wide_frame() -> tuple[pd.DataFrame, Contract]:
+    """24 numeric features and a target: 4 parts (table, x00-x09, x10-x19, x20-target)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({f"x{i:02d}": rng.normal(size=30) for i in range(24)})
+    frame["target"] = rng.choice(["a", "b"], size=30)
+    contract = infer_contract(frame, "target")
+    frame.loc[:1, "x03"] = 1e6  # in the second part: the child's
+    frame.loc[5, "x15"] = -1e6  # in the third: the parent's
+    return frame, contract
+
+
+_TWO_PROCESSES = """
+import json, sys, threading
+from pathlib import Path
+import pipeline.stages.validate as v
+from tests.unit.test_validate import _wide_frame
+
+v.PARALLEL_MIN_PARTS = 3  # (default 6)
+threads = threading.active_count()  # 1, or it would not fork
+report = v.validate_table(*_wide_frame(), Path("docs"))
+base = Path("docs", "validations")
+pages = sorted(p.relative_to(base).parts[0] for p in base.rglob("*.html"))  # suite names
+json.dump({"threads": threads, "report": report.to_dict(), "pages": pages}, sys.stdout)
+"""
+
+
+def test_a_wide_table_validated_in_two_processes_reports_what_one_process_does(
+    tmp_path, repo_root, monkeypatch
+):
+    """Every second part of the suite runs in a forked child; its results merge exactly.
+
+    The forked run is in a fresh interpreter, so that no thread another test left behind
+    stops the fork."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _TWO_PROCESSES],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(repo_root)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    forked = json.loads(proc.stdout)
+    assert forked["threads"] == 1  # so it did fork
+    monkeypatch.setattr("pipeline.stages.validate.PARALLEL_MIN_PARTS", 10**6)
+    serial = validate_table(*_wide_frame(), tmp_path / "serial")
+    assert forked["report"] == json.loads(json.dumps(serial.to_dict()))
+    failures = [f.split(":")[0] for f in forked["report"]["failures"]]
+    assert failures == ["column 'x03'", "column 'x15'"]
+    base = tmp_path / "serial" / "validations"
+    pages = sorted(p.relative_to(base).parts[0] for p in base.rglob("*.html"))
+    assert forked["pages"] == pages and len(pages) == 4  # one Data Docs page per part
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -578,7 +632,7 @@ def test_leakage_names_a_feature_that_encodes_the_label_and_does_not_fail(pengui
         {
             "column": "bill_depth_mm",
             "score": 1.0,
-            "metric": "balanced_accuracy_one_feature_tree",
+            "metric": "balanced_accuracy_one_feature_knn",
         }
     ]
     allowed = _with_column(contract, "bill_depth_mm", leakage_ok=True)
@@ -603,3 +657,33 @@ def test_a_categorical_feature_that_is_the_label_renamed_is_a_suspect(penguins, 
         "score": 1.0,
         "metric": "balanced_accuracy_one_feature_category_majority",
     }
+
+
+def test_leakage_predicts_a_numeric_value_from_its_k_nearest_training_values():
+    x_train = np.array([0.0, 1.0, 2.0, 10.0, 11.0, 12.0, np.nan])
+    classes = np.array([0, 0, 0, 1, 1, 1, 1])
+    x_test = np.array([1.5, 10.5, 6.9, np.nan, 100.0])
+    # 6.9's three nearest are 2, 10, 11; a missing value is predicted by the missing rows
+    assert _nearest(x_train, classes, x_test, 3, regression=False).tolist() == [0, 1, 1, 1, 1]
+    target = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 30.0, 7.0])
+    assert _nearest(x_train, target, x_test, 2, regression=True).tolist() == [
+        2.5, 15.0, 15.0, 7.0, 25.0,
+    ]  # fmt: skip
+
+
+def test_the_k_nearest_values_are_the_ones_a_full_sort_finds():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        x_train = np.round(rng.normal(size=int(rng.integers(1, 40))), 1)  # ties included
+        target = rng.normal(size=len(x_train))
+        x_test = np.round(rng.normal(size=20), 1)
+        k = int(rng.integers(1, 10))
+        got = _nearest(x_train, target, x_test, k, regression=True)
+        for value, mean in zip(x_test, got, strict=True):
+            distance = np.abs(x_train - value)
+            radius = np.sort(distance)[: min(k, len(x_train))].max()
+            inner, tied = target[distance < radius], np.sort(target[distance == radius])
+            need = min(k, len(x_train)) - len(inner)
+            low = (inner.sum() + tied[:need].sum()) / min(k, len(x_train))
+            high = (inner.sum() + tied[::-1][:need].sum()) / min(k, len(x_train))
+            assert low - 1e-9 <= mean <= high + 1e-9
