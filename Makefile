@@ -26,6 +26,7 @@ export GIT_PYTHON_REFRESH := quiet
         ingest validate preprocess train evaluate export gate infer-contract \
         register promote rollback ui serve image image-test push-image \
         bench-pipeline bench-validate bench-model bench-serve compare ci clean system-deps dvc mlflow \
+        check-estimators \
         test-readme ci-act jenkins-lint-deps
 
 help: ## List the targets
@@ -126,6 +127,11 @@ bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change
 
 bench-validate: env ## Time validate on a generated 200-column x 10,000-row table (GX + Data Docs)
 	$(BIN)/python -m benchmarks.bench_validate $(BENCH_VALIDATE_ARGS)
+
+# Minutes per pair (a full pipeline each), so not part of `make test`.
+CHECK_ESTIMATORS_ARGS ?=
+check-estimators: env ## Every estimator x table it supports, in a clone: dvc exp run, gate, make serve, golden /predict
+	$(BIN)/python -m benchmarks.check_estimators $(CHECK_ESTIMATORS_ARGS)
 
 bench-model: env ## Latency of every estimator x task, native model vs its ONNX graph: one row and 1,000 rows
 	$(BIN)/python -m benchmarks.bench_model --params params.yaml
