@@ -200,6 +200,13 @@ def http(url: str, body: Any = None, token: str | None = None) -> tuple[int, Any
         return status, raw.decode(errors="replace")
 
 
+def server_log_tail(text: str, lines: int = 6) -> str:
+    """The server log's last ``lines`` lines that are not access-log records (JSON lines):
+    what the server said about itself (a model that failed its golden check, a bad setting)."""
+    said = [line for line in text.strip().splitlines() if not line.startswith('{"time"')]
+    return " | ".join(said[-lines:])
+
+
 def format_table(results: list[Result]) -> list[str]:
     lines = [
         "| estimator | table | task | gate | key metric | /predict | seconds |",
@@ -323,23 +330,26 @@ class Server:
 
     def wait_ready(self) -> float:
         started = time.monotonic()
+        last = "no answer"
         while time.monotonic() - started < READY_DEADLINE_S:
             if self.proc is not None and self.proc.poll() is not None:
                 raise CheckFailure(f"`make serve` exited {self.proc.returncode}: {self.tail()}")
             try:
-                status, _ = http(self.url + "/health/ready")
+                status, body = http(self.url + "/health/ready")
                 if status == 200:
                     return time.monotonic() - started
+                last = f"{status} {body}"
             except OSError:
                 pass
             time.sleep(0.5)
-        raise CheckFailure(f"not ready within {READY_DEADLINE_S:.0f} s: {self.tail()}")
+        raise CheckFailure(
+            f"not ready within {READY_DEADLINE_S:.0f} s (last /health/ready: {last}); "
+            f"server log: {self.tail()}"
+        )
 
     def tail(self) -> str:
-        lines = (
-            self.out.read_text(errors="replace").strip().splitlines() if self.out.exists() else []
-        )
-        return " | ".join(lines[-8:])
+        text = self.out.read_text(errors="replace") if self.out.exists() else ""
+        return server_log_tail(text)
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -99,3 +99,16 @@ def test_the_table_has_one_row_per_pair_and_names_the_failure():
     assert lines[2] == "| ridge | diabetes | regression | passed | r2 0.452 | 8 golden ok | 61 |"
     assert lines[3] == "| xgboost | penguins | multiclass | FAILED | - | FAILED: gate: f1 | 30 |"
     assert len(lines) == 4
+
+
+def test_the_server_log_tail_leaves_out_access_records():
+    log = (
+        "serve: the export in 'models/export'\n"
+        "[ERROR] golden row 3: prediction 126.139, expected 126.639 (tolerance 1e-05)\n"
+        '{"time":"2026-12-01T13:23:28+0000","path":"/health/ready","status":503}\n'
+    )
+    assert ce.server_log_tail(log) == (
+        "serve: the export in 'models/export' | "
+        "[ERROR] golden row 3: prediction 126.139, expected 126.639 (tolerance 1e-05)"
+    )
+    assert ce.server_log_tail("") == ""
