@@ -26,7 +26,6 @@ export GIT_PYTHON_REFRESH := quiet
         ingest validate preprocess train evaluate export gate infer-contract \
         register promote rollback ui serve image image-test push-image \
         bench-pipeline bench-validate bench-model bench-serve compare ci clean system-deps dvc mlflow \
-        check-estimators \
         test-readme ci-act jenkins-lint-deps
 
 help: ## List the targets
@@ -130,6 +129,7 @@ bench-validate: env ## Time validate on a generated 200-column x 10,000-row tabl
 
 # Minutes per pair (a full pipeline each), so not part of `make test`.
 CHECK_ESTIMATORS_ARGS ?=
+.PHONY: check-estimators
 check-estimators: env ## Every estimator x table it supports, in a clone: dvc exp run, gate, make serve, golden /predict
 	$(BIN)/python -m benchmarks.check_estimators $(CHECK_ESTIMATORS_ARGS)
 
