@@ -431,7 +431,8 @@ def run(
     pairs: list[tuple[Table, str]], workdir: Path, venv: Path, report: Callable[[str], None]
 ) -> list[Result]:
     clone = make_clone(workdir / "repo", venv)
-    report(f"check-estimators: clone of {REPO} at {clone.root}, log {clone.log}")
+    head = clone.run("git", "rev-parse", "--short", "HEAD").stdout.strip()
+    report(f"check-estimators: clone of {REPO} ({head}) at {clone.root}, log {clone.log}")
     results: list[Result] = []
     prepared: str | None = None
     for table, estimator in pairs:
