@@ -127,6 +127,12 @@ bench-pipeline: env ## Time a clean dvc repro, a no-op rerun and a params change
 bench-validate: env ## Time validate on a generated 200-column x 10,000-row table (GX + Data Docs)
 	$(BIN)/python -m benchmarks.bench_validate $(BENCH_VALIDATE_ARGS)
 
+# Minutes per pair (a full pipeline each), so not part of `make test`.
+CHECK_ESTIMATORS_ARGS ?=
+.PHONY: check-estimators
+check-estimators: env ## Every estimator x table it supports, in a clone: dvc exp run, gate, make serve, golden /predict
+	$(BIN)/python -m benchmarks.check_estimators $(CHECK_ESTIMATORS_ARGS)
+
 bench-model: env ## Latency of every estimator x task, native model vs its ONNX graph: one row and 1,000 rows
 	$(BIN)/python -m benchmarks.bench_model --params params.yaml
 
