@@ -79,30 +79,58 @@ class Prediction(NamedTuple):
         return len(self.outputs)
 
     def lines(self) -> Iterable[bytes]:
-        ts = timestamp(self.epoch)
+        # The parts every row of the record shares are serialised once, then each line is a
+        # join of bytes (a third cheaper than one dict per line through orjson).
+        head = b'{"ts":"%s","request_id":%s,"row":' % (
+            timestamp(self.epoch).encode(),
+            orjson.dumps(self.request_id),
+        )
+        middle = _shared_part(self.model, self.variant, self.served)
+        tail = b',"latency_ms":%s}' % orjson.dumps(round(self.latency_ms, 3))
+        feed = self.feed
+        if len(self.outputs) == 1:  # the common case: no per-column lists
+            inputs = {}
+            for name, onnx_name, numeric in self.columns:
+                value = feed[onnx_name].item(0)
+                inputs[name] = (None if value != value else value) if numeric else (value or None)
+            yield b"".join(
+                (head, b"0", middle, orjson.dumps(inputs), b',"output":',
+                 orjson.dumps(self.outputs[0]), tail)
+            )  # fmt: skip
+            return
         columns = []
         for name, onnx_name, numeric in self.columns:
-            values = self.feed[onnx_name].ravel().tolist()
+            values = feed[onnx_name].ravel().tolist()
             if numeric:
                 values = [None if v != v else v for v in values]  # NaN -> null
             else:
                 values = [v or None for v in values]  # "" (the graph's missing) -> null
             columns.append((name, values))
-        latency = round(self.latency_ms, 3)
         for i, output in enumerate(self.outputs):
-            yield orjson.dumps(
-                {
-                    "ts": ts,
-                    "request_id": self.request_id,
-                    "row": i,
-                    "model": self.model,
-                    "variant": self.variant,
-                    "served": self.served,
-                    "inputs": {name: values[i] for name, values in columns},
-                    "output": output,
-                    "latency_ms": latency,
-                }
-            )
+            inputs = {name: values[i] for name, values in columns}
+            yield b"".join(
+                (head, str(i).encode(), middle, orjson.dumps(inputs), b',"output":',
+                 orjson.dumps(output), tail)
+            )  # fmt: skip
+
+
+_SHARED: dict[tuple[str, str, str, bool], bytes] = {}
+
+
+def _shared_part(model: dict[str, str], variant: str, served: bool) -> bytes:
+    """``,"model":{...},"variant":"...","served":...,"inputs":`` for this model and variant."""
+    key = (model.get("name", ""), model.get("version", ""), variant, served)
+    part = _SHARED.get(key)
+    if part is None:
+        if len(_SHARED) > 64:  # versions come and go with reloads
+            _SHARED.clear()
+        part = b',"model":%s,"variant":%s,"served":%s,"inputs":' % (
+            orjson.dumps(model),
+            orjson.dumps(variant),
+            b"true" if served else b"false",
+        )
+        _SHARED[key] = part
+    return part
 
 
 class JsonLinesWriter:
