@@ -25,6 +25,7 @@ BUILTIN_PACKAGES: dict[str, str] = {"penguins": "palmerpenguins"}
 #: Datasets that ship inside an installed package, so nothing is downloaded at run time.
 BUILTIN: dict[str, Callable[[], pd.DataFrame]] = {"penguins": _penguins}
 
+
 def _read_csv(source: str) -> pd.DataFrame:
     import pandas as pd
 
