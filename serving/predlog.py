@@ -215,10 +215,18 @@ class JsonLinesWriter:
         data = b"\n".join(lines) + b"\n"
         try:
             self._append(data)
-            self.on_count("written", len(lines))
+            self._count("written", len(lines))
         except OSError as exc:
-            self.on_count("failed", len(lines))
+            self._count("failed", len(lines))
             log.error("cannot write %s: %s", self.path.name, exc.strerror)
+
+    def _count(self, outcome: str, n: int) -> None:
+        # The metrics store may already be closed while the last lines are written (shutdown,
+        # an app torn down in tests): a count that cannot be kept must not stop the writer.
+        try:
+            self.on_count(outcome, n)
+        except Exception:
+            log.debug("prediction log: could not count %d %s row(s)", n, outcome)
 
     def _append(self, data: bytes) -> None:
         fd = self._open()

@@ -212,3 +212,21 @@ def test_records_submitted_while_the_writer_drains_are_all_written(tmp_path):
     written = [r["i"] for r in lines(path)]
     assert len(written) == 60_000
     assert set(written) == {n * 100_000 + i for n in range(3) for i in range(20_000)}
+
+
+def test_a_count_that_fails_does_not_stop_the_writer(tmp_path):
+    """At shutdown the metrics store can be closed before the writer's last batch: the lines
+    are still written, and the writer keeps going."""
+
+    def closed_store(outcome: str, n: int) -> None:
+        raise ValueError("operation forbidden on released memoryview object")
+
+    path = tmp_path / "p.jsonl"
+    writer = JsonLinesWriter(
+        path, max_bytes=1 << 20, backups=1, queue_size=100, on_count=closed_store
+    )
+    for i in range(3):
+        writer.submit(json.dumps({"i": i}).encode())
+        writer.flush()
+    writer.close()
+    assert [r["i"] for r in lines(path)] == [0, 1, 2]
