@@ -171,8 +171,8 @@ image-test: image env ## Build and run the image; check health, non-root user, g
 bench-serve: export ## wrk: our server vs mlflow models serve (1 and 100 rows), 60 s soak, time to ready
 	$(BIN)/python -m benchmarks.bench_serve --model-dir $(MODEL_DIR) $(BENCH_SERVE_ARGS)
 
-bench-serve-log: export ## The prediction log's cost: one-row runs with it on and off, 5 interleaved rounds
-	$(BIN)/python -m benchmarks.bench_serve --model-dir $(MODEL_DIR) --log-cost 5 --seconds 10 $(BENCH_SERVE_ARGS)
+bench-serve-log: export ## The prediction log's cost: log off, on, on for every row, in 20 rotating 3 s one-row runs
+	$(BIN)/python -m benchmarks.bench_serve --model-dir $(MODEL_DIR) --log-cost 20 --seconds 3 $(BENCH_SERVE_ARGS)
 
 PREDICTION_LOG ?= $(SERVING_PREDICTION_LOG)
 FEEDBACK_LOG ?= $(SERVING_FEEDBACK_LOG)

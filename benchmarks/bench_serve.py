@@ -452,42 +452,109 @@ def bench_server(
         )
 
 
+#: The prediction log's variants ``--log-cost`` compares (extra server environment, or None
+#: for the log off): as shipped, and logging every row (no rate limit).
+LOG_VARIANTS: dict[str, dict[str, str] | None] = {
+    "log off": None,
+    "log on": {},
+    "every row": {"SERVING_PREDICTION_LOG_RATE_LIMIT": "0"},
+}
+
+
 def log_cost(model_dir, work, extra_env, body, headers, args) -> int:
-    """The prediction log's cost: one-row runs with it on and off, interleaved ``ROUNDS``
-    times, each with the server's CPU seconds per request (robust to other jobs)."""
+    """The prediction log's cost: three servers up side by side (log off, log on as shipped,
+    log on for every row), measured in turn with ``ROUNDS`` short one-row runs each (the
+    order rotated each round, the servers restarted every 10 rounds). This machine's speed
+    drifts by 10-30% over tens of seconds; runs seconds apart in rotation see the same
+    drift, so the ratio of their sums measures the log, not the drift (each set of servers is
+    started in another order). Also the server's
+    CPU seconds per request and the share of rows the shipped log wrote."""
     from serving.server import usable_cpus
 
     workers = float(extra_env.get("SERVING_WORKERS") or usable_cpus())
-    results: dict[str, list[tuple[float, float, float]]] = {"log on": [], "log off": []}
-    for round_ in range(args.log_cost):
-        for name in results:
-            server = start_ours(model_dir, work, extra_env, prediction_log=name == "log on")
-            try:
-                server.wait("/metrics", lambda s, b: ready_workers(s, b) >= workers)
+    names = list(LOG_VARIANTS)
+    totals = {name: [0, 0.0, 0.0] for name in names}  # requests, seconds, CPU seconds
+    ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
+    p99s: dict[str, list[float]] = {name: [] for name in names}
+    servers: dict[str, Server] = {}
+    logged_rows = {name: 0 for name in names[1:]}
+
+    def count_logged(sign: int = 1) -> None:
+        for name in names[1:]:
+            _, text = http(f"http://127.0.0.1:{servers[name].port}/metrics")
+            match = re.search(
+                r'^serving_prediction_log_rows_total\{outcome="written"\} (\S+)$', text, re.M
+            )
+            logged_rows[name] += sign * float(match[1]) if match else 0
+
+    try:
+        for round_ in range(args.log_cost):
+            if round_ % 10 == 0:  # a fresh set: no one process's luck decides the result
+                if servers:
+                    count_logged()
+                for server in servers.values():
+                    server.stop()
+                servers = {}
+                first = round_ // 10 % len(names)  # each set starts them in another order
+                for name in names[first:] + names[:first]:
+                    env = LOG_VARIANTS[name]
+                    server_env = {**extra_env, **(env or {})}
+                    servers[name] = start_ours(
+                        model_dir, work, server_env, prediction_log=env is not None
+                    )
+                for server in servers.values():
+                    server.wait("/metrics", lambda s, b: ready_workers(s, b) >= workers)
+                    url = f"http://127.0.0.1:{server.port}/predict"
+                    run_wrk(url, body, headers, connections=16, seconds=args.warmup, label="warm")
+                count_logged(-1)  # the warm-up's rows are not counted
+            shift = round_ % len(names)
+            rps = {}
+            for name in names[shift:] + names[:shift]:
+                server = servers[name]
                 url = f"http://127.0.0.1:{server.port}/predict"
-                run_wrk(url, body, headers, connections=16, seconds=args.warmup, label="warm-up")
                 cpu = tree_cpu_s(server.proc.pid)
                 run = run_wrk(url, body, headers, connections=16, seconds=args.seconds, label=name)
-                cpu_us = (tree_cpu_s(server.proc.pid) - cpu) / max(run.requests, 1) * 1e6
-                results[name].append((run.rps, run.p99_ms, cpu_us))
-                print(
-                    f"  round {round_ + 1}, {name}: {run.rps:,.0f} req/s, p99 {run.p99_ms:.2f} ms, "
-                    f"server CPU {cpu_us:.0f} us/request, non-2xx {run.non_2xx}, "
-                    f"socket errors {run.socket_errors} (load {run.load_before:.2f})",
-                    flush=True,
-                )
-            finally:
-                server.stop()
-    on, off = (
-        [statistics.median(v[i] for v in results[k]) for i in range(3)]
-        for k in ("log on", "log off")
-    )
+                total = totals[name]
+                total[0] += run.requests
+                total[1] += run.seconds
+                total[2] += tree_cpu_s(server.proc.pid) - cpu
+                p99s[name].append(run.p99_ms)
+                rps[name] = run.rps
+                if run.non_2xx or run.socket_errors:
+                    print(f"  {name}: non-2xx {run.non_2xx}, socket errors {run.socket_errors}")
+            for name in names[1:]:
+                ratios[name].append(rps[name] / rps["log off"])
+            print(
+                f"  round {round_ + 1}: "
+                + ", ".join(f"{name} {rps[name]:,.0f}" for name in names)
+                + f" req/s (load {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
+        count_logged()
+    finally:
+        for server in servers.values():
+            server.stop()
+    rate = {name: totals[name][0] / totals[name][1] for name in names}
+    cpu_us = {name: totals[name][2] / max(totals[name][0], 1) * 1e6 for name in names}
     print(
-        f"Prediction log cost (median of {args.log_cost} interleaved rounds): "
-        f"{on[0]:,.0f} vs {off[0]:,.0f} req/s ({(1 - on[0] / off[0]) * 100:+.1f}% throughput), "
-        f"server CPU {on[2]:.0f} vs {off[2]:.0f} us/request ({(on[2] / off[2] - 1) * 100:+.1f}%)",
+        f"Prediction log cost ({args.log_cost} rotating rounds of {args.seconds} s, "
+        f"16 connections, one row; log off {rate['log off']:,.0f} req/s, "
+        f"{cpu_us['log off']:.0f} us server CPU/request, median p99 "
+        f"{statistics.median(p99s['log off']):.2f} ms):",
         flush=True,
     )
+    for name in names[1:]:
+        quartiles = statistics.quantiles(ratios[name], n=4) if len(ratios[name]) > 1 else [1] * 3
+        print(
+            f"  {name}: {rate[name]:,.0f} req/s, throughput cost "
+            f"{(1 - rate[name] / rate['log off']) * 100:+.1f}% (per-round median "
+            f"{(1 - statistics.median(ratios[name])) * 100:+.1f}%, quartiles "
+            f"{(1 - quartiles[2]) * 100:+.1f}% to {(1 - quartiles[0]) * 100:+.1f}%); server CPU "
+            f"{cpu_us[name]:.0f} us/request ({(cpu_us[name] / cpu_us['log off'] - 1) * 100:+.1f}%)"
+            f"; median p99 {statistics.median(p99s[name]):.2f} ms; rows logged "
+            f"{logged_rows[name] / max(totals[name][0], 1) * 100:.0f}% of requests",
+            flush=True,
+        )
     return 0
 
 

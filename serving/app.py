@@ -240,7 +240,7 @@ def _api_blueprint(state: ServingState) -> Blueprint:
         except RequestError as exc:
             return _error(exc)
         predictions, outputs = _score(store, model, feed)
-        logged = predictions_log is not None and predictions_log.wants()
+        logged = predictions_log is not None and predictions_log.wants(n)
         if logged:
             predictions_log.submit(
                 Prediction(
@@ -534,7 +534,7 @@ def _open_logs(state: ServingState) -> None:
     def counter(family: str):
         indexes = {
             outcome: store.index(family, (("outcome", outcome),))
-            for outcome in ("written", "dropped", "failed")
+            for outcome in ("written", "dropped", "failed", "rate_limited")
         }
         return lambda outcome, n: store.inc(indexes[outcome], n)
 
@@ -549,7 +549,10 @@ def _open_logs(state: ServingState) -> None:
 
     if config.prediction_log is not None:
         state.prediction_log = PredictionLog(
-            writer(config.prediction_log, m.PREDICTION_LOG), config.prediction_log_sample
+            writer(config.prediction_log, m.PREDICTION_LOG),
+            config.prediction_log_sample,
+            config.prediction_log_rate_limit,
+            on_count=counter(m.PREDICTION_LOG),
         )
     if config.feedback_log is not None:
         state.feedback_log = writer(config.feedback_log, m.FEEDBACK)

@@ -66,6 +66,9 @@ class ServingConfig:
     prediction_log: Path | None = None
     #: Fraction of requests whose rows are logged (drawn per request).
     prediction_log_sample: float = 1.0
+    #: Rows a worker logs per second at most (a token bucket of one second's worth): every
+    #: row below it, a sample above it; 0 for no limit.
+    prediction_log_rate_limit: float = 100.0
     #: Size at which the prediction (and feedback) log is rotated, and how many old files stay.
     prediction_log_max_bytes: int = 100 << 20
     prediction_log_backups: int = 5
@@ -109,6 +112,7 @@ class ServingConfig:
             ("reload_interval", "SERVING_RELOAD_INTERVAL", float),
             ("body_timeout", "SERVING_BODY_TIMEOUT", float),
             ("prediction_log_sample", "SERVING_PREDICTION_LOG_SAMPLE", float),
+            ("prediction_log_rate_limit", "SERVING_PREDICTION_LOG_RATE_LIMIT", float),
             ("canary_percent", "SERVING_CANARY_PERCENT", float),
             ("prediction_log_max_bytes", "SERVING_PREDICTION_LOG_MAX_BYTES", int),
             ("prediction_log_backups", "SERVING_PREDICTION_LOG_BACKUPS", int),
@@ -202,6 +206,11 @@ class ServingConfig:
             raise ConfigError(
                 "SERVING_PREDICTION_LOG_SAMPLE must be a fraction from 0 to 1, "
                 f"not {self.prediction_log_sample}."
+            )
+        if not 0.0 <= self.prediction_log_rate_limit < float("inf"):
+            raise ConfigError(
+                "SERVING_PREDICTION_LOG_RATE_LIMIT must be rows per second per worker, 0 for "
+                f"no limit, not {self.prediction_log_rate_limit}."
             )
         if self.prediction_log_max_bytes < 4096 or self.prediction_log_queue < 1:
             raise ConfigError(

@@ -61,7 +61,10 @@ FAMILIES = {
     LATENCY: ("histogram", "Time from receiving a request to returning its response."),
     PREDICTIONS: ("counter", "Predicted rows by predicted class and variant."),
     PREDICTION_VALUE: ("histogram", "Predicted values of a regression model, by variant."),
-    PREDICTION_LOG: ("counter", "Prediction log rows: written, dropped (queue full), failed."),
+    PREDICTION_LOG: (
+        "counter",
+        "Prediction log rows: written, dropped (queue full), failed, rate_limited (not logged).",
+    ),
     FEEDBACK: ("counter", "Feedback rows: written, dropped (queue full), failed."),
     SHADOW_FAILURES: ("counter", "Requests the shadow challenger could not score."),
     MODEL_INFO: ("gauge", "Processes serving each model version (name, version, source, variant)."),

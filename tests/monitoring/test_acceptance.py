@@ -56,6 +56,7 @@ def served(tmp_path_factory, splits, contract):
         {
             "SERVING_MODEL_DIR": str(build_export(root / "model")),
             "SERVING_PREDICTION_LOG": str(logs / "predictions.jsonl"),
+            "SERVING_PREDICTION_LOG_RATE_LIMIT": "0",  # every row: both windows are counted
             "SERVING_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
         },
         root,
@@ -184,6 +185,7 @@ def regression_served(tmp_path_factory, splits):
         {
             "SERVING_MODEL_DIR": str(build_regression_export(root / "model")),
             "SERVING_PREDICTION_LOG": str(logs / "predictions.jsonl"),
+            "SERVING_PREDICTION_LOG_RATE_LIMIT": "0",  # every row: the windows are counted
             "SERVING_FEEDBACK_LOG": str(logs / "feedback.jsonl"),
             "SERVING_WORKERS": "1",
         },

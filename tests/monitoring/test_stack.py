@@ -117,6 +117,7 @@ def stack(tmp_path_factory, splits, contract):
                 {
                     "SERVING_MODEL_DIR": str(model),
                     "SERVING_PREDICTION_LOG": str(root / "logs" / "predictions.jsonl"),
+                    "SERVING_PREDICTION_LOG_RATE_LIMIT": "0",  # the shifted rows are counted
                 },
                 root,
                 "healthy",

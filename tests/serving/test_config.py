@@ -43,6 +43,11 @@ from serving.model import ModelError, locate_model_files
             {"SERVING_RELOAD_INTERVAL": "-1"},
             "SERVING_RELOAD_INTERVAL must be 0 (off) or a number of seconds.",
         ),
+        (
+            {"SERVING_PREDICTION_LOG_RATE_LIMIT": "-5"},
+            "SERVING_PREDICTION_LOG_RATE_LIMIT must be rows per second per worker, 0 for no "
+            "limit, not -5.0.",
+        ),
     ],
 )
 def test_bad_settings_are_refused(env, message):

@@ -230,3 +230,42 @@ def test_a_count_that_fails_does_not_stop_the_writer(tmp_path):
         writer.flush()
     writer.close()
     assert [r["i"] for r in lines(path)] == [0, 1, 2]
+
+
+def test_rate_limit_logs_small_traffic_in_full_and_caps_a_burst(make_app, row, tmp_path):
+    """Below SERVING_PREDICTION_LOG_RATE_LIMIT rows per second every row is logged; a
+    request that overdraws the bucket is still logged whole, and the requests after it are
+    not until the bucket refills: counted as rate_limited, never an error."""
+    app = make_app(prediction_log=tmp_path / "p.jsonl", prediction_log_rate_limit=2)
+    client = app.test_client()
+    big = client.post("/predict", json={"instances": [row] * 100})
+    assert big.status_code == 200
+    for _ in range(9):  # the bucket is 98 rows short: 49 s at 2 rows/s
+        assert client.post("/predict", json={"instances": [row]}).status_code == 200
+    flush(app)
+    records = lines(tmp_path / "p.jsonl")
+    assert len(records) == 100 and {r["request_id"] for r in records} == {
+        big.get_json()["request_id"]
+    }
+    samples = metric_samples(client.get("/metrics").get_data(as_text=True))
+    family = "serving_prediction_log_rows_total"
+    assert samples[(family, (("outcome", "written"),))] == 100
+    assert samples[(family, (("outcome", "rate_limited"),))] == 9
+
+
+def test_rate_limit_refills_with_time():
+    """The bucket holds one second's worth and refills at the limit."""
+    from serving.predlog import PredictionLog
+
+    counted = []
+    log = PredictionLog(
+        writer=None, sample=1.0, rate_limit=10, on_count=lambda o, n: counted.append((o, n))
+    )
+    assert [log.wants(1) for _ in range(12)] == [True] * 10 + [False] * 2
+    assert counted == [("rate_limited", 1)] * 2
+    log._refilled -= 0.5  # noqa: SLF001 - half a second later: 5 rows' worth
+    assert [log.wants(1) for _ in range(6)] == [True] * 5 + [False]
+    log._refilled -= 60  # noqa: SLF001 - a long quiet spell refills one second's worth, no more
+    assert sum(log.wants(1) for _ in range(20)) == 10
+    unlimited = PredictionLog(writer=None, sample=1.0, rate_limit=0)
+    assert all(unlimited.wants(100) for _ in range(1000))

@@ -55,6 +55,7 @@ def test_canary_split_is_sticky_and_promotion_drops_nothing(
         SERVING_ROLLOUT="canary",
         SERVING_CANARY_PERCENT="10",
         SERVING_PREDICTION_LOG=str(log),
+        SERVING_PREDICTION_LOG_RATE_LIMIT="0",  # compare below counts every request
         SERVING_FEEDBACK_LOG=str(tmp_path / "feedback.jsonl"),
     )
     wait_variants(server)
@@ -152,6 +153,7 @@ def test_shadow_scores_logs_and_never_returns_the_challenger(
         MLFLOW_TRACKING_URI=registry.uri,
         SERVING_ROLLOUT="shadow",
         SERVING_PREDICTION_LOG=str(log),
+        SERVING_PREDICTION_LOG_RATE_LIMIT="0",  # every row: the records are counted below
     )
     wait_variants(server)
     known = [r for r in golden["rows"] if not is_unseen(r)]

@@ -106,6 +106,7 @@ def test_predict_health_metrics_access_log_across_workers(
         SERVING_RUNTIME_DIR=str(runtime),
         SERVING_ADDRESS_FILE=str(tmp_path / "address"),
         SERVING_PREDICTION_LOG=str(tmp_path / "predictions.jsonl"),
+        SERVING_PREDICTION_LOG_RATE_LIMIT="0",  # every row: the lines are counted below
     )
     assert (tmp_path / "address").read_text() == f"127.0.0.1:{server.port}\n"
     healthcheck = subprocess.run(
