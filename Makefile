@@ -25,7 +25,7 @@ export GIT_PYTHON_REFRESH := quiet
 .PHONY: help env run repro test test-unit test-integration test-serving test-ci lint format \
         ingest validate preprocess train evaluate export gate infer-contract \
         register promote rollback ui serve image image-test push-image \
-        bench-pipeline bench-validate bench-model bench-serve bench-serve-log compare ci clean system-deps dvc mlflow \
+        bench-pipeline bench-validate bench-model bench-serve bench-serve-log bench-serve-loop compare ci clean system-deps dvc mlflow \
         test-readme ci-act jenkins-lint-deps
 
 help: ## List the targets
@@ -173,6 +173,9 @@ bench-serve: export ## wrk: our server vs mlflow models serve (1 and 100 rows), 
 
 bench-serve-log: export ## The prediction log's cost: log off, on, on for every row, in 20 rotating 3 s one-row runs
 	$(BIN)/python -m benchmarks.bench_serve --model-dir $(MODEL_DIR) --log-cost 20 --seconds 3 $(BENCH_SERVE_ARGS)
+
+bench-serve-loop: export ## SERVING_LOOP uvloop against asyncio: 20 rotating 3 s one-row runs
+	$(BIN)/python -m benchmarks.bench_serve --model-dir $(MODEL_DIR) --loop-cost 20 --seconds 3 $(BENCH_SERVE_ARGS)
 
 PREDICTION_LOG ?= $(SERVING_PREDICTION_LOG)
 FEEDBACK_LOG ?= $(SERVING_FEEDBACK_LOG)

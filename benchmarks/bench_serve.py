@@ -454,6 +454,8 @@ def bench_server(
 
 #: The prediction log's variants ``--log-cost`` compares (extra server environment, or None
 #: for the log off): as shipped, and logging every row (no rate limit).
+#: Each maps a server's name to its extra environment (None: the prediction log off); the
+#: first is the baseline the others are compared with.
 LOG_VARIANTS: dict[str, dict[str, str] | None] = {
     "log off": None,
     "log on": {},
@@ -461,7 +463,14 @@ LOG_VARIANTS: dict[str, dict[str, str] | None] = {
 }
 
 
-def log_cost(model_dir, work, extra_env, body, headers, args) -> int:
+#: The event loop granian runs the RSGI app on (``SERVING_LOOP``), the prediction log as shipped.
+LOOP_VARIANTS: dict[str, dict[str, str] | None] = {
+    "asyncio": {"SERVING_LOOP": "asyncio"},
+    "uvloop": {"SERVING_LOOP": "uvloop"},
+}
+
+
+def variant_cost(model_dir, work, extra_env, body, headers, args, variants, rounds) -> int:
     """The prediction log's cost: three servers up side by side (log off, log on as shipped,
     log on for every row), measured in turn with ``ROUNDS`` short one-row runs each (the
     order rotated each round, the servers restarted every 10 rounds). This machine's speed
@@ -472,7 +481,8 @@ def log_cost(model_dir, work, extra_env, body, headers, args) -> int:
     from serving.server import usable_cpus
 
     workers = float(extra_env.get("SERVING_WORKERS") or usable_cpus())
-    names = list(LOG_VARIANTS)
+    names = list(variants)
+    base = names[0]
     totals = {name: [0, 0.0, 0.0] for name in names}  # requests, seconds, CPU seconds
     ratios: dict[str, list[float]] = {name: [] for name in names[1:]}
     p99s: dict[str, list[float]] = {name: [] for name in names}
@@ -488,7 +498,7 @@ def log_cost(model_dir, work, extra_env, body, headers, args) -> int:
             logged_rows[name] += sign * float(match[1]) if match else 0
 
     try:
-        for round_ in range(args.log_cost):
+        for round_ in range(rounds):
             if round_ % 10 == 0:  # a fresh set: no one process's luck decides the result
                 if servers:
                     count_logged()
@@ -497,7 +507,7 @@ def log_cost(model_dir, work, extra_env, body, headers, args) -> int:
                 servers = {}
                 first = round_ // 10 % len(names)  # each set starts them in another order
                 for name in names[first:] + names[:first]:
-                    env = LOG_VARIANTS[name]
+                    env = variants[name]
                     server_env = {**extra_env, **(env or {})}
                     servers[name] = start_ours(
                         model_dir, work, server_env, prediction_log=env is not None
@@ -523,7 +533,7 @@ def log_cost(model_dir, work, extra_env, body, headers, args) -> int:
                 if run.non_2xx or run.socket_errors:
                     print(f"  {name}: non-2xx {run.non_2xx}, socket errors {run.socket_errors}")
             for name in names[1:]:
-                ratios[name].append(rps[name] / rps["log off"])
+                ratios[name].append(rps[name] / rps[base])
             print(
                 f"  round {round_ + 1}: "
                 + ", ".join(f"{name} {rps[name]:,.0f}" for name in names)
@@ -537,20 +547,19 @@ def log_cost(model_dir, work, extra_env, body, headers, args) -> int:
     rate = {name: totals[name][0] / totals[name][1] for name in names}
     cpu_us = {name: totals[name][2] / max(totals[name][0], 1) * 1e6 for name in names}
     print(
-        f"Prediction log cost ({args.log_cost} rotating rounds of {args.seconds} s, "
-        f"16 connections, one row; log off {rate['log off']:,.0f} req/s, "
-        f"{cpu_us['log off']:.0f} us server CPU/request, median p99 "
-        f"{statistics.median(p99s['log off']):.2f} ms):",
+        f"Against {base} ({rounds} rotating rounds of {args.seconds} s, 16 connections, one "
+        f"row; {base} {rate[base]:,.0f} req/s, {cpu_us[base]:.0f} us server CPU/request, "
+        f"median p99 {statistics.median(p99s[base]):.2f} ms):",
         flush=True,
     )
     for name in names[1:]:
         quartiles = statistics.quantiles(ratios[name], n=4) if len(ratios[name]) > 1 else [1] * 3
         print(
             f"  {name}: {rate[name]:,.0f} req/s, throughput cost "
-            f"{(1 - rate[name] / rate['log off']) * 100:+.1f}% (per-round median "
+            f"{(1 - rate[name] / rate[base]) * 100:+.1f}% (per-round median "
             f"{(1 - statistics.median(ratios[name])) * 100:+.1f}%, quartiles "
             f"{(1 - quartiles[2]) * 100:+.1f}% to {(1 - quartiles[0]) * 100:+.1f}%); server CPU "
-            f"{cpu_us[name]:.0f} us/request ({(cpu_us[name] / cpu_us['log off'] - 1) * 100:+.1f}%)"
+            f"{cpu_us[name]:.0f} us/request ({(cpu_us[name] / cpu_us[base] - 1) * 100:+.1f}%)"
             f"; median p99 {statistics.median(p99s[name]):.2f} ms; rows logged "
             f"{logged_rows[name] / max(totals[name][0], 1) * 100:.0f}% of requests",
             flush=True,
@@ -583,7 +592,15 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         metavar="ROUNDS",
         default=0,
-        help="only measure the prediction log: ROUNDS interleaved one-row runs with it on and off",
+        help="only measure the prediction log: ROUNDS rotating one-row runs with it off, on as "
+        "shipped and on for every row",
+    )
+    parser.add_argument(
+        "--loop-cost",
+        type=int,
+        metavar="ROUNDS",
+        default=0,
+        help="only compare the event loops (SERVING_LOOP asyncio, uvloop): ROUNDS rotating runs",
     )
     args = parser.parse_args(argv)
 
@@ -627,9 +644,14 @@ def main(argv: list[str] | None = None) -> int:
         f"load {report.machine['load_at_start']:.2f}; scratch {work}",
         flush=True,
     )
-    if args.log_cost:
+    if args.log_cost or args.loop_cost:
+        variants, rounds = (
+            (LOG_VARIANTS, args.log_cost) if args.log_cost else (LOOP_VARIANTS, args.loop_cost)
+        )
         try:
-            return log_cost(model_dir, work, extra_env, bodies["1 row"], auth, args)
+            return variant_cost(
+                model_dir, work, extra_env, bodies["1 row"], auth, args, variants, rounds
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
     try:

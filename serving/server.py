@@ -65,6 +65,13 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> i
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, not {value!r}.")
+    return value
+
+
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name, "").strip()
     if not raw:
@@ -110,6 +117,8 @@ def granian_command(env: Mapping[str, str]) -> list[str]:
         str(workers),
         "--runtime-threads",
         "1",
+        "--loop",
+        _choice(env, "SERVING_LOOP", ("uvloop", "asyncio"), "uvloop"),
         "--backlog",
         str(_int(env, "SERVING_BACKLOG", 2048, minimum=128)),
         "--http1-header-read-timeout",

@@ -72,12 +72,18 @@ def test_granian_command_from_settings(tmp_path):
     assert flags["--interface"] == "rsgi"
     assert (flags["--host"], flags["--port"], flags["--workers"]) == ("0.0.0.0", "9000", "3")
     assert flags["--http1-header-read-timeout"] == "2000"
+    assert flags["--loop"] == "uvloop"  # the default; asyncio on request
+    assert "asyncio" in granian_command({"SERVING_LOOP": "asyncio"})
     assert "--respawn-failed-workers" in command
     assert command[-1] == "serving.rsgi:create_rsgi_app"
     with pytest.raises(ConfigError, match="SERVING_BIND must be host:port, not '8000'"):
         granian_command({"SERVING_BIND": "8000"})
     with pytest.raises(ConfigError, match="SERVING_WORKERS must be a whole number, not 'two'"):
         granian_command({"SERVING_WORKERS": "two"})
+    with pytest.raises(
+        ConfigError, match="SERVING_LOOP must be one of uvloop, asyncio, not 'trio'"
+    ):
+        granian_command({"SERVING_LOOP": "trio"})
     with pytest.raises(ConfigError, match="set both SERVING_TLS_CERT and SERVING_TLS_KEY"):
         granian_command({"SERVING_TLS_CERT": str(tmp_path / "c.pem")})
 
