@@ -555,10 +555,10 @@ def variant_cost(model_dir, work, extra_env, body, headers, args, variants, roun
     for name in names[1:]:
         quartiles = statistics.quantiles(ratios[name], n=4) if len(ratios[name]) > 1 else [1] * 3
         print(
-            f"  {name}: {rate[name]:,.0f} req/s, throughput cost "
-            f"{(1 - rate[name] / rate[base]) * 100:+.1f}% (per-round median "
-            f"{(1 - statistics.median(ratios[name])) * 100:+.1f}%, quartiles "
-            f"{(1 - quartiles[2]) * 100:+.1f}% to {(1 - quartiles[0]) * 100:+.1f}%); server CPU "
+            f"  {name}: {rate[name]:,.0f} req/s, throughput against {base} "
+            f"{(rate[name] / rate[base] - 1) * 100:+.1f}% (per-round median "
+            f"{(statistics.median(ratios[name]) - 1) * 100:+.1f}%, quartiles "
+            f"{(quartiles[0] - 1) * 100:+.1f}% to {(quartiles[2] - 1) * 100:+.1f}%); server CPU "
             f"{cpu_us[name]:.0f} us/request ({(cpu_us[name] / cpu_us[base] - 1) * 100:+.1f}%)"
             f"; median p99 {statistics.median(p99s[name]):.2f} ms; rows logged "
             f"{logged_rows[name] / max(totals[name][0], 1) * 100:.0f}% of requests",

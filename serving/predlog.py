@@ -304,7 +304,7 @@ class PredictionLog:
     ``sample`` is the fraction of requests logged. ``rate_limit`` caps the rows a worker logs
     per second with a token bucket holding one second's worth: below it every sampled row
     is logged, above it requests are logged while tokens last (a request takes as many as it
-    has rows) and the rest are counted as ``rate_limited``. Logging every row costs 6-8% of
+    has rows) and the rest are counted as ``rate_limited``. Logging every row cost 6-15% of
     one-row throughput at full load on 2 cores (BENCHMARKS.md); the limit bounds that cost
     and the disk a busy server fills, and leaves small traffic logged in full."""
 
