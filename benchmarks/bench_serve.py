@@ -710,22 +710,18 @@ def main(argv: list[str] | None = None) -> int:
         anchor = start_anchor(model_dir, work)
         try:
             anchor.wait("/predict", lambda s, b: s in (200, 405))
-            run_wrk(
-                f"http://127.0.0.1:{anchor.port}/predict",
-                bodies["1 row"],
-                plain,
-                connections=16,
-                seconds=args.warmup,
-                label="warm-up",
-            )
-            result = run_wrk(
-                f"http://127.0.0.1:{anchor.port}/predict",
-                bodies["1 row"],
-                plain,
-                connections=16,
-                seconds=args.seconds,
-                label="anchor (bare Flask + gunicorn + onnxruntime), 1 row",
-            )
+            for seconds, label in (
+                (args.warmup, "warm-up"),
+                (args.seconds, "anchor (bare Flask + gunicorn + onnxruntime), 1 row"),
+            ):
+                result = run_wrk(
+                    f"http://127.0.0.1:{anchor.port}/predict",
+                    bodies["1 row"],
+                    plain,
+                    connections=16,
+                    seconds=seconds,
+                    label=label,
+                )
             report.runs.append(result)
             print(
                 f"  {result.label}: {result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, "

@@ -531,28 +531,27 @@ class _Instrumented:
 def _open_logs(state: ServingState) -> None:
     config, store = state.config, state.store
 
-    def counter(family: str):
+    def writer(path: Path, family: str, *extra_outcomes: str) -> JsonLinesWriter:
         indexes = {
             outcome: store.index(family, (("outcome", outcome),))
-            for outcome in ("written", "dropped", "failed", "rate_limited")
+            for outcome in ("written", "dropped", "failed", *extra_outcomes)
         }
-        return lambda outcome, n: store.inc(indexes[outcome], n)
-
-    def writer(path: Path, family: str) -> JsonLinesWriter:
         return JsonLinesWriter(
             path,
             max_bytes=config.prediction_log_max_bytes,
             backups=config.prediction_log_backups,
             queue_size=config.prediction_log_queue,
-            on_count=counter(family),
+            on_count=lambda outcome, n: store.inc(indexes[outcome], n),
         )
 
     if config.prediction_log is not None:
+        # Only predictions are rate-limited; the limit counts into the writer's family.
+        predictions = writer(config.prediction_log, m.PREDICTION_LOG, "rate_limited")
         state.prediction_log = PredictionLog(
-            writer(config.prediction_log, m.PREDICTION_LOG),
+            predictions,
             config.prediction_log_sample,
             config.prediction_log_rate_limit,
-            on_count=counter(m.PREDICTION_LOG),
+            on_count=predictions.on_count,
         )
     if config.feedback_log is not None:
         state.feedback_log = writer(config.feedback_log, m.FEEDBACK)
