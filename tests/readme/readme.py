@@ -27,7 +27,7 @@ NOT_RUN: dict[str, str] = {
     "make ui": "a server on the fixed port 5000 that runs until Ctrl-C; tests/ui drives the same "
     "UI on a free port",
     "make serve": "a server on the fixed port 8000 that runs until Ctrl-C; tests/serving runs the "
-    "same gunicorn set-up on free ports",
+    "same server (python -m serving.server) on free ports",
     "SERVING_API_TOKEN=s3cret make serve": "as `make serve`",
     "SERVING_MODEL_URI=models:/penguins-classifier@champion make serve": "as `make serve`",
     "curl -s http://127.0.0.1:8000/": "talks to the `make serve` above",
