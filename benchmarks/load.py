@@ -110,8 +110,9 @@ def run_callers(n: int, target, *args, **kwargs) -> list[threading.Thread]:
 
 class SlowClients:
     """``n`` connections that send a request's headers (``mode="headers"``) or its body
-    (``mode="body"``) one byte per ``interval`` seconds, reconnecting when the server closes
-    them. Counts how the server ended each (``closed``) and what it answered (``answers``)."""
+    (``mode="body"``) one byte per ``interval`` seconds, reconnecting one interval after the
+    server answers or closes them. Counts how the server ended each (``closed``) and what it
+    answered (``answers``)."""
 
     def __init__(
         self,
@@ -173,6 +174,9 @@ class SlowClients:
                     self.closed += 1
             finally:
                 sock.close()
+            # A slow client's pace also when the server answers at once (a 401 before the
+            # body): one new connection per interval, not a flood of fast requests.
+            self.stop.wait(self.interval)
 
     def start(self) -> SlowClients:
         self.threads = [threading.Thread(target=self._one, daemon=True) for _ in range(self.n)]
