@@ -11,7 +11,9 @@ for well under a millisecond, like a sync worker, with no thread hand-off).
 Answers given here, before the app, are JSON like the app's own errors: 408 when the body
 does not arrive within ``SERVING_BODY_TIMEOUT`` seconds, 400 when the connection ends
 before the body does (a short body then a half-close, a malformed chunked body), 413 when
-the body is over ``SERVING_MAX_BODY_BYTES``.
+the body is over ``SERVING_MAX_BODY_BYTES``, 400 naming the header when ``Authorization``,
+``Content-Type`` or ``Host`` holds a value that is not ASCII (granian hands such a value to no
+one) or an HTTP/1.1 request has no ``Host``.
 
 Also here because they concern every request: the JSON access log (one object per line,
 ``SERVING_ACCESS_LOG``) and the request id (``X-Request-ID`` from the client, else a new
@@ -40,6 +42,10 @@ REQUEST_ID_HEADER = "x-request-id"
 #: A client's request id is kept when it is this simple; anything else is replaced.
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _JSON_HEADERS = [("content-type", "application/json")]
+#: Headers the server acts on, with the names its errors give them. granian leaves a header
+#: whose value is not ASCII out of ``scope.headers.get``/``items`` (its name stays in ``keys``):
+#: such a value is refused by name, never read as absent ("missing bearer token").
+_READ_HEADERS = {"authorization": "Authorization", "content-type": "Content-Type", "host": "Host"}
 #: How often a worker looks for the drain file (one stat call).
 DRAIN_CHECK_SECONDS = 0.05
 
@@ -63,6 +69,27 @@ class _BodyError(Exception):
     def __init__(self, status: int, rule: str, message: str, field: str | None = None):
         super().__init__(message)
         self.status, self.rule, self.message, self.field = status, rule, message, field
+
+
+def _header_error(scope) -> _BodyError | None:
+    """400 for a header the server reads that granian could not hand over as text, and for an
+    HTTP/1.1 request without ``Host`` (RFC 9112 section 3.2)."""
+    headers = scope.headers
+    absent = [name for name in _READ_HEADERS if headers.get(name) is None]
+    if not absent:
+        return None
+    present = headers.keys()
+    for name in absent:
+        if name in present:
+            return _BodyError(
+                400,
+                "header",
+                "the value could not be read: header values must be ASCII text",
+                _READ_HEADERS[name],
+            )
+    if "host" in absent and scope.http_version == "1.1":
+        return _BodyError(400, "host", "an HTTP/1.1 request must have a Host header", "Host")
+    return None
 
 
 class AccessLog:
@@ -149,6 +176,10 @@ class RSGIBridge:
         started = time.perf_counter()
         headers = scope.headers
         request_id = request_id_from(headers.get(REQUEST_ID_HEADER))
+        refused = _header_error(scope)
+        if refused is not None:
+            self._respond_error(scope, protocol, started, request_id, refused)
+            return
         try:
             body = await self._read_body(scope, protocol)
         except _BodyError as exc:

@@ -389,3 +389,41 @@ def test_https_with_a_self_signed_certificate(live_server, exported_model, row, 
         requests.get(server.url + "/health/live", timeout=5)  # not trusted without the cert
     plain = raw_exchange(server, b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n", timeout=5)
     assert b'"alive"' not in plain  # no plain HTTP on the TLS port
+
+
+def test_unreadable_headers_and_a_missing_host_are_named(live_server, exported_model, row):
+    # granian hands a non-ASCII header value to no one: Authorization read as absent said
+    # "missing bearer token" and a request without Host was served. Now 400 naming the header.
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model), SERVING_API_TOKEN=TOKEN, SERVING_WORKERS="1"
+    )
+    body = json.dumps({"instances": [row]}).encode()
+
+    def post(*headers: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+        lines = [b"POST /predict " + version, *headers, b"Content-Length: %d" % len(body)]
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+    host, auth = b"Host: t", b"Authorization: Bearer " + TOKEN.encode()
+    json_type = b"Content-Type: application/json"
+    for request, field in (
+        (post(host, b"Authorization: Bearer " + "é".encode(), json_type), "Authorization"),
+        (post(host, b"Authorization: Bearer \xe9" + TOKEN.encode(), json_type), "Authorization"),
+        (post(host, auth, b"Content-Type: application/json\xe9"), "Content-Type"),
+        (post(b"Host: \xc3\xa9", auth, json_type), "Host"),
+    ):
+        status, error = status_and_json(raw_exchange(server, request))
+        assert (status, error["error"]["rule"], error["error"]["field"]) == (400, "header", field)
+        assert error["error"]["message"] == (
+            "the value could not be read: header values must be ASCII text"
+        )
+    status, error = status_and_json(raw_exchange(server, post(auth, json_type)))
+    assert (status, error["error"]["rule"], error["error"]["field"]) == (400, "host", "Host")
+    assert error["error"]["message"] == "an HTTP/1.1 request must have a Host header"
+    # HTTP/1.0 needs no Host; a header the server does not read may hold any byte.
+    for request in (
+        post(auth, json_type, b"Connection: close", version=b"HTTP/1.0"),
+        post(host, auth, json_type, b"User-Agent: caf\xc3\xa9 \xff"),
+    ):
+        answer = raw_exchange(server, request)
+        assert answer.split(b"\r\n", 1)[0].endswith(b" 200 OK"), answer[:300]
+        assert b'"predictions"' in answer
