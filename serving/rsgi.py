@@ -40,7 +40,7 @@ log = logging.getLogger("serving.http")
 
 REQUEST_ID_HEADER = "x-request-id"
 #: A client's request id is kept when it is this simple; anything else is replaced.
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _JSON_HEADERS = [("content-type", "application/json")]
 #: Headers the server acts on, with the names its errors give them. granian leaves a header
 #: whose value is not ASCII out of ``scope.headers.get``/``items`` (its name stays in ``keys``):
@@ -52,7 +52,7 @@ DRAIN_CHECK_SECONDS = 0.05
 
 def request_id_from(given: str | None) -> str:
     """The client's id when it is short and plain, else a new random one."""
-    if given and _SAFE_ID.match(given):
+    if given and _SAFE_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
 
