@@ -106,7 +106,7 @@ def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
     _open_logs(state)
     _start_model(state)
 
-    app = Flask(__name__)
+    app = _Flask(__name__, static_folder=None)  # no /static/<path> route: nothing to serve
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["serving"] = state
     app.register_blueprint(_api_blueprint(state))
@@ -118,6 +118,16 @@ def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = _HostAllowList(app.wsgi_app, config.allowed_hosts)  # type: ignore[method-assign]
     app.wsgi_app = _Instrumented(app.wsgi_app, store)  # type: ignore[method-assign]
     return app
+
+
+class _Flask(Flask):
+    def make_default_options_response(self) -> Response:
+        """``OPTIONS`` on a route: 204 with ``Allow`` and no body, not Flask's empty 200
+        ``text/html``."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
 
 
 # ---------------------------------------------------------------------- responses

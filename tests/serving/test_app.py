@@ -345,6 +345,25 @@ def test_unknown_path_and_wrong_method_are_json(client):
     assert "POST" in response.headers["Allow"]
 
 
+def test_options_is_204_with_allow_and_no_html(client):
+    # Flask's automatic answer was an empty 200 text/html on every route.
+    for path, allow in (
+        ("/predict", {"OPTIONS", "POST"}),
+        ("/feedback", {"OPTIONS", "POST"}),
+        ("/metadata", {"GET", "HEAD", "OPTIONS"}),
+        ("/health/live", {"GET", "HEAD", "OPTIONS"}),
+        ("/metrics", {"GET", "HEAD", "OPTIONS"}),
+    ):
+        response = client.options(path)
+        assert response.status_code == 204, path
+        assert set(response.headers["Allow"].split(", ")) == allow
+        assert "Content-Type" not in response.headers and response.data == b""
+    error_of(client.options("/nope"), 404, "not_found")
+    # Flask's default /static/<path> route is gone: nothing here serves files.
+    error_of(client.get("/static/app.py"), 404, "not_found")
+    error_of(client.post("/static/x"), 404, "not_found")
+
+
 # ---------------------------------------------------------------------- auth
 
 
