@@ -481,7 +481,7 @@ class _HostAllowList:
 
     def __init__(self, app, hosts: tuple[str, ...]):
         self.app = app
-        self.hosts = frozenset(h.lower() for h in hosts)
+        self.hosts = frozenset(map(_host_name, hosts))
         self.body = orjson.dumps(
             {
                 "error": {
@@ -494,15 +494,25 @@ class _HostAllowList:
         )
 
     def __call__(self, environ, start_response):
-        host = environ.get("HTTP_HOST", "").lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name.strip("[]") in self.hosts or host in self.hosts:
+        if _host_name(environ.get("HTTP_HOST", "")) in self.hosts:
             return self.app(environ, start_response)
         start_response(
             "421 Misdirected Request",
             [("Content-Type", JSON), ("Content-Length", str(len(self.body)))],
         )
         return [self.body]
+
+
+def _host_name(host: str) -> str:
+    """A ``Host`` value or an allow-list entry as the bare name they are compared by: lowercase,
+    without the port, the brackets of an IPv6 address or the final dot of an absolute name."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        return name if bracket and (not rest or rest.startswith(":")) else host
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.removesuffix(".")
 
 
 class _Instrumented:

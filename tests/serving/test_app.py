@@ -691,6 +691,15 @@ def test_host_allow_list(make_app, row):
     assert samples[("serving_requests_total", (("endpoint", "/metadata"), ("status", "421")))] == 1
 
 
+def test_host_allow_list_compares_bare_names(make_app):
+    # "[::1]" was allowed only without a port, and the absolute form "name." was refused.
+    client = make_app(allowed_hosts=("[::1]", "Model.Example.org")).test_client()
+    for host in ("[::1]", "[::1]:8000", "model.example.org.", "MODEL.example.org.:8000"):
+        assert client.get("/health/live", headers={"Host": host}).status_code == 200, host
+    for host in ("[::2]:8000", "model.example.org.evil.example", "evil.example", "::1]"):
+        error_of(client.get("/health/live", headers={"Host": host}), 421, "host", "Host")
+
+
 def test_host_allow_list_from_the_environment():
     from serving.config import ServingConfig
 
