@@ -46,6 +46,9 @@ _JSON_HEADERS = [("content-type", "application/json")]
 #: whose value is not ASCII out of ``scope.headers.get``/``items`` (its name stays in ``keys``):
 #: such a value is refused by name, never read as absent ("missing bearer token").
 _READ_HEADERS = {"authorization": "Authorization", "content-type": "Content-Type", "host": "Host"}
+#: What the access log keeps of a client's path and User-Agent: granian takes headers up to
+#: about 400 KB, and a log line that long is one a log shipper splits or drops.
+LOGGED_PATH_CHARS, LOGGED_AGENT_CHARS = 1024, 256
 #: How often a worker looks for the drain file (one stat call).
 DRAIN_CHECK_SECONDS = 0.05
 
@@ -69,6 +72,12 @@ class _BodyError(Exception):
     def __init__(self, status: int, rule: str, message: str, field: str | None = None):
         super().__init__(message)
         self.status, self.rule, self.message, self.field = status, rule, message, field
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + "..."
 
 
 def _header_error(scope) -> _BodyError | None:
@@ -258,12 +267,12 @@ class RSGIBridge:
             {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "remote": scope.client.rsplit(":", 1)[0],
-                "method": scope.method,
-                "path": scope.path,
+                "method": _clip(scope.method, 32),
+                "path": _clip(scope.path, LOGGED_PATH_CHARS),
                 "status": status,
                 "bytes": size,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                "user_agent": scope.headers.get("user-agent"),
+                "user_agent": _clip(scope.headers.get("user-agent"), LOGGED_AGENT_CHARS),
                 "request_id": request_id,
             }
         )

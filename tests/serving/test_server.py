@@ -391,7 +391,7 @@ def test_https_with_a_self_signed_certificate(live_server, exported_model, row, 
     assert b'"alive"' not in plain  # no plain HTTP on the TLS port
 
 
-def test_unreadable_headers_and_a_missing_host_are_named(live_server, exported_model, row):
+def test_hostile_headers_are_named_and_never_logged_whole(live_server, exported_model, row):
     # granian hands a non-ASCII header value to no one: Authorization read as absent said
     # "missing bearer token" and a request without Host was served. Now 400 naming the header.
     server = live_server(
@@ -427,3 +427,15 @@ def test_unreadable_headers_and_a_missing_host_are_named(live_server, exported_m
         answer = raw_exchange(server, request)
         assert answer.split(b"\r\n", 1)[0].endswith(b" 200 OK"), answer[:300]
         assert b'"predictions"' in answer
+    # A 300 KB User-Agent or a 60 KB path was one access log line of that size per request.
+    for request in (
+        b"GET /health/live HTTP/1.1\r\nHost: t\r\nUser-Agent: " + b"u" * 300_000 + b"\r\n\r\n",
+        b"GET /" + b"p" * 60_000 + b" HTTP/1.1\r\nHost: t\r\nUser-Agent: ua\r\n\r\n",
+    ):
+        assert raw_exchange(server, request).split(b"\r\n", 1)[0] in (
+            b"HTTP/1.1 200 OK",
+            b"HTTP/1.1 404 Not Found",
+        )
+    *_, agent, path = server.access_log.read_text().splitlines()
+    assert len(agent) < 1000 and json.loads(agent)["user_agent"] == "u" * 256 + "..."
+    assert len(path) < 2000 and json.loads(path)["path"] == "/" + "p" * 1023 + "..."
