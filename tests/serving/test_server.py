@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from benchmarks.load import SlowClients, Tally, caller, run_callers
-from serving.server import ConfigError, granian_command
+from serving.server import ConfigError, default_max_connections, granian_command
 from tests.serving.conftest import is_unseen, metric_samples
 
 pytestmark = pytest.mark.serving
@@ -73,6 +73,8 @@ def test_granian_command_from_settings(tmp_path):
     assert (flags["--host"], flags["--port"], flags["--workers"]) == ("0.0.0.0", "9000", "3")
     assert flags["--http1-header-read-timeout"] == "2000"
     assert flags["--loop"] == "uvloop"  # the default; asyncio on request
+    assert flags["--backpressure"] == str(default_max_connections())
+    assert "7" in granian_command({"SERVING_MAX_CONNECTIONS": "7"})
     assert "asyncio" in granian_command({"SERVING_LOOP": "asyncio"})
     assert "--respawn-failed-workers" in command
     assert command[-1] == "serving.rsgi:create_rsgi_app"
@@ -439,3 +441,25 @@ def test_hostile_headers_are_named_and_never_logged_whole(live_server, exported_
     *_, agent, path = server.access_log.read_text().splitlines()
     assert len(agent) < 1000 and json.loads(agent)["user_agent"] == "u" * 256 + "..."
     assert len(path) < 2000 and json.loads(path)["path"] == "/" + "p" * 1023 + "..."
+
+
+def test_idle_connections_beyond_the_backlog_do_not_lock_out_new_clients(
+    live_server, exported_model
+):
+    # granian admits backlog/workers connections per worker at once by default (its
+    # backpressure): 200 connections that never sent a byte kept every new client waiting
+    # until the header timeout closed them (here 30 s, longer than the client waits).
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_WORKERS="1",
+        SERVING_BACKLOG="128",
+        SERVING_HEADER_TIMEOUT="30",
+    )
+    idle = [socket.create_connection((server.host, server.port)) for _ in range(200)]
+    try:
+        for _ in range(3):
+            response = requests.get(server.url + "/health/live", timeout=10)
+            assert response.json() == {"status": "alive"}
+    finally:
+        for sock in idle:
+            sock.close()
