@@ -201,6 +201,14 @@ def _api_blueprint(state: ServingState) -> Blueprint:
         content_type = environ.get("CONTENT_TYPE", "")
         if content_type != JSON and content_type.split(";", 1)[0].strip().lower() != JSON:
             raise RequestError(415, "content_type", f"Content-Type must be {JSON}", "Content-Type")
+        coding = environ.get("HTTP_CONTENT_ENCODING")
+        if coding is not None and coding.strip().lower() != "identity":
+            raise RequestError(
+                415,
+                "content_encoding",
+                "Content-Encoding must be identity: send the JSON uncompressed",
+                "Content-Encoding",
+            )
         length = environ.get("CONTENT_LENGTH")
         stream = environ["wsgi.input"]
         if length:
@@ -461,8 +469,15 @@ def _parse_lenient(raw: bytes, error: orjson.JSONDecodeError) -> Any:
     """Second chance for bodies orjson refuses: Python's json reads ``NaN``/``Infinity`` and
     overflowing numbers, so validation can name the field that holds them (422, not 400)."""
     try:
+        # JSON is UTF-8 (RFC 8259; a BOM is ignored). Bytes would let json guess UTF-16/32.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise RequestError(
+            400, "json", "the body is not valid JSON: it is not UTF-8 text"
+        ) from None
+    try:
         # An integer too long for a float64 becomes inf, so validation names its field.
-        body = json.loads(raw, parse_int=_parse_int)
+        body = json.loads(text, parse_int=_parse_int)
         orjson.dumps(body)  # refuses lone surrogates and the like, which ONNX could not take
     except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError):
         raise RequestError(

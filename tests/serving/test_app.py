@@ -137,6 +137,33 @@ def test_malformed_json_is_400_without_echo(client):
     assert "hunter2" not in response.get_data(as_text=True)
 
 
+def test_compressed_or_non_utf8_body_is_named(client, row):
+    # A gzip body was read as JSON text: 400 "str is not valid UTF-8: surrogates not allowed".
+    import gzip
+
+    body = json.dumps({"instances": [row]}).encode()
+    for coding in ("gzip", "br, gzip", "deflate"):
+        response = client.post(
+            "/predict",
+            data=gzip.compress(body),
+            content_type="application/json",
+            headers={"Content-Encoding": coding},
+        )
+        message = error_of(response, 415, "content_encoding", "Content-Encoding")
+        assert message == "Content-Encoding must be identity: send the JSON uncompressed"
+    ok = client.post("/predict", data=body, content_type="application/json",
+                     headers={"Content-Encoding": "Identity"})  # fmt: skip
+    assert ok.status_code == 200
+    for raw in (gzip.compress(body), body.replace(b'"instances"', b'"inst\xe9nces"')):
+        message = error_of(predict(client, raw), 400, "json")
+        assert message == "the body is not valid JSON: it is not UTF-8 text"
+    # JSON is UTF-8: UTF-16 and UTF-32 were accepted (json.loads guessed them); a BOM is fine.
+    for raw in (body.decode().encode("utf-16"), body.decode().encode("utf-32")):
+        assert error_of(predict(client, raw), 400, "json").endswith("it is not UTF-8 text")
+    error_of(predict(client, body.decode().encode("utf-16-le")), 400, "json")
+    assert predict(client, b"\xef\xbb\xbf" + body).status_code == 200
+
+
 def test_empty_body_is_400(client):
     message = error_of(predict(client, ""), 400, "json")
     assert "empty document" in message
