@@ -12,8 +12,9 @@ Answers given here, before the app, are JSON like the app's own errors: 408 when
 does not arrive within ``SERVING_BODY_TIMEOUT`` seconds, 400 when the connection ends
 before the body does (a short body then a half-close, a malformed chunked body), 413 when
 the body is over ``SERVING_MAX_BODY_BYTES``, 400 naming the header when ``Authorization``,
-``Content-Type`` or ``Host`` holds a value that is not ASCII (granian hands such a value to no
-one) or an HTTP/1.1 request has no ``Host``.
+``Content-Type``, ``Content-Encoding`` or ``Host`` holds a value that is not ASCII (granian
+hands such a value to no one), an HTTP/1.1 request has no ``Host`` or ``Transfer-Encoding``
+names a coding besides ``chunked``.
 
 Also here because they concern every request: the JSON access log (one object per line,
 ``SERVING_ACCESS_LOG``) and the request id (``X-Request-ID`` from the client, else a new
@@ -45,7 +46,12 @@ _JSON_HEADERS = [("content-type", "application/json")]
 #: Headers the server acts on, with the names its errors give them. granian leaves a header
 #: whose value is not ASCII out of ``scope.headers.get``/``items`` (its name stays in ``keys``):
 #: such a value is refused by name, never read as absent ("missing bearer token").
-_READ_HEADERS = {"authorization": "Authorization", "content-type": "Content-Type", "host": "Host"}
+_READ_HEADERS = {
+    "authorization": "Authorization",
+    "content-type": "Content-Type",
+    "content-encoding": "Content-Encoding",
+    "host": "Host",
+}
 #: What the access log keeps of a client's path and User-Agent: granian takes headers up to
 #: about 400 KB, and a log line that long is one a log shipper splits or drops.
 LOGGED_PATH_CHARS, LOGGED_AGENT_CHARS = 1024, 256
@@ -81,9 +87,20 @@ def _clip(text: str | None, limit: int) -> str | None:
 
 
 def _header_error(scope) -> _BodyError | None:
-    """400 for a header the server reads that granian could not hand over as text, and for an
-    HTTP/1.1 request without ``Host`` (RFC 9112 section 3.2)."""
+    """400 for a transfer coding besides chunked, for a header the server reads that granian
+    could not hand over as text, and for an HTTP/1.1 request without ``Host`` (RFC 9112
+    section 3.2)."""
     headers = scope.headers
+    if headers.get("transfer-encoding") is not None:
+        codings = ",".join(headers.get_all("transfer-encoding")).lower().split(",")
+        if [c.strip() for c in codings] != ["chunked"]:
+            # granian removes chunked and hands on the rest still encoded (RFC 9112 6.1).
+            return _BodyError(
+                400,
+                "transfer_encoding",
+                "the only transfer coding taken is chunked; send the JSON uncompressed",
+                "Transfer-Encoding",
+            )
     absent = [name for name in _READ_HEADERS if headers.get(name) is None]
     if not absent:
         return None
