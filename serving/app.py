@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from serving import metrics as m
+from serving.auth import auth_error
 from serving.config import DRAIN_FILE, ServingConfig
 from serving.feedback import parse_feedback
 from serving.metrics import MetricsStore
@@ -65,6 +65,8 @@ ENDPOINTS = (
     "/health/ready",
     "/metrics",
 )
+#: The POST endpoints that need the token: the HTTP edge checks it before reading the body.
+PROTECTED_POSTS = frozenset(("/predict", "/feedback"))
 #: How often a worker looks at the published model pointer (a stat call).
 POINTER_CHECK_SECONDS = 1.0
 
@@ -170,7 +172,6 @@ def _api_blueprint(state: ServingState) -> Blueprint:
     holder, store = state.holder, state.store
     limit = state.config.max_body_bytes
     expected = state.expected_auth
-    unauthorized_headers = {"WWW-Authenticate": 'Bearer realm="serving"'}
     predictions_log, feedback_log = state.prediction_log, state.feedback_log
     challenger, rollout = state.challenger, state.config.rollout
     key_header = "HTTP_" + state.config.rollout_key_header.upper().replace("-", "_")
@@ -179,23 +180,13 @@ def _api_blueprint(state: ServingState) -> Blueprint:
     def check_auth(environ: dict[str, Any]) -> Response | None:
         if expected is None:
             return None
-        given = environ.get("HTTP_AUTHORIZATION")
-        if given is None:
-            return _error(
-                RequestError(401, "auth", "missing bearer token", "Authorization"),
-                unauthorized_headers,
-            )
-        # The scheme is case-insensitive (RFC 9110 section 11.1), the token is not. WSGI hands
-        # headers over as latin-1 str; compare bytes so any input is comparable.
-        scheme, _, credentials = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            credentials.strip(" ").encode("latin-1", "replace"), expected
-        ):
-            return _error(
-                RequestError(401, "auth", "invalid bearer token", "Authorization"),
-                {"WWW-Authenticate": 'Bearer realm="serving", error="invalid_token"'},
-            )
-        return None
+        refused = auth_error(environ.get("HTTP_AUTHORIZATION"), expected)
+        if refused is None:
+            return None
+        message, challenge = refused
+        return _error(
+            RequestError(401, "auth", message, "Authorization"), {"WWW-Authenticate": challenge}
+        )
 
     def read_body(environ: dict[str, Any]) -> Any:
         content_type = environ.get("CONTENT_TYPE", "")

@@ -14,7 +14,9 @@ before the body does (a short body then a half-close, a malformed chunked body),
 the body is over ``SERVING_MAX_BODY_BYTES``, 400 naming the header when ``Authorization``,
 ``Content-Type``, ``Content-Encoding`` or ``Host`` holds a value that is not ASCII (granian
 hands such a value to no one), an HTTP/1.1 request has no ``Host`` or ``Transfer-Encoding``
-names a coding besides ``chunked``.
+names a coding besides ``chunked``, and with a token 401 for a POST to ``/predict`` or
+``/feedback`` without it, before its body is read. They are counted in the app's request
+metrics like its own answers.
 
 Also here because they concern every request: the JSON access log (one object per line,
 ``SERVING_ACCESS_LOG``) and the request id (``X-Request-ID`` from the client, else a new
@@ -37,9 +39,12 @@ from typing import Any
 
 import orjson
 
+from serving.auth import auth_error
+
 log = logging.getLogger("serving.http")
 
 REQUEST_ID_HEADER = "x-request-id"
+_SLASHES = re.compile(r"/{2,}")
 #: A client's request id is kept when it is this simple; anything else is replaced.
 _SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _JSON_HEADERS = [("content-type", "application/json")]
@@ -75,9 +80,17 @@ def _error_body(status: int, rule: str, message: str, field: str | None = None) 
 
 
 class _BodyError(Exception):
-    def __init__(self, status: int, rule: str, message: str, field: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        rule: str,
+        message: str,
+        field: str | None = None,
+        challenge: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.rule, self.message, self.field = status, rule, message, field
+        self.challenge = challenge  # WWW-Authenticate, for a 401
 
 
 def _clip(text: str | None, limit: int) -> str | None:
@@ -152,8 +165,17 @@ class RSGIBridge:
         body_timeout: float,
         access_log: str | None = None,
         drain_file: Path | None = None,
+        expected_auth: bytes | None = None,
+        protected_posts: frozenset[str] = frozenset(),
+        observe: Callable[[str, int, float], None] | None = None,
     ):
         self.app = wsgi_app
+        #: With a token, a POST to these paths is refused before its body is read: a client
+        #: without the token cannot make a worker buffer (and wait for) a body.
+        self.expected_auth = expected_auth
+        self.protected_posts = protected_posts
+        #: Counts the answers given here (path, status, seconds) where the app counts its own.
+        self.observe = observe
         self.drain_file = drain_file
         self._draining = False
         self._drain_checked = 0.0
@@ -203,6 +225,8 @@ class RSGIBridge:
         headers = scope.headers
         request_id = request_id_from(headers.get(REQUEST_ID_HEADER))
         refused = _header_error(scope)
+        if refused is None and self.expected_auth is not None and scope.method == "POST":
+            refused = self._auth_error(scope)
         if refused is not None:
             self._respond_error(scope, protocol, started, request_id, refused)
             return
@@ -272,10 +296,26 @@ class RSGIBridge:
     def _no_write(data: bytes) -> None:
         raise RuntimeError("the write() callable is not supported; return the body")
 
+    def _auth_error(self, scope) -> _BodyError | None:
+        path = scope.path
+        if "//" in path:  # the app's router merges slashes
+            path = _SLASHES.sub("/", path)
+        if path not in self.protected_posts:
+            return None
+        refused = auth_error(scope.headers.get("authorization"), self.expected_auth)
+        if refused is None:
+            return None
+        message, challenge = refused
+        return _BodyError(401, "auth", message, "Authorization", challenge)
+
     def _respond_error(self, scope, protocol, started, request_id, exc: _BodyError) -> None:
         body = _error_body(exc.status, exc.rule, exc.message, exc.field)
         headers = [*_JSON_HEADERS, ("x-request-id", request_id), ("connection", "close")]
+        if exc.challenge is not None:
+            headers.append(("www-authenticate", exc.challenge))
         protocol.response_bytes(exc.status, headers, body)
+        if self.observe is not None:
+            self.observe(scope.path, exc.status, time.perf_counter() - started)
         if self.access.enabled:
             self._log(scope, exc.status, len(body), started, request_id)
 
@@ -332,7 +372,7 @@ class RSGIBridge:
 def create_rsgi_app() -> RSGIBridge:
     """granian's target (``serving.rsgi:create_rsgi_app`` with ``--factory``): the Flask app
     of ``serving.app.create_app()`` behind the bridge, configured from ``SERVING_*``."""
-    from serving.app import create_app
+    from serving.app import ENDPOINTS, PROTECTED_POSTS, create_app
     from serving.config import DRAIN_FILE
     from serving.server import configure_logging
 
@@ -340,10 +380,18 @@ def create_rsgi_app() -> RSGIBridge:
     app = create_app()
     state = app.extensions["serving"]
     config = state.config
+    endpoints = {path: path for path in ENDPOINTS}
+
+    def observe(path: str, status: int, seconds: float) -> None:
+        state.store.observe_request(endpoints.get(path, "other"), status, seconds)
+
     return RSGIBridge(
         app.wsgi_app,
         max_body_bytes=config.max_body_bytes,
         body_timeout=config.body_timeout,
         access_log=os.environ.get("SERVING_ACCESS_LOG", "-"),
         drain_file=state.runtime_dir / DRAIN_FILE,
+        expected_auth=state.expected_auth,
+        protected_posts=PROTECTED_POSTS,
+        observe=observe,
     )

@@ -294,7 +294,9 @@ def test_slow_clients_do_not_disturb_normal_ones(live_server, exported_model, ro
     slow = [
         SlowClients(server.host, server.port, 15, "body", TOKEN, interval=0.5).start(),
         SlowClients(server.host, server.port, 15, "headers", TOKEN, interval=0.5).start(),
-        SlowClients(server.host, server.port, 10, "body", None, interval=0.5).start(),
+        # Without the token a body is refused before it is read (401 at once, and SlowClients
+        # reconnects at once: a flood, not slow): here tokenless clients trickle headers.
+        SlowClients(server.host, server.port, 10, "headers", None, interval=0.5).start(),
     ]
     try:
         time.sleep(1)  # the slow connections are open and trickling
@@ -312,10 +314,10 @@ def test_slow_clients_do_not_disturb_normal_ones(live_server, exported_model, ro
     assert tally.ok > 100
     assert (tally.reset, tally.refused, dict(tally.status)) == (0, 0, {})
     # Every slow client was cut off by a deadline: 408 JSON for a body, closed for headers.
-    body_answers = slow[0].answers + slow[2].answers
-    assert set(body_answers) == {"408"}, body_answers
-    assert slow[1].closed + sum(slow[1].answers.values()) >= 15
-    assert "200" not in slow[1].answers
+    assert set(slow[0].answers) == {"408"}, slow[0].answers
+    for headers_only, n in ((slow[1], 15), (slow[2], 10)):
+        assert headers_only.closed + sum(headers_only.answers.values()) >= n
+        assert "200" not in headers_only.answers
 
 
 def test_sigterm_turns_ready_503_then_finishes_every_request(live_server, exported_model, row):
@@ -477,3 +479,40 @@ def test_idle_connections_beyond_the_backlog_do_not_lock_out_new_clients(
     finally:
         for sock in idle:
             sock.close()
+
+
+def test_a_post_without_the_token_is_refused_before_its_body(live_server, exported_model, row):
+    # The edge read (and waited for) the whole body before the app checked the token: a client
+    # without it could hold a worker's memory and a connection for SERVING_BODY_TIMEOUT. The
+    # edge's own answers (401, 413, ...) were also missing from serving_requests_total.
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_API_TOKEN=TOKEN,
+        SERVING_WORKERS="1",
+        SERVING_BODY_TIMEOUT="30",
+    )
+    head = b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    promised = b"Content-Length: 900000\r\n\r\n{"  # the body never comes
+    for path, auth, message in (
+        (b"/predict", b"", "missing bearer token"),
+        (b"//predict", b"Authorization: Bearer wrong\r\n", "invalid bearer token"),
+        (b"/feedback", b"Authorization: Basic eA==\r\n", "invalid bearer token"),
+    ):
+        answer = raw_exchange(server, head % path + auth + promised, timeout=10)
+        status, error = status_and_json(answer)
+        assert (status, error["error"]["field"], error["error"]["message"]) == (
+            401,
+            "Authorization",
+            message,
+        )
+        assert b"www-authenticate: bearer realm=" in answer.lower()
+    body = json.dumps({"instances": [row]}).encode()
+    ok = raw_exchange(server, head % b"/predict" + b"Authorization: Bearer " + TOKEN.encode()
+                      + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)  # fmt: skip
+    assert status_and_json(ok)[0] == 200
+    samples = metric_samples(requests.get(server.url + "/metrics", timeout=10).text)
+    total = "serving_requests_total"
+    assert samples[(total, (("endpoint", "/predict"), ("status", "401")))] == 1
+    assert samples[(total, (("endpoint", "/feedback"), ("status", "401")))] == 1
+    assert samples[(total, (("endpoint", "other"), ("status", "401")))] == 1  # //predict
+    assert samples[(total, (("endpoint", "/predict"), ("status", "200")))] == 1
