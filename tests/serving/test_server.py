@@ -447,14 +447,22 @@ def test_hostile_headers_are_named_and_never_logged_whole(live_server, exported_
         assert b'"predictions"' in answer
     # A 300 KB User-Agent or a 60 KB path was one access log line of that size per request.
     for request in (
-        b"GET /health/live HTTP/1.1\r\nHost: t\r\nUser-Agent: " + b"u" * 300_000 + b"\r\n\r\n",
-        b"GET /" + b"p" * 60_000 + b" HTTP/1.1\r\nHost: t\r\nUser-Agent: ua\r\n\r\n",
+        b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Request-ID: long-agent\r\n"
+        b"User-Agent: " + b"u" * 300_000 + b"\r\n\r\n",
+        b"GET /" + b"p" * 60_000 + b" HTTP/1.1\r\nHost: t\r\nX-Request-ID: long-path\r\n\r\n",
     ):
         assert raw_exchange(server, request).split(b"\r\n", 1)[0] in (
             b"HTTP/1.1 200 OK",
             b"HTTP/1.1 404 Not Found",
         )
-    *_, agent, path = server.access_log.read_text().splitlines()
+    logged: dict[str, str] = {}
+    for _ in range(100):  # the worker writes its log line just after the answer
+        lines = server.access_log.read_text().splitlines()
+        logged = {json.loads(line)["request_id"]: line for line in lines}
+        if "long-agent" in logged and "long-path" in logged:
+            break
+        time.sleep(0.05)
+    agent, path = logged["long-agent"], logged["long-path"]
     assert len(agent) < 1000 and json.loads(agent)["user_agent"] == "u" * 256 + "..."
     assert len(path) < 2000 and json.loads(path)["path"] == "/" + "p" * 1023 + "..."
 
