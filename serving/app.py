@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import hmac
 import json
 import logging
 import os
@@ -33,6 +32,7 @@ from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from serving import metrics as m
+from serving.auth import auth_error
 from serving.config import DRAIN_FILE, ServingConfig
 from serving.feedback import parse_feedback
 from serving.metrics import MetricsStore
@@ -65,6 +65,8 @@ ENDPOINTS = (
     "/health/ready",
     "/metrics",
 )
+#: The POST endpoints that need the token: the HTTP edge checks it before reading the body.
+PROTECTED_POSTS = frozenset(("/predict", "/feedback"))
 #: How often a worker looks at the published model pointer (a stat call).
 POINTER_CHECK_SECONDS = 1.0
 
@@ -106,7 +108,7 @@ def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
     _open_logs(state)
     _start_model(state)
 
-    app = Flask(__name__)
+    app = _Flask(__name__, static_folder=None)  # no /static/<path> route: nothing to serve
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions["serving"] = state
     app.register_blueprint(_api_blueprint(state))
@@ -118,6 +120,16 @@ def create_app(config: ServingConfig | dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = _HostAllowList(app.wsgi_app, config.allowed_hosts)  # type: ignore[method-assign]
     app.wsgi_app = _Instrumented(app.wsgi_app, store)  # type: ignore[method-assign]
     return app
+
+
+class _Flask(Flask):
+    def make_default_options_response(self) -> Response:
+        """``OPTIONS`` on a route: 204 with ``Allow`` and no body, not Flask's empty 200
+        ``text/html``."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
 
 
 # ---------------------------------------------------------------------- responses
@@ -160,7 +172,6 @@ def _api_blueprint(state: ServingState) -> Blueprint:
     holder, store = state.holder, state.store
     limit = state.config.max_body_bytes
     expected = state.expected_auth
-    unauthorized_headers = {"WWW-Authenticate": 'Bearer realm="serving"'}
     predictions_log, feedback_log = state.prediction_log, state.feedback_log
     challenger, rollout = state.challenger, state.config.rollout
     key_header = "HTTP_" + state.config.rollout_key_header.upper().replace("-", "_")
@@ -169,28 +180,26 @@ def _api_blueprint(state: ServingState) -> Blueprint:
     def check_auth(environ: dict[str, Any]) -> Response | None:
         if expected is None:
             return None
-        given = environ.get("HTTP_AUTHORIZATION")
-        if given is None:
-            return _error(
-                RequestError(401, "auth", "missing bearer token", "Authorization"),
-                unauthorized_headers,
-            )
-        # The scheme is case-insensitive (RFC 9110 section 11.1), the token is not. WSGI hands
-        # headers over as latin-1 str; compare bytes so any input is comparable.
-        scheme, _, credentials = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            credentials.strip(" ").encode("latin-1", "replace"), expected
-        ):
-            return _error(
-                RequestError(401, "auth", "invalid bearer token", "Authorization"),
-                {"WWW-Authenticate": 'Bearer realm="serving", error="invalid_token"'},
-            )
-        return None
+        refused = auth_error(environ.get("HTTP_AUTHORIZATION"), expected)
+        if refused is None:
+            return None
+        message, challenge = refused
+        return _error(
+            RequestError(401, "auth", message, "Authorization"), {"WWW-Authenticate": challenge}
+        )
 
     def read_body(environ: dict[str, Any]) -> Any:
         content_type = environ.get("CONTENT_TYPE", "")
         if content_type != JSON and content_type.split(";", 1)[0].strip().lower() != JSON:
             raise RequestError(415, "content_type", f"Content-Type must be {JSON}", "Content-Type")
+        coding = environ.get("HTTP_CONTENT_ENCODING")
+        if coding is not None and coding.strip().lower() != "identity":
+            raise RequestError(
+                415,
+                "content_encoding",
+                "Content-Encoding must be identity: send the JSON uncompressed",
+                "Content-Encoding",
+            )
         length = environ.get("CONTENT_LENGTH")
         stream = environ["wsgi.input"]
         if length:
@@ -451,8 +460,15 @@ def _parse_lenient(raw: bytes, error: orjson.JSONDecodeError) -> Any:
     """Second chance for bodies orjson refuses: Python's json reads ``NaN``/``Infinity`` and
     overflowing numbers, so validation can name the field that holds them (422, not 400)."""
     try:
+        # JSON is UTF-8 (RFC 8259; a BOM is ignored). Bytes would let json guess UTF-16/32.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise RequestError(
+            400, "json", "the body is not valid JSON: it is not UTF-8 text"
+        ) from None
+    try:
         # An integer too long for a float64 becomes inf, so validation names its field.
-        body = json.loads(raw, parse_int=_parse_int)
+        body = json.loads(text, parse_int=_parse_int)
         orjson.dumps(body)  # refuses lone surrogates and the like, which ONNX could not take
     except (ValueError, TypeError, RecursionError, orjson.JSONEncodeError):
         raise RequestError(
@@ -471,7 +487,7 @@ class _HostAllowList:
 
     def __init__(self, app, hosts: tuple[str, ...]):
         self.app = app
-        self.hosts = frozenset(h.lower() for h in hosts)
+        self.hosts = frozenset(map(_host_name, hosts))
         self.body = orjson.dumps(
             {
                 "error": {
@@ -484,15 +500,25 @@ class _HostAllowList:
         )
 
     def __call__(self, environ, start_response):
-        host = environ.get("HTTP_HOST", "").lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if name.strip("[]") in self.hosts or host in self.hosts:
+        if _host_name(environ.get("HTTP_HOST", "")) in self.hosts:
             return self.app(environ, start_response)
         start_response(
             "421 Misdirected Request",
             [("Content-Type", JSON), ("Content-Length", str(len(self.body)))],
         )
         return [self.body]
+
+
+def _host_name(host: str) -> str:
+    """A ``Host`` value or an allow-list entry as the bare name they are compared by: lowercase,
+    without the port, the brackets of an IPv6 address or the final dot of an absolute name."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        name, bracket, rest = host[1:].partition("]")
+        return name if bracket and (not rest or rest.startswith(":")) else host
+    if host.count(":") == 1:
+        host = host.partition(":")[0]
+    return host.removesuffix(".")
 
 
 class _Instrumented:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 REJECT, ACCEPT = "reject", "accept"
+#: A token an ``Authorization: Bearer`` header can carry: printable ASCII, no space at either end.
+_HEADER_TOKEN = re.compile(r"[!-~]([ -~]*[!-~])?")
 ROLLOUT_MODES = ("off", "shadow", "canary")
 #: Set by ``serving.server`` when it publishes registry versions for the workers.
 PUBLISHED_ENV = "SERVING_MODEL_PUBLISHED"
@@ -227,6 +230,12 @@ class ServingConfig:
             raise ConfigError(f"{PUBLISHED_ENV}=1 needs SERVING_RUNTIME_DIR (where it publishes).")
         if self.api_token is not None and not self.api_token:
             raise ConfigError("the API token is empty: unset it to turn auth off.")
+        if self.api_token is not None and not _HEADER_TOKEN.fullmatch(self.api_token):
+            # granian hands on no header value that is not ASCII; the check strips spaces.
+            raise ConfigError(
+                "the API token must be printable ASCII without spaces at either end: a client "
+                "could never send it in an Authorization header."
+            )
 
 
 def _read_token(env: Mapping[str, str]) -> str | None:

@@ -17,7 +17,8 @@ from serving.schema import RequestError
 MAX_ITEMS = 1000
 #: The largest row number taken (a request holds far fewer rows); the OpenAPI document says so.
 MAX_ROW = 2**31 - 1
-_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+#: ``fullmatch``: ``$`` would also take a final newline.
+_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 def parse_feedback(body: Any, model: Any | None) -> list[dict[str, Any]]:
@@ -47,7 +48,7 @@ def _item(raw: Any, where: str | None, model: Any | None) -> dict[str, Any]:
         name = sorted(map(str, unknown))[0][:64]
         raise RequestError(422, "unknown_field", f"unknown key {name!r}", field(name))
     request_id = raw.get("request_id")
-    if type(request_id) is not str or not _ID.match(request_id):
+    if type(request_id) is not str or not _ID.fullmatch(request_id):
         raise RequestError(
             422,
             "request_id",

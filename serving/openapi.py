@@ -139,7 +139,7 @@ def build_openapi(model: LoadedModel | None, config: ServingConfig) -> dict[str,
             400: "Malformed JSON or a body in none of the accepted formats.",
             401: "Missing or wrong bearer token.",
             413: "Body larger than the limit, or more rows than the limit.",
-            415: "Content-Type is not application/json.",
+            415: "Content-Type is not application/json, or Content-Encoding is not identity.",
             422: "A value breaks the model's input schema (the error names field and rule).",
             503: "No model loaded yet.",
         }

@@ -11,7 +11,12 @@ for well under a millisecond, like a sync worker, with no thread hand-off).
 Answers given here, before the app, are JSON like the app's own errors: 408 when the body
 does not arrive within ``SERVING_BODY_TIMEOUT`` seconds, 400 when the connection ends
 before the body does (a short body then a half-close, a malformed chunked body), 413 when
-the body is over ``SERVING_MAX_BODY_BYTES``.
+the body is over ``SERVING_MAX_BODY_BYTES``, 400 naming the header when ``Authorization``,
+``Content-Type``, ``Content-Encoding`` or ``Host`` holds a value that is not ASCII (granian
+hands such a value to no one), an HTTP/1.1 request has no ``Host`` or ``Transfer-Encoding``
+names a coding besides ``chunked``, and with a token 401 for a POST to ``/predict`` or
+``/feedback`` without it, before its body is read. They are counted in the app's request
+metrics like its own answers.
 
 Also here because they concern every request: the JSON access log (one object per line,
 ``SERVING_ACCESS_LOG``) and the request id (``X-Request-ID`` from the client, else a new
@@ -34,19 +39,34 @@ from typing import Any
 
 import orjson
 
+from serving.auth import auth_error
+
 log = logging.getLogger("serving.http")
 
 REQUEST_ID_HEADER = "x-request-id"
+_SLASHES = re.compile(r"/{2,}")
 #: A client's request id is kept when it is this simple; anything else is replaced.
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _JSON_HEADERS = [("content-type", "application/json")]
+#: Headers the server acts on, with the names its errors give them. granian leaves a header
+#: whose value is not ASCII out of ``scope.headers.get``/``items`` (its name stays in ``keys``):
+#: such a value is refused by name, never read as absent ("missing bearer token").
+_READ_HEADERS = {
+    "authorization": "Authorization",
+    "content-type": "Content-Type",
+    "content-encoding": "Content-Encoding",
+    "host": "Host",
+}
+#: What the access log keeps of a client's path and User-Agent: granian takes headers up to
+#: about 400 KB, and a log line that long is one a log shipper splits or drops.
+LOGGED_PATH_CHARS, LOGGED_AGENT_CHARS = 1024, 256
 #: How often a worker looks for the drain file (one stat call).
 DRAIN_CHECK_SECONDS = 0.05
 
 
 def request_id_from(given: str | None) -> str:
     """The client's id when it is short and plain, else a new random one."""
-    if given and _SAFE_ID.match(given):
+    if given and _SAFE_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
 
@@ -60,9 +80,55 @@ def _error_body(status: int, rule: str, message: str, field: str | None = None) 
 
 
 class _BodyError(Exception):
-    def __init__(self, status: int, rule: str, message: str, field: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        rule: str,
+        message: str,
+        field: str | None = None,
+        challenge: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.rule, self.message, self.field = status, rule, message, field
+        self.challenge = challenge  # WWW-Authenticate, for a 401
+
+
+def _clip(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + "..."
+
+
+def _header_error(scope) -> _BodyError | None:
+    """400 for a transfer coding besides chunked, for a header the server reads that granian
+    could not hand over as text, and for an HTTP/1.1 request without ``Host`` (RFC 9112
+    section 3.2)."""
+    headers = scope.headers
+    if headers.get("transfer-encoding") is not None:
+        codings = ",".join(headers.get_all("transfer-encoding")).lower().split(",")
+        if [c.strip() for c in codings] != ["chunked"]:
+            # granian removes chunked and hands on the rest still encoded (RFC 9112 6.1).
+            return _BodyError(
+                400,
+                "transfer_encoding",
+                "the only transfer coding taken is chunked; send the JSON uncompressed",
+                "Transfer-Encoding",
+            )
+    absent = [name for name in _READ_HEADERS if headers.get(name) is None]
+    if not absent:
+        return None
+    present = headers.keys()
+    for name in absent:
+        if name in present:
+            return _BodyError(
+                400,
+                "header",
+                "the value could not be read: header values must be ASCII text",
+                _READ_HEADERS[name],
+            )
+    if "host" in absent and scope.http_version == "1.1":
+        return _BodyError(400, "host", "an HTTP/1.1 request must have a Host header", "Host")
+    return None
 
 
 class AccessLog:
@@ -99,8 +165,17 @@ class RSGIBridge:
         body_timeout: float,
         access_log: str | None = None,
         drain_file: Path | None = None,
+        expected_auth: bytes | None = None,
+        protected_posts: frozenset[str] = frozenset(),
+        observe: Callable[[str, int, float], None] | None = None,
     ):
         self.app = wsgi_app
+        #: With a token, a POST to these paths is refused before its body is read: a client
+        #: without the token cannot make a worker buffer (and wait for) a body.
+        self.expected_auth = expected_auth
+        self.protected_posts = protected_posts
+        #: Counts the answers given here (path, status, seconds) where the app counts its own.
+        self.observe = observe
         self.drain_file = drain_file
         self._draining = False
         self._drain_checked = 0.0
@@ -149,6 +224,12 @@ class RSGIBridge:
         started = time.perf_counter()
         headers = scope.headers
         request_id = request_id_from(headers.get(REQUEST_ID_HEADER))
+        refused = _header_error(scope)
+        if refused is None and self.expected_auth is not None and scope.method == "POST":
+            refused = self._auth_error(scope)
+        if refused is not None:
+            self._respond_error(scope, protocol, started, request_id, refused)
+            return
         try:
             body = await self._read_body(scope, protocol)
         except _BodyError as exc:
@@ -215,10 +296,26 @@ class RSGIBridge:
     def _no_write(data: bytes) -> None:
         raise RuntimeError("the write() callable is not supported; return the body")
 
+    def _auth_error(self, scope) -> _BodyError | None:
+        path = scope.path
+        if "//" in path:  # the app's router merges slashes
+            path = _SLASHES.sub("/", path)
+        if path not in self.protected_posts:
+            return None
+        refused = auth_error(scope.headers.get("authorization"), self.expected_auth)
+        if refused is None:
+            return None
+        message, challenge = refused
+        return _BodyError(401, "auth", message, "Authorization", challenge)
+
     def _respond_error(self, scope, protocol, started, request_id, exc: _BodyError) -> None:
         body = _error_body(exc.status, exc.rule, exc.message, exc.field)
         headers = [*_JSON_HEADERS, ("x-request-id", request_id), ("connection", "close")]
+        if exc.challenge is not None:
+            headers.append(("www-authenticate", exc.challenge))
         protocol.response_bytes(exc.status, headers, body)
+        if self.observe is not None:
+            self.observe(scope.path, exc.status, time.perf_counter() - started)
         if self.access.enabled:
             self._log(scope, exc.status, len(body), started, request_id)
 
@@ -227,12 +324,12 @@ class RSGIBridge:
             {
                 "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "remote": scope.client.rsplit(":", 1)[0],
-                "method": scope.method,
-                "path": scope.path,
+                "method": _clip(scope.method, 32),
+                "path": _clip(scope.path, LOGGED_PATH_CHARS),
                 "status": status,
                 "bytes": size,
                 "duration_ms": round((time.perf_counter() - started) * 1000, 3),
-                "user_agent": scope.headers.get("user-agent"),
+                "user_agent": _clip(scope.headers.get("user-agent"), LOGGED_AGENT_CHARS),
                 "request_id": request_id,
             }
         )
@@ -275,7 +372,7 @@ class RSGIBridge:
 def create_rsgi_app() -> RSGIBridge:
     """granian's target (``serving.rsgi:create_rsgi_app`` with ``--factory``): the Flask app
     of ``serving.app.create_app()`` behind the bridge, configured from ``SERVING_*``."""
-    from serving.app import create_app
+    from serving.app import ENDPOINTS, PROTECTED_POSTS, create_app
     from serving.config import DRAIN_FILE
     from serving.server import configure_logging
 
@@ -283,10 +380,18 @@ def create_rsgi_app() -> RSGIBridge:
     app = create_app()
     state = app.extensions["serving"]
     config = state.config
+    endpoints = {path: path for path in ENDPOINTS}
+
+    def observe(path: str, status: int, seconds: float) -> None:
+        state.store.observe_request(endpoints.get(path, "other"), status, seconds)
+
     return RSGIBridge(
         app.wsgi_app,
         max_body_bytes=config.max_body_bytes,
         body_timeout=config.body_timeout,
         access_log=os.environ.get("SERVING_ACCESS_LOG", "-"),
         drain_file=state.runtime_dir / DRAIN_FILE,
+        expected_auth=state.expected_auth,
+        protected_posts=PROTECTED_POSTS,
+        observe=observe,
     )

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -37,6 +38,8 @@ from serving.registry import CHALLENGER_PREFIX
 
 #: Checked once, as the first thing a misconfigured server says.
 _TRUE = ("1", "true", "yes", "on")
+#: ``SERVING_MAX_CONNECTIONS``' default, per worker, when the open-file limit allows it.
+MAX_CONNECTIONS = 10_000
 
 
 def usable_cpus() -> int:
@@ -50,6 +53,15 @@ def usable_cpus() -> int:
     except (OSError, ValueError):
         pass
     return cpus
+
+
+def default_max_connections() -> int:
+    """Connections a worker holds at once: 10,000, or fewer when the open-file limit is lower
+    (a worker needs descriptors for its model, logs and listener too)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(64, min(MAX_CONNECTIONS, soft - 64))
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 1) -> int:
@@ -121,6 +133,10 @@ def granian_command(env: Mapping[str, str]) -> list[str]:
         _choice(env, "SERVING_LOOP", ("uvloop", "asyncio"), "uvloop"),
         "--backlog",
         str(_int(env, "SERVING_BACKLOG", 2048, minimum=128)),
+        # granian's default is backlog/workers connections per worker at once: beyond them a
+        # new client waits, unanswered, until idle ones hit the header timeout.
+        "--backpressure",
+        str(_int(env, "SERVING_MAX_CONNECTIONS", default_max_connections())),
         "--http1-header-read-timeout",
         str(max(1, min(60_000, int(header_timeout * 1000)))),
         "--workers-kill-timeout",

@@ -137,6 +137,33 @@ def test_malformed_json_is_400_without_echo(client):
     assert "hunter2" not in response.get_data(as_text=True)
 
 
+def test_compressed_or_non_utf8_body_is_named(client, row):
+    # A gzip body was read as JSON text: 400 "str is not valid UTF-8: surrogates not allowed".
+    import gzip
+
+    body = json.dumps({"instances": [row]}).encode()
+    for coding in ("gzip", "br, gzip", "deflate"):
+        response = client.post(
+            "/predict",
+            data=gzip.compress(body),
+            content_type="application/json",
+            headers={"Content-Encoding": coding},
+        )
+        message = error_of(response, 415, "content_encoding", "Content-Encoding")
+        assert message == "Content-Encoding must be identity: send the JSON uncompressed"
+    ok = client.post("/predict", data=body, content_type="application/json",
+                     headers={"Content-Encoding": "Identity"})  # fmt: skip
+    assert ok.status_code == 200
+    for raw in (gzip.compress(body), body.replace(b'"instances"', b'"inst\xe9nces"')):
+        message = error_of(predict(client, raw), 400, "json")
+        assert message == "the body is not valid JSON: it is not UTF-8 text"
+    # JSON is UTF-8: UTF-16 and UTF-32 were accepted (json.loads guessed them); a BOM is fine.
+    for raw in (body.decode().encode("utf-16"), body.decode().encode("utf-32")):
+        assert error_of(predict(client, raw), 400, "json").endswith("it is not UTF-8 text")
+    error_of(predict(client, body.decode().encode("utf-16-le")), 400, "json")
+    assert predict(client, b"\xef\xbb\xbf" + body).status_code == 200
+
+
 def test_empty_body_is_400(client):
     message = error_of(predict(client, ""), 400, "json")
     assert "empty document" in message
@@ -343,6 +370,25 @@ def test_unknown_path_and_wrong_method_are_json(client):
     response = client.get("/predict")
     error_of(response, 405, "method_not_allowed")
     assert "POST" in response.headers["Allow"]
+
+
+def test_options_is_204_with_allow_and_no_html(client):
+    # Flask's automatic answer was an empty 200 text/html on every route.
+    for path, allow in (
+        ("/predict", {"OPTIONS", "POST"}),
+        ("/feedback", {"OPTIONS", "POST"}),
+        ("/metadata", {"GET", "HEAD", "OPTIONS"}),
+        ("/health/live", {"GET", "HEAD", "OPTIONS"}),
+        ("/metrics", {"GET", "HEAD", "OPTIONS"}),
+    ):
+        response = client.options(path)
+        assert response.status_code == 204, path
+        assert set(response.headers["Allow"].split(", ")) == allow
+        assert "Content-Type" not in response.headers and response.data == b""
+    error_of(client.options("/nope"), 404, "not_found")
+    # Flask's default /static/<path> route is gone: nothing here serves files.
+    error_of(client.get("/static/app.py"), 404, "not_found")
+    error_of(client.post("/static/x"), 404, "not_found")
 
 
 # ---------------------------------------------------------------------- auth
@@ -670,6 +716,15 @@ def test_host_allow_list(make_app, row):
         client.get("/metrics", headers={"Host": "127.0.0.1"}).get_data(as_text=True)
     )
     assert samples[("serving_requests_total", (("endpoint", "/metadata"), ("status", "421")))] == 1
+
+
+def test_host_allow_list_compares_bare_names(make_app):
+    # "[::1]" was allowed only without a port, and the absolute form "name." was refused.
+    client = make_app(allowed_hosts=("[::1]", "Model.Example.org")).test_client()
+    for host in ("[::1]", "[::1]:8000", "model.example.org.", "MODEL.example.org.:8000"):
+        assert client.get("/health/live", headers={"Host": host}).status_code == 200, host
+    for host in ("[::2]:8000", "model.example.org.evil.example", "evil.example", "::1]"):
+        error_of(client.get("/health/live", headers={"Host": host}), 421, "host", "Host")
 
 
 def test_host_allow_list_from_the_environment():

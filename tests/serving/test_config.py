@@ -56,6 +56,20 @@ def test_bad_settings_are_refused(env, message):
     assert str(error.value) == message
 
 
+@pytest.mark.parametrize("token", ["t\u00f6ken", " lead", "trail ", "tab\there", "nul\x00"])
+def test_a_token_no_header_can_carry_is_refused(token, tmp_path):
+    # granian hands no non-ASCII header value on and the check strips spaces: such a token
+    # started a server that refused every client.
+    with pytest.raises(ConfigError, match="the API token must be printable ASCII") as raised:
+        ServingConfig.from_env({"SERVING_API_TOKEN": token})
+    assert token not in str(raised.value)
+    (tmp_path / "token").write_text("t\u00f6ken\n")
+    with pytest.raises(ConfigError, match="the API token must be printable ASCII"):
+        ServingConfig.from_env({"SERVING_API_TOKEN_FILE": str(tmp_path / "token")})
+    config = ServingConfig.from_env({"SERVING_API_TOKEN": "correct horse battery staple"})
+    assert config.api_token == "correct horse battery staple"
+
+
 def test_empty_token_file_is_refused(tmp_path):
     token = tmp_path / "token"
     token.write_text("\n")

@@ -185,6 +185,21 @@ def test_feedback_row_may_be_an_integral_float(logged, tmp_path):
     assert record["row"] == 2 and type(record["row"]) is int
 
 
+def test_a_request_id_ending_in_a_newline_is_refused(logged, tmp_path):
+    """``re.match`` with ``$`` also matches before a final newline: "r1\\n" was written to the
+    feedback log as a request id no prediction can have, and kept as a client's X-Request-ID."""
+    from serving.rsgi import request_id_from
+
+    client = logged.test_client()
+    response = client.post("/feedback", json={"request_id": "r1\n", "actual": "Adelie"},
+                           headers=AUTH)  # fmt: skip
+    assert response.status_code == 422, response.get_data(as_text=True)
+    assert response.get_json()["error"]["field"] == "request_id"
+    assert request_id_from("r1\n") != "r1\n" and request_id_from("r1") == "r1"
+    flush(logged)
+    assert not (tmp_path / "feedback.jsonl").exists() or lines(tmp_path / "feedback.jsonl") == []
+
+
 def test_feedback_off_without_a_log(client):
     response = client.post("/feedback", json={"request_id": "x", "actual": "Adelie"})
     assert response.status_code == 404

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from benchmarks.load import SlowClients, Tally, caller, run_callers
-from serving.server import ConfigError, granian_command
+from serving.server import ConfigError, default_max_connections, granian_command
 from tests.serving.conftest import is_unseen, metric_samples
 
 pytestmark = pytest.mark.serving
@@ -73,6 +73,8 @@ def test_granian_command_from_settings(tmp_path):
     assert (flags["--host"], flags["--port"], flags["--workers"]) == ("0.0.0.0", "9000", "3")
     assert flags["--http1-header-read-timeout"] == "2000"
     assert flags["--loop"] == "uvloop"  # the default; asyncio on request
+    assert flags["--backpressure"] == str(default_max_connections())
+    assert "7" in granian_command({"SERVING_MAX_CONNECTIONS": "7"})
     assert "asyncio" in granian_command({"SERVING_LOOP": "asyncio"})
     assert "--respawn-failed-workers" in command
     assert command[-1] == "serving.rsgi:create_rsgi_app"
@@ -292,7 +294,9 @@ def test_slow_clients_do_not_disturb_normal_ones(live_server, exported_model, ro
     slow = [
         SlowClients(server.host, server.port, 15, "body", TOKEN, interval=0.5).start(),
         SlowClients(server.host, server.port, 15, "headers", TOKEN, interval=0.5).start(),
-        SlowClients(server.host, server.port, 10, "body", None, interval=0.5).start(),
+        # Without the token a body is refused before it is read (401 at once, and SlowClients
+        # reconnects at once: a flood, not slow): here tokenless clients trickle headers.
+        SlowClients(server.host, server.port, 10, "headers", None, interval=0.5).start(),
     ]
     try:
         time.sleep(1)  # the slow connections are open and trickling
@@ -310,10 +314,10 @@ def test_slow_clients_do_not_disturb_normal_ones(live_server, exported_model, ro
     assert tally.ok > 100
     assert (tally.reset, tally.refused, dict(tally.status)) == (0, 0, {})
     # Every slow client was cut off by a deadline: 408 JSON for a body, closed for headers.
-    body_answers = slow[0].answers + slow[2].answers
-    assert set(body_answers) == {"408"}, body_answers
-    assert slow[1].closed + sum(slow[1].answers.values()) >= 15
-    assert "200" not in slow[1].answers
+    assert set(slow[0].answers) == {"408"}, slow[0].answers
+    for headers_only, n in ((slow[1], 15), (slow[2], 10)):
+        assert headers_only.closed + sum(headers_only.answers.values()) >= n
+        assert "200" not in headers_only.answers
 
 
 def test_sigterm_turns_ready_503_then_finishes_every_request(live_server, exported_model, row):
@@ -389,3 +393,134 @@ def test_https_with_a_self_signed_certificate(live_server, exported_model, row, 
         requests.get(server.url + "/health/live", timeout=5)  # not trusted without the cert
     plain = raw_exchange(server, b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n", timeout=5)
     assert b'"alive"' not in plain  # no plain HTTP on the TLS port
+
+
+def test_hostile_headers_are_named_and_never_logged_whole(live_server, exported_model, row):
+    # granian hands a non-ASCII header value to no one: Authorization read as absent said
+    # "missing bearer token" and a request without Host was served. Now 400 naming the header.
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model), SERVING_API_TOKEN=TOKEN, SERVING_WORKERS="1"
+    )
+    body = json.dumps({"instances": [row]}).encode()
+
+    def post(*headers: bytes, version: bytes = b"HTTP/1.1") -> bytes:
+        lines = [b"POST /predict " + version, *headers, b"Content-Length: %d" % len(body)]
+        return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+    host, auth = b"Host: t", b"Authorization: Bearer " + TOKEN.encode()
+    json_type = b"Content-Type: application/json"
+    for request, field in (
+        (post(host, b"Authorization: Bearer " + "é".encode(), json_type), "Authorization"),
+        (post(host, b"Authorization: Bearer \xe9" + TOKEN.encode(), json_type), "Authorization"),
+        (post(host, auth, b"Content-Type: application/json\xe9"), "Content-Type"),
+        (post(b"Host: \xc3\xa9", auth, json_type), "Host"),
+        (post(host, auth, json_type, b"Content-Encoding: \xe9"), "Content-Encoding"),
+    ):
+        status, error = status_and_json(raw_exchange(server, request))
+        assert (status, error["error"]["rule"], error["error"]["field"]) == (400, "header", field)
+        assert error["error"]["message"] == (
+            "the value could not be read: header values must be ASCII text"
+        )
+    status, error = status_and_json(raw_exchange(server, post(auth, json_type)))
+    assert (status, error["error"]["rule"], error["error"]["field"]) == (400, "host", "Host")
+    assert error["error"]["message"] == "an HTTP/1.1 request must have a Host header"
+    # A transfer coding besides chunked was removed by granian's chunked decoder and the rest
+    # ignored: "deflate, chunked" around plain JSON was served, around gzip a UTF-8 error.
+    head = b"POST /predict HTTP/1.1\r\nHost: t\r\n" + auth + b"\r\n" + json_type + b"\r\n"
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    for codings in (b"deflate, chunked", b"gzip\r\nTransfer-Encoding: chunked"):
+        answer = raw_exchange(
+            server, head + b"Transfer-Encoding: " + codings + b"\r\n\r\n" + chunked
+        )
+        status, error = status_and_json(answer)
+        assert (status, error["error"]["field"]) == (400, "Transfer-Encoding")
+        assert error["error"]["rule"] == "transfer_encoding"
+    answer = raw_exchange(server, head + b"Transfer-Encoding: Chunked\r\n\r\n" + chunked)
+    assert status_and_json(answer)[0] == 200
+    # HTTP/1.0 needs no Host; a header the server does not read may hold any byte.
+    for request in (
+        post(auth, json_type, b"Connection: close", version=b"HTTP/1.0"),
+        post(host, auth, json_type, b"User-Agent: caf\xc3\xa9 \xff"),
+    ):
+        answer = raw_exchange(server, request)
+        assert answer.split(b"\r\n", 1)[0].endswith(b" 200 OK"), answer[:300]
+        assert b'"predictions"' in answer
+    # A 300 KB User-Agent or a 60 KB path was one access log line of that size per request.
+    for request in (
+        b"GET /health/live HTTP/1.1\r\nHost: t\r\nX-Request-ID: long-agent\r\n"
+        b"User-Agent: " + b"u" * 300_000 + b"\r\n\r\n",
+        b"GET /" + b"p" * 60_000 + b" HTTP/1.1\r\nHost: t\r\nX-Request-ID: long-path\r\n\r\n",
+    ):
+        assert raw_exchange(server, request).split(b"\r\n", 1)[0] in (
+            b"HTTP/1.1 200 OK",
+            b"HTTP/1.1 404 Not Found",
+        )
+    logged: dict[str, str] = {}
+    for _ in range(100):  # the worker writes its log line just after the answer
+        lines = server.access_log.read_text().splitlines()
+        logged = {json.loads(line)["request_id"]: line for line in lines}
+        if "long-agent" in logged and "long-path" in logged:
+            break
+        time.sleep(0.05)
+    agent, path = logged["long-agent"], logged["long-path"]
+    assert len(agent) < 1000 and json.loads(agent)["user_agent"] == "u" * 256 + "..."
+    assert len(path) < 2000 and json.loads(path)["path"] == "/" + "p" * 1023 + "..."
+
+
+def test_idle_connections_beyond_the_backlog_do_not_lock_out_new_clients(
+    live_server, exported_model
+):
+    # granian admits backlog/workers connections per worker at once by default (its
+    # backpressure): 200 connections that never sent a byte kept every new client waiting
+    # until the header timeout closed them (here 30 s, longer than the client waits).
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_WORKERS="1",
+        SERVING_BACKLOG="128",
+        SERVING_HEADER_TIMEOUT="30",
+    )
+    idle = [socket.create_connection((server.host, server.port)) for _ in range(200)]
+    try:
+        for _ in range(3):
+            response = requests.get(server.url + "/health/live", timeout=10)
+            assert response.json() == {"status": "alive"}
+    finally:
+        for sock in idle:
+            sock.close()
+
+
+def test_a_post_without_the_token_is_refused_before_its_body(live_server, exported_model, row):
+    # The edge read (and waited for) the whole body before the app checked the token: a client
+    # without it could hold a worker's memory and a connection for SERVING_BODY_TIMEOUT. The
+    # edge's own answers (401, 413, ...) were also missing from serving_requests_total.
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_API_TOKEN=TOKEN,
+        SERVING_WORKERS="1",
+        SERVING_BODY_TIMEOUT="30",
+    )
+    head = b"POST %s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    promised = b"Content-Length: 900000\r\n\r\n{"  # the body never comes
+    for path, auth, message in (
+        (b"/predict", b"", "missing bearer token"),
+        (b"//predict", b"Authorization: Bearer wrong\r\n", "invalid bearer token"),
+        (b"/feedback", b"Authorization: Basic eA==\r\n", "invalid bearer token"),
+    ):
+        answer = raw_exchange(server, head % path + auth + promised, timeout=10)
+        status, error = status_and_json(answer)
+        assert (status, error["error"]["field"], error["error"]["message"]) == (
+            401,
+            "Authorization",
+            message,
+        )
+        assert b"www-authenticate: bearer realm=" in answer.lower()
+    body = json.dumps({"instances": [row]}).encode()
+    ok = raw_exchange(server, head % b"/predict" + b"Authorization: Bearer " + TOKEN.encode()
+                      + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)  # fmt: skip
+    assert status_and_json(ok)[0] == 200
+    samples = metric_samples(requests.get(server.url + "/metrics", timeout=10).text)
+    total = "serving_requests_total"
+    assert samples[(total, (("endpoint", "/predict"), ("status", "401")))] == 1
+    assert samples[(total, (("endpoint", "/feedback"), ("status", "401")))] == 1
+    assert samples[(total, (("endpoint", "other"), ("status", "401")))] == 1  # //predict
+    assert samples[(total, (("endpoint", "/predict"), ("status", "200")))] == 1
