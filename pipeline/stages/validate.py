@@ -56,6 +56,7 @@ NUMERIC_TYPES = (
 
 _DOCS_SITE = "local_site"
 _EXAMPLES = 3  # offending values quoted per failed check
+_LISTED = 20  # allowed categories a message lists
 
 # The order in which a column's checks are reported; table-level checks come first.
 _RULES = (
@@ -64,6 +65,7 @@ _RULES = (
     "duplicates",
     "present",
     "type",
+    "finite",
     "empty",
     "missing",
     "range",
@@ -484,6 +486,8 @@ def _table_checks(
         checks.append(
             _check(spec.name, "empty", present > 0 or frame.empty, {"role": spec.role}, present)
         )
+        if spec.is_numeric:
+            checks.append(_finite(frame[spec.name], spec.name, len(frame)))
     target = contract.target
     if target not in frame.columns or frame.empty:
         return checks
@@ -513,6 +517,24 @@ def _table_checks(
             )
         )
     return checks
+
+
+def _finite(column: pd.Series, name: str, rows: int) -> Check:
+    """No infinite number in a numeric column, whatever its range says: no imputer, scaler or
+    model takes one (scikit-learn refuses the whole table), and a CSV's ``inf`` reads as one."""
+    values = pd.to_numeric(column, errors="coerce").astype(float)
+    infinite = values[np.isinf(values)]
+    return Check(
+        column=name,
+        rule="finite",
+        expectation=PANDAS_CHECK,
+        success=infinite.empty,
+        threshold={"infinite": 0},
+        observed=len(infinite),
+        unexpected_count=len(infinite),
+        unexpected_percent=100 * len(infinite) / rows if rows else 0.0,
+        examples=tuple(dict.fromkeys(str(v) for v in infinite))[:_EXAMPLES],
+    )
 
 
 def _column_order(contract: Contract, column: str | None) -> int:
@@ -745,6 +767,8 @@ def _plain(value: Any) -> Any:
 def _examples(values: list[Any]) -> tuple[Any, ...]:
     seen: list[Any] = []
     for value in values:
+        if isinstance(value, float | np.floating) and np.isinf(value):
+            value = str(float(value))  # 'inf', where _plain would make it None (JSON's null)
         value = _plain(value)
         if value not in seen:
             seen.append(value)
@@ -767,7 +791,10 @@ def _values(count: int | None, percent: float | None) -> str:
 
 
 def _eg(examples: tuple[Any, ...]) -> str:
-    return f", e.g. {', '.join(repr(v) for v in examples)}" if examples else ""
+    """The examples as a message quotes them: long text cut (a 10,000-character cell would
+    otherwise make the paragraph)."""
+    shown = (repr(_clip(v)) if isinstance(v, str) else repr(v) for v in examples)
+    return f", e.g. {', '.join(shown)}" if examples else ""
 
 
 def _explain(checks: list[Check]) -> Iterator[str]:
@@ -780,11 +807,14 @@ def _explain(checks: list[Check]) -> Iterator[str]:
     missing = {c.column for c in checks if not c.success and c.rule == "present"}
     mistyped = {c.column for c in checks if not c.success and c.rule == "type" and not c.error}
     empty = {c.column for c in checks if not c.success and c.rule == "empty"}
+    infinite = {c.column: c.unexpected_count for c in checks if c.rule == "finite"}
     for check in checks:
         if check.success:
             continue
         if check.column in empty and check.rule in ("missing", "classes"):
             continue  # "entirely empty" already says it
+        if check.rule == "range" and (check.unexpected_count or 0) <= infinite.get(check.column, 0):
+            continue  # only the infinite values are out of range: "finite" names them
         if check.error is not None and (check.column in missing or check.column in mistyped):
             continue
         if check.rule == "columns" and not _undeclared(check):
@@ -854,6 +884,11 @@ def _sentence(check: Check) -> str:
             return f"{col}: expected numeric, found values of type '{check.observed}'"
         verb = "is not a number" if check.unexpected_count == 1 else "are not numbers"
         return f"{col}: expected numeric, but {values} {verb}{eg}"
+    if check.rule == "finite":
+        return (
+            f"{col}: {values} infinite{eg}, which no model can use; write them as empty cells "
+            "(missing values) or as numbers at the source"
+        )
     if check.rule == "missing":
         return f"{col}: {values} missing (allowed {_pct(t['max_missing_percent'])})"
     if check.rule == "range":
@@ -864,7 +899,9 @@ def _sentence(check: Check) -> str:
             where = f"below {lo}" if lo is not None else f"above {hi}"
         return f"{col}: {values} {where}{eg}"
     if check.rule == "categories":
-        allowed = ", ".join(t["categories"])
+        listed = [_clip(c) for c in t["categories"][:_LISTED]]
+        more = len(t["categories"]) - len(listed)
+        allowed = ", ".join(listed) + (f", ... ({len(t['categories'])} in all)" if more else "")
         return f"{col}: {values} not in [{allowed}] (allowed {_pct(t['max_unknown_percent'])}){eg}"
     raise ValueError(check.rule)
 
@@ -877,6 +914,9 @@ MAX_CATEGORIES = 50
 #: An integer-coded target with at most this many distinct values is drafted as class labels
 #: (classification); with more, as a quantity (regression).
 MAX_INTEGER_CLASSES = 20
+#: A text column whose values are at least this share numbers is drafted as numeric (its
+#: other values are typos or missing-value markers such as "?", which validate then names).
+MOSTLY_NUMBERS = 0.9
 #: Numeric bounds are widened by this share of the observed span on each side.
 RANGE_MARGIN = 0.1
 
@@ -940,10 +980,21 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
         spec["max_missing"] = _missing_allowance(column.isna().mean())
         present = column.dropna()
         if kind == "numeric" and role != "ignored" and len(present):
-            values = pd.to_numeric(present)
-            spec["min"], spec["max"] = _widen(
-                float(values.min()), float(values.max()), _integral(present)
-            )
+            values = pd.to_numeric(present, errors="coerce").astype(float)
+            finite = values[np.isfinite(values)]
+            infinite = values[np.isinf(values)]
+            if len(infinite):
+                notes[name] = _join_notes(
+                    notes.get(name),
+                    f"{len(infinite)} infinite value(s) ({_listed(infinite.map(str))}): the "
+                    "range is drafted from the finite values, and validate refuses infinite "
+                    "ones (no model can use them); write them as empty cells (missing) or as "
+                    "numbers at the source",
+                )
+            if len(finite):
+                spec["min"], spec["max"] = _widen(
+                    float(finite.min()), float(finite.max()), _integral(finite)
+                )
         if kind == "categorical" and role != "ignored":
             spec["categories"] = tuple(sorted({_label(v) for v in present}))
         columns.append(ColumnSpec(**spec))
@@ -970,6 +1021,21 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     )
     contract = parse_contract(contract.to_dict(), Path("<inferred>"))  # the same checks as a file
     return Draft(contract, notes, table_notes)
+
+
+def _join_notes(first: str | None, second: str) -> str:
+    return second if not first else f"{first}. Also: {second}"
+
+
+def _listed(values: pd.Series, most: int = 3) -> str:
+    """Up to ``most`` distinct values, quoted and cut to 40 characters each."""
+    distinct = list(dict.fromkeys(values))
+    shown = ", ".join(repr(_clip(str(v))) for v in distinct[:most])
+    return shown + (", ..." if len(distinct) > most else "")
+
+
+def _clip(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else f"{text[: width - 3]}... ({len(text)} characters)"
 
 
 def _label(value: Any) -> str:
@@ -1059,6 +1125,20 @@ def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
             ),
         )
     if pd.api.types.is_string_dtype(column) or column.dtype == object:
+        numbers = pd.to_numeric(present.map(str), errors="coerce")
+        text = present[numbers.isna()]
+        if len(text) and numbers.notna().mean() >= MOSTLY_NUMBERS:
+            return (
+                "numeric",
+                "feature",
+                (
+                    f"numbers, but {len(text)} of {len(present)} values are not "
+                    f"({_listed(text.map(str))}): drafted as numeric, so validate refuses "
+                    "those values until they are fixed at the source (an empty cell is a "
+                    "missing value). If the column is a category, make it type: categorical "
+                    "and list its categories"
+                ),
+            )
         distinct = present.nunique()
         if distinct > MAX_CATEGORIES:
             return (

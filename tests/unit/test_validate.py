@@ -61,10 +61,11 @@ def test_penguins_pass_the_repo_contract(penguins, contract):
     assert report.rows == 344
     assert all(c.success and c.error is None for c in report.checks)
     # three table checks, then per column: present, missing, and type+range or categories;
-    # "empty" for the 7 used columns, "classes" and "class_rows" for the target
-    assert len(report.checks) == 3 + 8 * 2 + 5 * 2 + 3 + 7 + 2
+    # "empty" for the 7 used columns, "finite" for the 4 numeric ones, "classes" and
+    # "class_rows" for the target
+    assert len(report.checks) == 3 + 8 * 2 + 5 * 2 + 3 + 7 + 4 + 2
     bill = {c.rule: c for c in report.checks if c.column == "bill_length_mm"}
-    assert list(bill) == ["present", "type", "empty", "missing", "range"]
+    assert list(bill) == ["present", "type", "finite", "empty", "missing", "range"]
     assert bill["missing"].unexpected_count == 2
     assert bill["missing"].threshold == {"max_missing_percent": 5.0}
     assert bill["range"].threshold == {"min": 25.0, "max": 70.0}
@@ -278,7 +279,7 @@ def test_cli_writes_result_and_docs(penguins, tmp_path, monkeypatch, repo_root, 
     assert sorted(p.name for p in out.iterdir()) == ["data_docs", "result.json"]
     assert not (tmp_path / "gx").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "raw.parquet", "reports"]
-    assert "344 rows pass 41 checks" in capsys.readouterr().out
+    assert "344 rows pass 45 checks" in capsys.readouterr().out
 
 
 def test_cli_failure_writes_result_then_exits_1(penguins, tmp_path, monkeypatch, repo_root, capsys):
@@ -589,7 +590,7 @@ def test_a_numeric_target_validates_with_range_and_missing_rules(penguins):
     report = validate_table(frame, contract)
     assert report.success, report.failures
     target_rules = [c.rule for c in report.checks if c.column == "body_mass_g"]
-    assert target_rules == ["present", "type", "empty", "missing", "range", "classes"]
+    assert target_rules == ["present", "type", "finite", "empty", "missing", "range", "classes"]
     frame.loc[frame.index[:3], "body_mass_g"] = 9000.0
     assert validate_table(frame, contract).failures == (
         "column 'body_mass_g': 3 values (0.9%) outside [2500.0, 6500.0], e.g. 9000.0",
@@ -687,3 +688,77 @@ def test_the_k_nearest_values_are_the_ones_a_full_sort_finds():
             low = (inner.sum() + tied[:need].sum()) / min(k, len(x_train))
             high = (inner.sum() + tied[::-1][:need].sum()) / min(k, len(x_train))
             assert low - 1e-9 <= mean <= high + 1e-9
+
+
+# --------------------------------------------------------------------------- poisoned cells
+
+
+def test_infinite_numbers_are_refused_with_or_without_a_range(penguins, contract):
+    """A CSV's ``inf`` reads as a float: no range rule may be there to catch it, and
+    scikit-learn's imputer refuses the whole table on one."""
+    frame = penguins.copy()
+    frame.loc[[3, 7], "bill_length_mm"] = [np.inf, -np.inf]
+    expected = (
+        "column 'bill_length_mm': 2 values (0.6%) infinite, e.g. 'inf', '-inf', which no "
+        "model can use; write them as empty cells (missing values) or as numbers at the source",
+    )
+    assert validate_table(frame, contract).failures == expected  # not also "outside [..]"
+    no_range = _with_column(contract, "bill_length_mm", min=None, max=None)
+    report = validate_table(frame, no_range)
+    assert not report.success
+    assert report.failures == expected
+    (finite,) = (c for c in report.checks if c.rule == "finite" and c.column == "bill_length_mm")
+    assert finite.unexpected_count == 2
+
+
+def test_out_of_range_values_beside_infinite_ones_are_still_named(penguins, contract):
+    frame = penguins.copy()
+    frame.loc[[3, 7], "bill_length_mm"] = [np.inf, 999.0]
+    failures = validate_table(frame, contract).failures
+    assert failures[0].startswith("column 'bill_length_mm': 1 value (0.3%) infinite, e.g. 'inf'")
+    assert failures[1].startswith("column 'bill_length_mm': 2 values (0.6%) outside [25.0, 70.0]")
+
+
+def test_a_very_long_text_value_is_cut_in_the_message(penguins, contract):
+    frame = penguins.astype({"island": object})
+    frame.loc[:40, "island"] = "x" * 10_000
+    (failure,) = validate_table(frame, contract).failures
+    assert failure == (
+        "column 'island': 41 values (11.9%) not in [Biscoe, Dream, Torgersen] (allowed 0.0%), "
+        "e.g. 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (10000 characters)'"
+    )
+
+
+def test_infer_drafts_the_range_of_the_finite_values_and_notes_infinite_ones(penguins):
+    frame = penguins.copy()
+    frame.loc[3, "bill_length_mm"] = np.inf
+    draft = draft_contract(frame, "species")
+    spec = draft.contract.column("bill_length_mm")
+    assert (spec.type, spec.min, spec.max) == ("numeric", 29.0, 63.0)
+    assert draft.notes["bill_length_mm"].startswith(
+        "1 infinite value(s) ('inf'): the range is drafted from the finite values, and "
+        "validate refuses infinite ones"
+    )
+    assert (
+        validate_table(frame, draft.contract)
+        .failures[0]
+        .startswith("column 'bill_length_mm': 1 value (0.3%) infinite")
+    )
+
+
+def test_infer_drafts_a_column_of_numbers_with_a_stray_text_cell_as_numeric(penguins):
+    """One typo must not turn a measurement into 300 categories, or into 'free text' that is
+    silently ignored; the draft says so and validate names the cell."""
+    column = penguins["body_mass_g"].astype(object)
+    column[5] = "heavy"
+    frame = penguins.assign(body_mass_g=column)
+    draft = draft_contract(frame, "species")
+    spec = draft.contract.column("body_mass_g")
+    assert (spec.type, spec.role, spec.min, spec.max) == ("numeric", "feature", 2300.0, 6700.0)
+    assert draft.notes["body_mass_g"].startswith(
+        "numbers, but 1 of 342 values are not ('heavy'): drafted as numeric, so validate "
+        "refuses those values"
+    )
+    assert validate_table(frame, draft.contract).failures == (
+        "column 'body_mass_g': expected numeric, but 1 value (0.3%) is not a number, e.g. 'heavy'",
+    )
