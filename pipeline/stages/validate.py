@@ -941,7 +941,11 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     - Types come from dtypes: numbers are ``numeric`` (integer codes with few values too: they
       keep their order; switch them to categorical if they are labels), text and booleans are
       ``categorical``.
-    - Ignored, each with a note in the draft: an entirely empty column (nothing to learn, and
+    - Text that is at least ``MOSTLY_NUMBERS`` (90%) numbers is ``numeric``, with a note
+      naming the other values (validate refuses them); categories equal but for case,
+      surrounding spaces or a final dot get a note.
+    - Ignored, each with a note in the draft: a row number (:func:`_row_number`), an
+      entirely empty column (nothing to learn, and
       ``max_missing: 1.0`` would hide it), dates and datetimes (as categories they would
       refuse every new date, e.g. next year's rows; derive a number such as the year at the
       source), text with more than ``MAX_CATEGORIES`` distinct values (free text or an id:
@@ -997,6 +1001,15 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
                 )
         if kind == "categorical" and role != "ignored":
             spec["categories"] = tuple(sorted({_label(v) for v in present}))
+            spelt = _spelt_apart(spec["categories"])
+            if spelt:
+                notes[name] = _join_notes(
+                    notes.get(name),
+                    f"{spelt} differ only in case, surrounding spaces or a final dot: probably "
+                    "one value written several ways (the model takes each as a "
+                    f"{'class' if role == 'target' else 'category'} of its own); unify them at "
+                    "the source",
+                )
         columns.append(ColumnSpec(**spec))
     if not any(c.role == "feature" for c in columns):
         why = "; ".join(f"'{n}': {notes.get(n, 'ignored')}" for n in frame.columns if n != target)
@@ -1021,6 +1034,29 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     )
     contract = parse_contract(contract.to_dict(), Path("<inferred>"))  # the same checks as a file
     return Draft(contract, notes, table_notes)
+
+
+#: Fewer rows than this, and consecutive distinct integers may well be a real quantity.
+ROW_NUMBER_MIN_ROWS = 50
+
+
+def _row_number(present: pd.Series) -> bool:
+    """Integers, each value once, from the smallest to the largest without a gap: the index
+    ``to_csv`` writes (``Unnamed: 0``), ``PassengerId``, ``Id``."""
+    if len(present) < ROW_NUMBER_MIN_ROWS or not _integral(present):
+        return False
+    values = pd.to_numeric(present)
+    return bool(values.is_unique and values.max() - values.min() + 1 == len(values))
+
+
+def _spelt_apart(categories: tuple[str, ...]) -> str:
+    """Groups of categories equal once case, surrounding spaces and a final dot are dropped
+    (``' >50K'`` and ``' >50K.'``, ``'Male'`` and ``'male'``), quoted, or ``''``."""
+    groups: dict[str, list[str]] = {}
+    for category in categories:
+        groups.setdefault(category.strip().rstrip(".").strip().casefold(), []).append(category)
+    alike = [g for g in groups.values() if len(g) > 1]
+    return "; ".join(" and ".join(repr(_clip(c)) for c in g) for g in alike[:3])
 
 
 def _join_notes(first: str | None, second: str) -> str:
@@ -1113,6 +1149,17 @@ def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
     if pd.api.types.is_bool_dtype(column):
         return "categorical", "feature", None
     if _is_number(column):
+        if _row_number(present):
+            return (
+                "numeric",
+                "ignored",
+                (
+                    f"a row number or identifier (every value distinct, {_label(present.min())} "
+                    f"to {_label(present.max())} without a gap): ignored, since it says which "
+                    "row it is, not anything about it. If it is a real quantity, set "
+                    "role: feature"
+                ),
+            )
         return "numeric", "feature", None
     if pd.api.types.is_datetime64_any_dtype(column) or _looks_like_dates(column):
         return (
@@ -1200,9 +1247,9 @@ _INFERRED_HEADER = """\
 # Data contract DRAFTED by `python -m pipeline.stages.validate infer` from {source} ({rows} rows).
 # REVIEW IT BEFORE COMMITTING: it describes this sample, not what the data should be.
 #  - types come from dtypes: numbers are numeric (integer codes too; make them categorical
-#    if they are labels), text and booleans are categorical; empty columns, dates, text
-#    with more than {maxcat} distinct values and other types are role: ignored, each with a
-#    "# NOTE" saying why;
+#    if they are labels), text and booleans are categorical, text that is at least 90%
+#    numbers is numeric; empty columns, dates, row numbers, text with more than {maxcat}
+#    distinct values and other types are role: ignored, each with a "# NOTE" saying why;
 #  - the target: text is classification; integers with at most {maxint} distinct values
 #    are classification with the codes as labels, other numbers regression (see its NOTE);
 #  - min/max are the observed range widened by 10% of its span, rounded outward;

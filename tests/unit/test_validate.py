@@ -762,3 +762,58 @@ def test_infer_drafts_a_column_of_numbers_with_a_stray_text_cell_as_numeric(peng
     assert validate_table(frame, draft.contract).failures == (
         "column 'body_mass_g': expected numeric, but 1 value (0.3%) is not a number, e.g. 'heavy'",
     )
+
+
+def test_infer_notes_categories_spelt_several_ways():
+    """Adult census mixes ' >50K' (train file) with ' >50K.' (test file): four classes where
+    there are two, unless someone is told."""
+    n = 60
+    frame = pd.DataFrame(
+        {
+            "hours": [float(i % 7) for i in range(n)],
+            "sex": ["Male", "male", "Female"] * (n // 3),
+            "income": [" >50K", " <=50K", " >50K.", " <=50K."] * (n // 4),
+        }
+    )
+    draft = draft_contract(frame, "income")
+    assert draft.contract.target_spec.categories == (" <=50K", " <=50K.", " >50K", " >50K.")
+    assert draft.notes["income"] == (
+        "' <=50K' and ' <=50K.'; ' >50K' and ' >50K.' differ only in case, surrounding spaces "
+        "or a final dot: probably one value written several ways (the model takes each as a "
+        "class of its own); unify them at the source"
+    )
+    assert draft.notes["sex"].startswith("'Male' and 'male' differ only in case")
+    assert "a category of its own" in draft.notes["sex"]
+    assert "hours" not in draft.notes
+
+
+def test_infer_ignores_a_row_number_and_says_why():
+    """``to_csv`` without ``index=False`` writes ``Unnamed: 0``; titanic has ``PassengerId``."""
+    n = 100
+    frame = pd.DataFrame(
+        {
+            "Unnamed: 0": range(n),
+            "PassengerId": range(1, n + 1),
+            "shuffled_id": np.random.default_rng(0).permutation(n) + 500,
+            "with_a_gap": [*range(n - 1), n + 5],
+            "age": [20 + i % 40 for i in range(n)],
+            "y": ["a", "b"] * (n // 2),
+        }
+    )
+    draft = draft_contract(frame, "y")
+    roles = {c.name: c.role for c in draft.contract.columns}
+    assert roles == {
+        "Unnamed: 0": "ignored",
+        "PassengerId": "ignored",
+        "shuffled_id": "ignored",
+        "with_a_gap": "feature",
+        "age": "feature",
+        "y": "target",
+    }
+    assert draft.notes["PassengerId"] == (
+        "a row number or identifier (every value distinct, 1 to 100 without a gap): ignored, "
+        "since it says which row it is, not anything about it. If it is a real quantity, set "
+        "role: feature"
+    )
+    few = frame.head(20)  # too few rows to tell an id from a quantity
+    assert draft_contract(few, "y").contract.column("PassengerId").role == "feature"
