@@ -45,7 +45,11 @@ def _read_csv(source: str) -> pd.DataFrame:
             header = pd.read_csv(
                 source, header=None, nrows=1, dtype=str, keep_default_na=False, sep=sep
             )
-    names = [str(n) for n in header.iloc[0]]
+    _refuse_repeated([str(n) for n in header.iloc[0]])
+    return pd.read_csv(source, sep=sep)
+
+
+def _refuse_repeated(names: list[str]) -> None:
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
         where = "; ".join(
@@ -56,7 +60,6 @@ def _read_csv(source: str) -> pd.DataFrame:
             f"its header names a column more than once ({where}); pandas would silently "
             "rename the copies ('name.1'), so give every column its own name at the source."
         )
-    return pd.read_csv(source, sep=sep)
 
 
 class _HeaderError(Exception):
@@ -66,6 +69,10 @@ class _HeaderError(Exception):
 def _read_parquet(source: str) -> pd.DataFrame:
     import pandas as pd
 
+    if "://" not in source:  # a URL's schema would cost a second request; pyarrow names it too
+        import pyarrow.parquet as pq
+
+        _refuse_repeated(pq.read_schema(source).names)
     return pd.read_parquet(source)
 
 

@@ -187,3 +187,13 @@ def test_a_zero_byte_file_is_named_empty(tmp_path):
 def test_a_byte_order_mark_does_not_reach_the_first_column_name(tmp_path):
     (tmp_path / "d.csv").write_bytes(b"\xef\xbb\xbfa;b\n1;2\n")
     assert list(ingest(str(tmp_path / "d.csv")).columns) == ["a", "b"]
+
+
+def test_a_parquet_file_naming_a_column_twice_is_refused_in_the_same_words(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table([pa.array([1, 2]), pa.array([3, 4]), pa.array(["p", "q"])], ["a", "a", "y"])
+    pq.write_table(table, tmp_path / "d.parquet")
+    with pytest.raises(PipelineError, match=r"header names a column more than once \('a' in co"):
+        load_source(str(tmp_path / "d.parquet"))
