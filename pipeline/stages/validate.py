@@ -16,6 +16,7 @@ words, which column broke which rule.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
@@ -40,6 +41,7 @@ from pipeline.contract import (
     parse_contract,
 )
 from pipeline.errors import PipelineError, cli
+from pipeline.frames import category_label, category_text
 from pipeline.io import atomic_path, read_table, write_json
 
 #: dtype names (and, for ``object`` columns, value types) a numeric column may hold.
@@ -229,10 +231,8 @@ def _as_checked(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
         if spec.is_numeric or spec.name not in out.columns:
             continue
         column = out[spec.name]
-        if not (pd.api.types.is_string_dtype(column) or column.dtype == object):
-            out[spec.name] = column.astype(object).where(column.isna(), column.astype(str))
-        elif column.dtype == object:
-            out[spec.name] = column.where(column.isna(), column.map(str))
+        if not pd.api.types.is_string_dtype(column) or column.dtype == object:
+            out[spec.name] = category_text(column)  # 1.0 (a code beside a gap) -> "1"
         else:
             # pandas' Arrow-backed text: GX filters the whole frame once per metric, and
             # taking rows of Arrow columns cost seconds on wide tables (BENCHMARKS.md).
@@ -327,7 +327,11 @@ def validate_table(
         if sites:  # the Data Docs are rendered from the stored results, one page per part
             context.build_data_docs(site_names=[_DOCS_SITE])
 
-    gx_checks = [_read_result(r, contract) for part in results for r in part.results]
+    gx_checks = [
+        _name_non_numbers(_read_result(r, contract), frame)
+        for part in results
+        for r in part.results
+    ]
     share = _duplicate_share(frame)  # hashes every row: once, for the check and the report
     gx_checks += _presence(gx_checks, contract)
     checks = sorted(
@@ -422,6 +426,29 @@ def _run_definitions(context: Any, jobs: list[tuple[Any, pd.DataFrame]], run_id:
     return results
 
 
+def _name_non_numbers(check: Check, frame: pd.DataFrame) -> Check:
+    """A numeric column GX refused for its dtype alone (a CSV column with one text cell is
+    read as text throughout): count and quote the values that are not numbers, so the
+    message names the cell to fix rather than the type ``str``."""
+    if check.rule != "type" or check.success or check.unexpected_count is not None:
+        return check
+    if check.column not in frame.columns:
+        return check
+    present = frame[check.column].dropna()
+    if not (pd.api.types.is_string_dtype(present) or present.dtype == object):
+        return check
+    numbers = pd.to_numeric(present.map(str), errors="coerce")
+    bad = present[numbers.isna()]
+    if bad.empty:  # numbers stored as text: the dtype is the problem, as GX says
+        return check
+    return dataclasses.replace(
+        check,
+        unexpected_count=len(bad),
+        unexpected_percent=100 * len(bad) / len(frame),
+        examples=_examples(bad.map(str).tolist()),
+    )
+
+
 def _presence(checks: list[Check], contract: Contract) -> list[Check]:
     """One ``present`` check per contract column, read from the table's column-set result.
 
@@ -497,8 +524,8 @@ def _table_checks(
         distinct = int(values.nunique())
         checks.append(_check(target, "classes", distinct >= 2, {"min_distinct": 2}, distinct))
         return checks
-    labels = column.dropna().map(str)
-    counts = frame.loc[labels.index].drop_duplicates().loc[:, target].map(str).value_counts()
+    labels = category_text(column).dropna()
+    counts = category_text(frame.loc[labels.index].drop_duplicates().loc[:, target]).value_counts()
     observed = {str(k): int(v) for k, v in counts.sort_index().items()}
     checks.append(_check(target, "classes", len(counts) >= 2, {"min_classes": 2}, observed))
     if len(counts) >= 2:  # classes outside the contract's categories are reported there
@@ -819,7 +846,24 @@ def _explain(checks: list[Check]) -> Iterator[str]:
             continue
         if check.rule == "columns" and not _undeclared(check):
             continue  # only missing columns: their "present" checks name them
+        if check.rule == "present":
+            yield _sentence(check) + _look_alike(check.column, checks)
+            continue
         yield _sentence(check)
+
+
+def _look_alike(name: str, checks: list[Check]) -> str:
+    """For a missing column: the undeclared columns whose name differs from it only in case
+    or surrounding spaces (a header's ``'age '``, a BOM-less ``'Age'``), as a clause."""
+    (columns,) = (c for c in checks if c.rule == "columns")
+    key = name.strip().casefold()
+    alike = [c for c in _undeclared(columns) if c.strip().casefold() == key]
+    if not alike:
+        return ""
+    return (
+        f"; the data has {', '.join(repr(c) for c in alike)}, which differs only in case or "
+        "surrounding spaces (rename the column at the source or in the contract)"
+    )
 
 
 def _undeclared(check: Check) -> list[str]:
@@ -1076,9 +1120,7 @@ def _clip(text: str, width: int = 40) -> str:
 
 def _label(value: Any) -> str:
     """Category text as ``preprocess`` makes it; integral floats (2.0 from a CSV) as "2"."""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
+    return category_label(value)
 
 
 def _integral(present: pd.Series) -> bool:

@@ -99,3 +99,10 @@ def test_feed_refuses_absent_and_wrongly_typed_columns():
         build_feed(_descriptor(), {"mean radius": [1.0]})
     with pytest.raises(FeedError, match="column 'mean radius' is numeric; row 1 holds 'x'"):
         build_feed(_descriptor(), {"mean radius": [1, "x"], "île": ["a", "b"]})
+
+
+def test_the_feed_writes_an_integral_float_category_as_its_integer_code():
+    from model_spec.feed import categorical_array
+
+    values = [1.0, 2, None, "a", float("nan"), 2.5, np.float32(3.0), True]
+    assert categorical_array(values).ravel().tolist() == ["1", "2", "", "a", "", "2.5", "3", "True"]

@@ -817,3 +817,62 @@ def test_infer_ignores_a_row_number_and_says_why():
     )
     few = frame.head(20)  # too few rows to tell an id from a quantity
     assert draft_contract(few, "y").contract.column("PassengerId").role == "feature"
+
+
+def test_integer_codes_with_a_gap_pass_the_contract_drafted_from_them():
+    """A feature and a target of integer codes, each with a missing value, read from a CSV as
+    floats: the draft names the codes "1", "2", and validate must accept its own draft (it
+    refused every value, "'1.0' not in [1, 2, 3]")."""
+    import io
+
+    n = 120
+    rng = np.random.default_rng(0)
+    source = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "code": rng.integers(1, 4, n).astype(float),
+            "y": rng.integers(0, 2, n).astype(float),
+        }
+    )
+    source.loc[[3, 5], "code"] = np.nan
+    source.loc[7, "y"] = np.nan
+    frame = pd.read_csv(io.StringIO(source.to_csv(index=False)))
+    draft = draft_contract(frame, "y")
+    assert draft.contract.target_spec.categories == ("0", "1")
+    categorical = dataclasses.replace(
+        draft.contract.column("code"), type="categorical", categories=("1", "2", "3"), min=None,
+        max=None,
+    )  # fmt: skip
+    contract = dataclasses.replace(
+        draft.contract,
+        columns=tuple(categorical if c.name == "code" else c for c in draft.contract.columns),
+    )
+    report = validate_table(frame, contract)
+    assert report.success, report.failures
+    (classes,) = (c for c in report.checks if c.rule == "classes")
+    assert set(classes.observed) == {"0", "1"}
+
+
+def test_a_csv_column_of_numbers_with_one_text_cell_names_the_cell(penguins, contract, tmp_path):
+    """Read from a CSV, one text cell makes the whole column text: the message must name the
+    cell, not the type 'str'."""
+    column = penguins["body_mass_g"].astype(object)
+    column[5] = "heavy"
+    penguins.assign(body_mass_g=column).to_csv(tmp_path / "t.csv", index=False)
+    frame = pd.read_csv(tmp_path / "t.csv")
+    assert frame["body_mass_g"].dtype != object or frame["body_mass_g"].map(type).eq(str).all()
+    assert validate_table(frame, contract).failures == (
+        "column 'body_mass_g': expected numeric, but 1 value (0.3%) is not a number, e.g. 'heavy'",
+    )
+
+
+def test_a_missing_column_names_its_look_alike_with_other_spaces_or_case(penguins, contract):
+    frame = penguins.rename(columns={"bill_length_mm": "bill_length_mm ", "island": "Island"})
+    assert validate_table(frame, contract).failures == (
+        "undeclared column(s) 'Island', 'bill_length_mm ' not in the contract (the contract "
+        "must describe every column: add each one, with role: ignored if it is not used)",
+        "column 'island' is missing; the data has 'Island', which differs only in case or "
+        "surrounding spaces (rename the column at the source or in the contract)",
+        "column 'bill_length_mm' is missing; the data has 'bill_length_mm ', which differs "
+        "only in case or surrounding spaces (rename the column at the source or in the contract)",
+    )
