@@ -59,7 +59,26 @@ def _refuse_repeated(names: list[str]) -> None:
         raise _HeaderError(
             f"its header names a column more than once ({where}); pandas would silently "
             "rename the copies ('name.1'), so give every column its own name at the source."
+            + headerless_hint(names)
         )
+
+
+def headerless_hint(names: list[str]) -> str:
+    """A sentence for a table whose column names look like a row of data (half of them or
+    more are numbers: adult census' ``adult.data`` has no header line), else ``""``."""
+    numbers = 0
+    for name in names:
+        try:
+            float(name)
+        except ValueError:
+            continue
+        numbers += 1
+    if not names or numbers * 2 < len(names):
+        return ""
+    return (
+        f" {numbers} of the {len(names)} column names are numbers, so the first line is "
+        "probably a row of data: the file needs a header line naming the columns."
+    )
 
 
 class _HeaderError(Exception):

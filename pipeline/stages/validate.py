@@ -43,6 +43,7 @@ from pipeline.contract import (
 from pipeline.errors import PipelineError, cli
 from pipeline.frames import category_label, category_text
 from pipeline.io import atomic_path, read_table, write_json
+from pipeline.sources import headerless_hint
 
 #: dtype names (and, for ``object`` columns, value types) a numeric column may hold.
 NUMERIC_TYPES = (
@@ -1013,6 +1014,7 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     if target not in frame.columns:
         raise PipelineError(
             f"target column '{target}' is not in the data; columns: {', '.join(frame.columns)}."
+            + headerless_hint(list(frame.columns))
         )
     columns, notes = [], {}
     for name in frame.columns:

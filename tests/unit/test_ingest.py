@@ -197,3 +197,21 @@ def test_a_parquet_file_naming_a_column_twice_is_refused_in_the_same_words(tmp_p
     pq.write_table(table, tmp_path / "d.parquet")
     with pytest.raises(PipelineError, match=r"header names a column more than once \('a' in co"):
         load_source(str(tmp_path / "d.parquet"))
+
+
+def test_a_file_without_a_header_line_is_named_as_such(tmp_path):
+    """adult.data has no header: its first row becomes the column names."""
+    from pipeline.stages.validate import draft_contract
+
+    rows = "39, State-gov, 77516, 13, 0, <=50K\n50, Private, 83311, 13, 0, >50K\n" * 30
+    (tmp_path / "adult.csv").write_text(rows)
+    frame = ingest(str(tmp_path / "adult.csv"))
+    with pytest.raises(PipelineError) as caught:
+        draft_contract(frame, "income")
+    assert str(caught.value).endswith(
+        " 4 of the 6 column names are numbers, so the first line is probably a row of data: "
+        "the file needs a header line naming the columns."
+    )
+    (tmp_path / "dup.csv").write_text("39, 0, 0, <=50K\n50, 1, 0, >50K\n")
+    with pytest.raises(PipelineError, match=r"more than once \(' 0' in columns 2, 3\).*row of"):
+        load_source(str(tmp_path / "dup.csv"))
