@@ -297,7 +297,10 @@ def golden_rows(
         missing = [c for c in contract.feature_names if pd.isna(test.iloc[i][c])]
         cases.append(f"test row {i}" + (f", missing {', '.join(missing)}" if missing else ""))
 
+    # As objects: a row of an all-numeric table (integer codes as categories) is float64,
+    # which would refuse the unseen category's text.
     base = test.iloc[int(complete[0] if len(complete) else np.flatnonzero(fits)[0])]
+    base = base.astype(object)
     if nullable:
         blank = base.copy()
         for name in nullable:

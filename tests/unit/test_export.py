@@ -792,3 +792,35 @@ def test_a_regression_model_exports_a_prediction_output_with_its_parity_and_gold
     card = (out / "model_card.md").read_text()
     assert "Predicts the number `progression` (regression)" in card
     assert "output `prediction` `tensor(float)[N, 1]`" in card
+
+
+def test_golden_rows_of_an_all_numeric_table_with_integer_coded_categories():
+    """Every column a number (heart disease's ``cp``, titanic's ``Pclass`` declared
+    categorical): a row of such a table is float64, which refused the unseen category's text
+    (TypeError), and a code with a gap (1.0) must reach golden.json as "1"."""
+    from pipeline.contract import parse_contract
+
+    contract = parse_contract(
+        {
+            "columns": {
+                "cp": {"type": "categorical", "categories": ["0", "1", "2"], "max_missing": 0.5},
+                "age": {"type": "numeric"},
+                "y": {"type": "categorical", "role": "target", "categories": ["0", "1"]},
+            }
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "cp": [0.0, 1.0, np.nan, 2.0, 1.0, 0.0],
+            "age": [40.0, 50.0, 60.0, 45.0, 55.0, 65.0],
+            "y": [0.0, 1.0, 1.0, 0.0, 1.0, 0.0],
+        }
+    )
+    frame, cases = golden_rows(test, contract, 5, np.linspace(0.5, 1.0, len(test)))
+    assert cases[-2:] == ["synthetic: missing cp", "synthetic: unseen category in cp"]
+    assert frame["cp"].iloc[-1] == UNSEEN_CATEGORY
+    outputs = Outputs(np.array(["0"] * len(frame)), np.full((len(frame), 2), 0.5))
+    payload = golden_payload(frame, cases, outputs, contract, 1e-5)
+    codes = [row["inputs"]["cp"] for row in payload["rows"][:-2]]
+    assert codes and set(codes) <= {"0", "1", "2", None}
+    assert all(isinstance(row["inputs"]["age"], float) for row in payload["rows"])
