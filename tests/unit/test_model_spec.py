@@ -53,6 +53,12 @@ def test_onnx_names_are_safe_stable_and_unique():
     names = onnx_input_names(["mean radius", "od280/od315", "île", "1x", "a b", "a_b", ""])
     assert names == ["mean_radius", "od280_od315", "_le", "f_1x", "a_b", "a_b_2", "f_"]
     assert onnx_input_names(["a b", "a_b"]) == onnx_input_names(["a b", "a_b"])
+    # the graph's own output names are taken: a column called 'label' feeds 'f_label'
+    assert onnx_input_names(["label", "prediction", "labels"]) == [
+        "f_label",
+        "f_prediction",
+        "labels",
+    ]
 
 
 def test_outputs_follow_the_task():
