@@ -883,7 +883,8 @@ def _sentence(check: Check) -> str:
     values, eg = _values(check.unexpected_count, check.unexpected_percent), _eg(check.examples)
     if check.rule == "rows":
         if t["min"] is not None and check.observed < t["min"]:
-            return f"table has {check.observed} rows, fewer than the minimum {t['min']}"
+            rows = f"{check.observed} row{'s' if check.observed != 1 else ''}"
+            return f"table has {rows}, fewer than the minimum {t['min']}"
         return f"table has {check.observed} rows, more than the maximum {t['max']}"
     if check.rule == "duplicates":
         o = check.observed

@@ -157,6 +157,8 @@ def test_integer_coded_categories_are_compared_as_text(penguins, contract):
 def test_too_few_rows(penguins, contract):
     report = validate_table(penguins.dropna().sample(50, random_state=0), contract)
     assert report.failures == ("table has 50 rows, fewer than the minimum 100",)
+    one = validate_table(penguins.iloc[[0]], contract)
+    assert one.failures[0] == "table has 1 row, fewer than the minimum 100"
 
 
 def test_too_many_rows(penguins, contract):
