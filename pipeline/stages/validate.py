@@ -1015,6 +1015,11 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     if target not in frame.columns:
         raise PipelineError(
             f"target column '{target}' is not in the data; columns: {', '.join(frame.columns)}."
+            + "".join(
+                f" '{c}' differs from it only in case or surrounding spaces."
+                for c in frame.columns
+                if c.strip().casefold() == target.strip().casefold()
+            )
             + headerless_hint(list(frame.columns))
         )
     columns, notes = [], {}

@@ -409,6 +409,8 @@ def test_infer_policies_for_other_column_kinds():
 def test_infer_needs_a_target_present_and_usable(penguins):
     with pytest.raises(PipelineError, match="target column 'kind' is not in the data; columns: "):
         infer_contract(penguins, "kind")
+    with pytest.raises(PipelineError, match=r"year\. ' Species' differs from it only in case"):
+        infer_contract(penguins.rename(columns={"species": " Species"}), "species")
     with pytest.raises(PipelineError, match="target column 'island' has a single value"):
         infer_contract(penguins.assign(island="Dream"), "island")
     with pytest.raises(PipelineError, match="target column 'sex' is entirely empty"):
