@@ -1035,6 +1035,13 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
         spec: dict[str, Any] = {"name": name, "type": kind, "role": role}
         spec["max_missing"] = _missing_allowance(column.isna().mean())
         present = column.dropna()
+        if role == "feature" and len(present) and present.nunique() == 1:
+            notes[name] = _join_notes(
+                notes.get(name),
+                f"a single value ({_listed(present.head(1).map(_label))}) in this sample: the "
+                "model learns nothing from it, and the drafted range or categories admit little "
+                "else; set role: ignored if it is always constant",
+            )
         if kind == "numeric" and role != "ignored" and len(present):
             values = pd.to_numeric(present, errors="coerce").astype(float)
             finite = values[np.isfinite(values)]

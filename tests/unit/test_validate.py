@@ -787,6 +787,9 @@ def test_infer_notes_categories_spelt_several_ways():
         "class of its own); unify them at the source"
     )
     assert draft.notes["sex"].startswith("'Male' and 'male' differ only in case")
+    constant = draft_contract(frame.assign(unit="kg"), "income")
+    assert constant.contract.column("unit").role == "feature"
+    assert constant.notes["unit"].startswith("a single value ('kg') in this sample: the model")
     assert "a category of its own" in draft.notes["sex"]
     assert "hours" not in draft.notes
 
