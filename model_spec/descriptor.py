@@ -56,6 +56,21 @@ class DescriptorError(ValueError):
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
+#: Tensor names the exported graph uses for its own outputs (``pipeline/onnx_export.py``
+#: builds them after the inputs are named): an input may not take one.
+RESERVED_NAMES = frozenset(
+    {
+        LABEL,
+        PROBABILITIES,
+        PREDICTION,
+        "class_labels",
+        "class_index",
+        "proba_float",
+        "prediction_shape",
+        "prediction_column",
+    }
+)
+
 
 def onnx_input_names(columns: Sequence[str]) -> list[str]:
     """The ONNX input name of each column, in order (the mapping the module docstring states)."""
@@ -63,7 +78,7 @@ def onnx_input_names(columns: Sequence[str]) -> list[str]:
     names = []
     for column in columns:
         base = _UNSAFE.sub("_", str(column))
-        if not base or base[0].isdigit():
+        if not base or base[0].isdigit() or base in RESERVED_NAMES:
             base = "f_" + base
         name, n = base, 1
         while name in taken:

@@ -47,10 +47,18 @@ def numeric_array(values: Any, column: str) -> np.ndarray:
     return out.reshape(-1, 1)
 
 
+def category_text(value: Any) -> str:
+    """A category's text: ``str(value)``, but an integral float as an integer (``1.0`` ->
+    ``"1"``), as training wrote it (pandas reads an integer code column with a gap as floats)."""
+    if isinstance(value, float | np.floating) and abs(value) < 2**53 and value == int(value):
+        return str(int(value))
+    return str(value)
+
+
 def categorical_array(values: Any) -> np.ndarray:
-    """``object`` strings ``[N, 1]``; missing values become ``""``."""
+    """``object`` strings ``[N, 1]`` (see :func:`category_text`); missing values become ``""``."""
     array = np.asarray(values, dtype=object).reshape(-1)
-    out = np.array(["" if _is_missing(v) else str(v) for v in array], dtype=object)
+    out = np.array(["" if _is_missing(v) else category_text(v) for v in array], dtype=object)
     return out.reshape(-1, 1)
 
 

@@ -342,7 +342,28 @@ def _rename_inputs(model: onnx.ModelProto, contract: Contract) -> None:
     for i, old in enumerate(current):
         _rename_tensor(graph, old, f"__input_{i}__")
     for i, new in enumerate(wanted):
+        # The converter may have given the name to a tensor of its own (skl2onnx renames an
+        # input called 'variable' to 'variable2' and calls its output 'variable').
+        if new in _tensor_names(graph):
+            _rename_tensor(graph, new, _unused(graph, f"converter_{new}"))
         _rename_tensor(graph, f"__input_{i}__", new)
+
+
+def _tensor_names(graph: onnx.GraphProto) -> set[str]:
+    names = {n for node in graph.node for n in (*node.input, *node.output)}
+    return (
+        names
+        | {v.name for v in (*graph.input, *graph.output)}
+        | {i.name for i in graph.initializer}
+    )
+
+
+def _unused(graph: onnx.GraphProto, base: str) -> str:
+    names, name, n = _tensor_names(graph), base, 1
+    while name in names:
+        n += 1
+        name = f"{base}_{n}"
+    return name
 
 
 def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:

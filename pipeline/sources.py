@@ -26,15 +26,72 @@ BUILTIN_PACKAGES: dict[str, str] = {"penguins": "palmerpenguins"}
 BUILTIN: dict[str, Callable[[], pd.DataFrame]] = {"penguins": _penguins}
 
 
+#: Delimiters tried, in this order, when a CSV header line holds no comma.
+OTHER_DELIMITERS = (";", "\t", "|")
+
+
 def _read_csv(source: str) -> pd.DataFrame:
+    """Read a CSV file; the delimiter is a comma unless the header line holds none and holds
+    ``;``, a tab or ``|`` (wine quality and bank marketing ship with ``;``). A header that
+    names a column twice is refused: pandas would silently rename the copy ``name.1``."""
     import pandas as pd
 
-    return pd.read_csv(source)
+    sep = ","
+    header = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False)
+    if len(header.columns) == 1:
+        line = str(header.iloc[0, 0])
+        sep = next((d for d in OTHER_DELIMITERS if d in line), ",")
+        if sep != ",":
+            header = pd.read_csv(
+                source, header=None, nrows=1, dtype=str, keep_default_na=False, sep=sep
+            )
+    _refuse_repeated([str(n) for n in header.iloc[0]])
+    return pd.read_csv(source, sep=sep)
+
+
+def _refuse_repeated(names: list[str]) -> None:
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        where = "; ".join(
+            f"'{n}' in columns {', '.join(str(i + 1) for i, m in enumerate(names) if m == n)}"
+            for n in repeated
+        )
+        raise _HeaderError(
+            f"its header names a column more than once ({where}); pandas would silently "
+            "rename the copies ('name.1'), so give every column its own name at the source."
+            + headerless_hint(names)
+        )
+
+
+def headerless_hint(names: list[str]) -> str:
+    """A sentence for a table whose column names look like a row of data (half of them or
+    more are numbers: adult census' ``adult.data`` has no header line), else ``""``."""
+    numbers = 0
+    for name in names:
+        try:
+            float(name)
+        except ValueError:
+            continue
+        numbers += 1
+    if not names or numbers * 2 < len(names):
+        return ""
+    return (
+        f" {numbers} of the {len(names)} column names are numbers, so the first line is "
+        "probably a row of data: the file needs a header line naming the columns."
+    )
+
+
+class _HeaderError(Exception):
+    """A CSV header the pipeline refuses, worded for a person."""
 
 
 def _read_parquet(source: str) -> pd.DataFrame:
     import pandas as pd
 
+    if "://" not in source:  # a URL's schema would cost a second request; pyarrow names it too
+        import pyarrow.parquet as pq
+
+        _refuse_repeated(pq.read_schema(source).names)
     return pd.read_parquet(source)
 
 
@@ -43,6 +100,18 @@ _READERS: dict[str, Callable[[str], pd.DataFrame]] = {
     ".parquet": _read_parquet,
     ".pq": _read_parquet,
 }
+
+
+#: Compression pandas reads from the file name; ``x.csv.gz`` is a CSV file.
+COMPRESSIONS = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")
+
+
+def _suffix(source: str) -> str:
+    """The file type of ``source``: its last suffix, or the one before a compression suffix."""
+    suffixes = [s.lower() for s in Path(source.split("?", 1)[0]).suffixes]
+    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSIONS and suffixes[-2] == ".csv":
+        return ".csv"
+    return suffixes[-1] if suffixes else ""
 
 
 def load_source(source: str) -> pd.DataFrame:
@@ -56,24 +125,29 @@ def load_source(source: str) -> pd.DataFrame:
             )
         return BUILTIN[name]()
 
-    suffix = Path(source.split("?", 1)[0]).suffix.lower()
+    suffix = _suffix(source)
     reader = _READERS.get(suffix)
     if reader is None:
         raise PipelineError(
             f"data.source '{source}': unsupported file type '{suffix or '(none)'}'; "
-            "use a .csv or .parquet file, or builtin:penguins."
+            "use a .csv (also compressed: .csv.gz, .csv.zip, ...) or .parquet file, or "
+            "builtin:penguins."
         )
     is_url = "://" in source
     if not is_url and not Path(source).is_file():
         raise PipelineError(
             f"data.source '{source}' does not exist (looked in {Path(source).resolve()})."
         )
+    if not is_url and Path(source).stat().st_size == 0:
+        raise PipelineError(f"data.source '{source}' is an empty file (0 bytes).")
     try:
         frame = reader(source)
     except ImportError as exc:
         raise PipelineError(f"data.source '{source}' needs an extra package: {exc}") from None
     except FileNotFoundError:
         raise PipelineError(f"data.source '{source}' does not exist.") from None
+    except _HeaderError as exc:
+        raise PipelineError(f"data.source '{source}': {exc}") from None
     except Exception as exc:  # parsers raise many types; the message is what matters here
         kind = "CSV" if suffix == ".csv" else "Parquet"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

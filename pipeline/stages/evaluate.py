@@ -29,6 +29,7 @@ from pipeline import metrics as task_metrics
 from pipeline.config import load_params
 from pipeline.contract import load_contract
 from pipeline.errors import PipelineError, cli
+from pipeline.frames import category_text
 from pipeline.io import atomic_path, read_table, write_json
 from pipeline.model import RUN_FILE, load_native_model
 from pipeline.tracking import resume_run
@@ -176,7 +177,7 @@ def evaluate_model(model, test: pd.DataFrame, target: str):
             "residuals/residuals.csv": residuals,
         }
         return metrics, tables, draw_regression_figures(pairs, residuals, metrics)
-    y_true = test[target].astype(str).to_numpy()
+    y_true = category_text(test[target]).to_numpy(dtype=object)
     metrics = task_metrics.compute_metrics(task, y_true, output, model.classes)
     confusion, roc, pr = curve_tables(y_true, output, model.classes)
     tables = {"confusion/confusion.csv": confusion}

@@ -47,6 +47,7 @@ from pipeline import onnx_export
 from pipeline.config import Params, flatten, load_params
 from pipeline.contract import Contract, load_contract
 from pipeline.errors import PipelineError, cli
+from pipeline.frames import category_label, category_text
 from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
 from pipeline.registry import model_name
 
@@ -246,7 +247,7 @@ def rows_within_contract(frame: pd.DataFrame, contract: Contract) -> np.ndarray:
             if c.max is not None:
                 ok &= missing | (values <= c.max)
         elif c.categories is not None:
-            ok &= missing | column.astype(object).astype(str).isin(c.categories).to_numpy()
+            ok &= missing | category_text(column).isin(c.categories).to_numpy()
     return ok
 
 
@@ -296,7 +297,10 @@ def golden_rows(
         missing = [c for c in contract.feature_names if pd.isna(test.iloc[i][c])]
         cases.append(f"test row {i}" + (f", missing {', '.join(missing)}" if missing else ""))
 
+    # As objects: a row of an all-numeric table (integer codes as categories) is float64,
+    # which would refuse the unseen category's text.
     base = test.iloc[int(complete[0] if len(complete) else np.flatnonzero(fits)[0])]
+    base = base.astype(object)
     if nullable:
         blank = base.copy()
         for name in nullable:
@@ -330,7 +334,7 @@ def golden_payload(
             elif name in contract.numeric_features:
                 inputs[name] = float(value)
             else:
-                inputs[name] = str(value)
+                inputs[name] = category_label(value)  # 1.0 (a code column with gaps) -> "1"
         row: dict[str, Any] = {"case": case, "inputs": inputs}
         if case.startswith(UNSEEN_CASE):
             row["synthetic"] = "unseen_category"

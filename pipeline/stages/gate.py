@@ -59,6 +59,7 @@ from model_spec.feed import FeedError, build_feed
 from model_spec.task import Task
 from pipeline.config import GateParams, load_params
 from pipeline.errors import PipelineError, cli
+from pipeline.frames import category_text
 from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
 from pipeline.metrics import baseline_output, compute_metrics, higher_is_better, metric_names
 from pipeline.registry import EXPORT_ARTIFACT_DIR, champion_of, default_model_name, model_name
@@ -571,7 +572,7 @@ def score_export(export_dir: str | Path, test: pd.DataFrame) -> dict[str, float]
     if descriptor.task.is_classification:
         # float32 rows sum to 1 only within ~1e-7; scikit-learn's log_loss warns about that.
         output = output / output.sum(axis=1, keepdims=True)
-        actual = test[target].astype(str).to_numpy()
+        actual = category_text(test[target]).to_numpy(dtype=object)
     else:
         actual = test[target].to_numpy()
     return compute_metrics(descriptor.task, actual, output, list(descriptor.classes))
@@ -642,7 +643,7 @@ def baseline_metrics(
             raise PipelineError(f"the {split} split has no target column '{target}'.")
     y_train, y_test = train[target], test[target]
     if task.is_classification:
-        y_train, y_test = y_train.astype(str), y_test.astype(str)
+        y_train, y_test = category_text(y_train), category_text(y_test)
     output = baseline_output(task, y_train.to_numpy(), len(test), classes)
     return compute_metrics(task, y_test.to_numpy(), output, classes)
 

@@ -23,7 +23,7 @@ from pipeline.config import Params, TrainParams, flatten, load_params
 from pipeline.contract import load_contract
 from pipeline.errors import PipelineError, cli
 from pipeline.estimators import get_estimator, import_keras  # noqa: F401  (import_keras: re-export)
-from pipeline.frames import to_model_frame
+from pipeline.frames import category_text, to_model_frame
 from pipeline.io import atomic_path, file_sha256, read_table
 from pipeline.model import (
     RUN_FILE,
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
 def _target(frame: pd.DataFrame, target: str, task: Task, split: str) -> np.ndarray:
     if task.is_regression:
         return _numbers(pd.to_numeric(frame[target], errors="coerce"), target, split)
-    return frame[target].astype(str).to_numpy()
+    return category_text(frame[target]).to_numpy(dtype=object)
 
 
 def _write_csv(path: str | Path, frame: pd.DataFrame) -> None:

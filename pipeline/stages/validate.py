@@ -16,6 +16,7 @@ words, which column broke which rule.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import sys
@@ -40,7 +41,9 @@ from pipeline.contract import (
     parse_contract,
 )
 from pipeline.errors import PipelineError, cli
+from pipeline.frames import category_label, category_text
 from pipeline.io import atomic_path, read_table, write_json
+from pipeline.sources import headerless_hint
 
 #: dtype names (and, for ``object`` columns, value types) a numeric column may hold.
 NUMERIC_TYPES = (
@@ -56,6 +59,7 @@ NUMERIC_TYPES = (
 
 _DOCS_SITE = "local_site"
 _EXAMPLES = 3  # offending values quoted per failed check
+_LISTED = 20  # allowed categories a message lists
 
 # The order in which a column's checks are reported; table-level checks come first.
 _RULES = (
@@ -64,6 +68,7 @@ _RULES = (
     "duplicates",
     "present",
     "type",
+    "finite",
     "empty",
     "missing",
     "range",
@@ -227,10 +232,8 @@ def _as_checked(frame: pd.DataFrame, contract: Contract) -> pd.DataFrame:
         if spec.is_numeric or spec.name not in out.columns:
             continue
         column = out[spec.name]
-        if not (pd.api.types.is_string_dtype(column) or column.dtype == object):
-            out[spec.name] = column.astype(object).where(column.isna(), column.astype(str))
-        elif column.dtype == object:
-            out[spec.name] = column.where(column.isna(), column.map(str))
+        if not pd.api.types.is_string_dtype(column) or column.dtype == object:
+            out[spec.name] = category_text(column)  # 1.0 (a code beside a gap) -> "1"
         else:
             # pandas' Arrow-backed text: GX filters the whole frame once per metric, and
             # taking rows of Arrow columns cost seconds on wide tables (BENCHMARKS.md).
@@ -325,7 +328,11 @@ def validate_table(
         if sites:  # the Data Docs are rendered from the stored results, one page per part
             context.build_data_docs(site_names=[_DOCS_SITE])
 
-    gx_checks = [_read_result(r, contract) for part in results for r in part.results]
+    gx_checks = [
+        _name_non_numbers(_read_result(r, contract), frame)
+        for part in results
+        for r in part.results
+    ]
     share = _duplicate_share(frame)  # hashes every row: once, for the check and the report
     gx_checks += _presence(gx_checks, contract)
     checks = sorted(
@@ -420,6 +427,29 @@ def _run_definitions(context: Any, jobs: list[tuple[Any, pd.DataFrame]], run_id:
     return results
 
 
+def _name_non_numbers(check: Check, frame: pd.DataFrame) -> Check:
+    """A numeric column GX refused for its dtype alone (a CSV column with one text cell is
+    read as text throughout): count and quote the values that are not numbers, so the
+    message names the cell to fix rather than the type ``str``."""
+    if check.rule != "type" or check.success or check.unexpected_count is not None:
+        return check
+    if check.column not in frame.columns:
+        return check
+    present = frame[check.column].dropna()
+    if not (pd.api.types.is_string_dtype(present) or present.dtype == object):
+        return check
+    numbers = pd.to_numeric(present.map(str), errors="coerce")
+    bad = present[numbers.isna()]
+    if bad.empty:  # numbers stored as text: the dtype is the problem, as GX says
+        return check
+    return dataclasses.replace(
+        check,
+        unexpected_count=len(bad),
+        unexpected_percent=100 * len(bad) / len(frame),
+        examples=_examples(bad.map(str).tolist()),
+    )
+
+
 def _presence(checks: list[Check], contract: Contract) -> list[Check]:
     """One ``present`` check per contract column, read from the table's column-set result.
 
@@ -484,6 +514,8 @@ def _table_checks(
         checks.append(
             _check(spec.name, "empty", present > 0 or frame.empty, {"role": spec.role}, present)
         )
+        if spec.is_numeric:
+            checks.append(_finite(frame[spec.name], spec.name, len(frame)))
     target = contract.target
     if target not in frame.columns or frame.empty:
         return checks
@@ -493,8 +525,8 @@ def _table_checks(
         distinct = int(values.nunique())
         checks.append(_check(target, "classes", distinct >= 2, {"min_distinct": 2}, distinct))
         return checks
-    labels = column.dropna().map(str)
-    counts = frame.loc[labels.index].drop_duplicates().loc[:, target].map(str).value_counts()
+    labels = category_text(column).dropna()
+    counts = category_text(frame.loc[labels.index].drop_duplicates().loc[:, target]).value_counts()
     observed = {str(k): int(v) for k, v in counts.sort_index().items()}
     checks.append(_check(target, "classes", len(counts) >= 2, {"min_classes": 2}, observed))
     if len(counts) >= 2:  # classes outside the contract's categories are reported there
@@ -513,6 +545,24 @@ def _table_checks(
             )
         )
     return checks
+
+
+def _finite(column: pd.Series, name: str, rows: int) -> Check:
+    """No infinite number in a numeric column, whatever its range says: no imputer, scaler or
+    model takes one (scikit-learn refuses the whole table), and a CSV's ``inf`` reads as one."""
+    values = pd.to_numeric(column, errors="coerce").astype(float)
+    infinite = values[np.isinf(values)]
+    return Check(
+        column=name,
+        rule="finite",
+        expectation=PANDAS_CHECK,
+        success=infinite.empty,
+        threshold={"infinite": 0},
+        observed=len(infinite),
+        unexpected_count=len(infinite),
+        unexpected_percent=100 * len(infinite) / rows if rows else 0.0,
+        examples=tuple(dict.fromkeys(str(v) for v in infinite))[:_EXAMPLES],
+    )
 
 
 def _column_order(contract: Contract, column: str | None) -> int:
@@ -745,6 +795,8 @@ def _plain(value: Any) -> Any:
 def _examples(values: list[Any]) -> tuple[Any, ...]:
     seen: list[Any] = []
     for value in values:
+        if isinstance(value, float | np.floating) and np.isinf(value):
+            value = str(float(value))  # 'inf', where _plain would make it None (JSON's null)
         value = _plain(value)
         if value not in seen:
             seen.append(value)
@@ -767,7 +819,10 @@ def _values(count: int | None, percent: float | None) -> str:
 
 
 def _eg(examples: tuple[Any, ...]) -> str:
-    return f", e.g. {', '.join(repr(v) for v in examples)}" if examples else ""
+    """The examples as a message quotes them: long text cut (a 10,000-character cell would
+    otherwise make the paragraph)."""
+    shown = (repr(_clip(v)) if isinstance(v, str) else repr(v) for v in examples)
+    return f", e.g. {', '.join(shown)}" if examples else ""
 
 
 def _explain(checks: list[Check]) -> Iterator[str]:
@@ -780,16 +835,36 @@ def _explain(checks: list[Check]) -> Iterator[str]:
     missing = {c.column for c in checks if not c.success and c.rule == "present"}
     mistyped = {c.column for c in checks if not c.success and c.rule == "type" and not c.error}
     empty = {c.column for c in checks if not c.success and c.rule == "empty"}
+    infinite = {c.column: c.unexpected_count for c in checks if c.rule == "finite"}
     for check in checks:
         if check.success:
             continue
         if check.column in empty and check.rule in ("missing", "classes"):
             continue  # "entirely empty" already says it
+        if check.rule == "range" and (check.unexpected_count or 0) <= infinite.get(check.column, 0):
+            continue  # only the infinite values are out of range: "finite" names them
         if check.error is not None and (check.column in missing or check.column in mistyped):
             continue
         if check.rule == "columns" and not _undeclared(check):
             continue  # only missing columns: their "present" checks name them
+        if check.rule == "present":
+            yield _sentence(check) + _look_alike(check.column, checks)
+            continue
         yield _sentence(check)
+
+
+def _look_alike(name: str, checks: list[Check]) -> str:
+    """For a missing column: the undeclared columns whose name differs from it only in case
+    or surrounding spaces (a header's ``'age '``, a BOM-less ``'Age'``), as a clause."""
+    (columns,) = (c for c in checks if c.rule == "columns")
+    key = name.strip().casefold()
+    alike = [c for c in _undeclared(columns) if c.strip().casefold() == key]
+    if not alike:
+        return ""
+    return (
+        f"; the data has {', '.join(repr(c) for c in alike)}, which differs only in case or "
+        "surrounding spaces (rename the column at the source or in the contract)"
+    )
 
 
 def _undeclared(check: Check) -> list[str]:
@@ -808,7 +883,8 @@ def _sentence(check: Check) -> str:
     values, eg = _values(check.unexpected_count, check.unexpected_percent), _eg(check.examples)
     if check.rule == "rows":
         if t["min"] is not None and check.observed < t["min"]:
-            return f"table has {check.observed} rows, fewer than the minimum {t['min']}"
+            rows = f"{check.observed} row{'s' if check.observed != 1 else ''}"
+            return f"table has {rows}, fewer than the minimum {t['min']}"
         return f"table has {check.observed} rows, more than the maximum {t['max']}"
     if check.rule == "duplicates":
         o = check.observed
@@ -854,6 +930,11 @@ def _sentence(check: Check) -> str:
             return f"{col}: expected numeric, found values of type '{check.observed}'"
         verb = "is not a number" if check.unexpected_count == 1 else "are not numbers"
         return f"{col}: expected numeric, but {values} {verb}{eg}"
+    if check.rule == "finite":
+        return (
+            f"{col}: {values} infinite{eg}, which no model can use; write them as empty cells "
+            "(missing values) or as numbers at the source"
+        )
     if check.rule == "missing":
         return f"{col}: {values} missing (allowed {_pct(t['max_missing_percent'])})"
     if check.rule == "range":
@@ -864,7 +945,9 @@ def _sentence(check: Check) -> str:
             where = f"below {lo}" if lo is not None else f"above {hi}"
         return f"{col}: {values} {where}{eg}"
     if check.rule == "categories":
-        allowed = ", ".join(t["categories"])
+        listed = [_clip(c) for c in t["categories"][:_LISTED]]
+        more = len(t["categories"]) - len(listed)
+        allowed = ", ".join(listed) + (f", ... ({len(t['categories'])} in all)" if more else "")
         return f"{col}: {values} not in [{allowed}] (allowed {_pct(t['max_unknown_percent'])}){eg}"
     raise ValueError(check.rule)
 
@@ -877,6 +960,9 @@ MAX_CATEGORIES = 50
 #: An integer-coded target with at most this many distinct values is drafted as class labels
 #: (classification); with more, as a quantity (regression).
 MAX_INTEGER_CLASSES = 20
+#: A text column whose values are at least this share numbers is drafted as numeric (its
+#: other values are typos or missing-value markers such as "?", which validate then names).
+MOSTLY_NUMBERS = 0.9
 #: Numeric bounds are widened by this share of the observed span on each side.
 RANGE_MARGIN = 0.1
 
@@ -901,7 +987,11 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     - Types come from dtypes: numbers are ``numeric`` (integer codes with few values too: they
       keep their order; switch them to categorical if they are labels), text and booleans are
       ``categorical``.
-    - Ignored, each with a note in the draft: an entirely empty column (nothing to learn, and
+    - Text that is at least ``MOSTLY_NUMBERS`` (90%) numbers is ``numeric``, with a note
+      naming the other values (validate refuses them); categories equal but for case,
+      surrounding spaces or a final dot get a note.
+    - Ignored, each with a note in the draft: a row number (:func:`_row_number`), an
+      entirely empty column (nothing to learn, and
       ``max_missing: 1.0`` would hide it), dates and datetimes (as categories they would
       refuse every new date, e.g. next year's rows; derive a number such as the year at the
       source), text with more than ``MAX_CATEGORIES`` distinct values (free text or an id:
@@ -925,6 +1015,12 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     if target not in frame.columns:
         raise PipelineError(
             f"target column '{target}' is not in the data; columns: {', '.join(frame.columns)}."
+            + "".join(
+                f" '{c}' differs from it only in case or surrounding spaces."
+                for c in frame.columns
+                if c.strip().casefold() == target.strip().casefold()
+            )
+            + headerless_hint(list(frame.columns))
         )
     columns, notes = [], {}
     for name in frame.columns:
@@ -939,13 +1035,40 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
         spec: dict[str, Any] = {"name": name, "type": kind, "role": role}
         spec["max_missing"] = _missing_allowance(column.isna().mean())
         present = column.dropna()
-        if kind == "numeric" and role != "ignored" and len(present):
-            values = pd.to_numeric(present)
-            spec["min"], spec["max"] = _widen(
-                float(values.min()), float(values.max()), _integral(present)
+        if role == "feature" and len(present) and present.nunique() == 1:
+            notes[name] = _join_notes(
+                notes.get(name),
+                f"a single value ({_listed(present.head(1).map(_label))}) in this sample: the "
+                "model learns nothing from it, and the drafted range or categories admit little "
+                "else; set role: ignored if it is always constant",
             )
+        if kind == "numeric" and role != "ignored" and len(present):
+            values = pd.to_numeric(present, errors="coerce").astype(float)
+            finite = values[np.isfinite(values)]
+            infinite = values[np.isinf(values)]
+            if len(infinite):
+                notes[name] = _join_notes(
+                    notes.get(name),
+                    f"{len(infinite)} infinite value(s) ({_listed(infinite.map(str))}): the "
+                    "range is drafted from the finite values, and validate refuses infinite "
+                    "ones (no model can use them); write them as empty cells (missing) or as "
+                    "numbers at the source",
+                )
+            if len(finite):
+                spec["min"], spec["max"] = _widen(
+                    float(finite.min()), float(finite.max()), _integral(finite)
+                )
         if kind == "categorical" and role != "ignored":
             spec["categories"] = tuple(sorted({_label(v) for v in present}))
+            spelt = _spelt_apart(spec["categories"])
+            if spelt:
+                notes[name] = _join_notes(
+                    notes.get(name),
+                    f"{spelt} differ only in case, surrounding spaces or a final dot: probably "
+                    "one value written several ways (the model takes each as a "
+                    f"{'class' if role == 'target' else 'category'} of its own); unify them at "
+                    "the source",
+                )
         columns.append(ColumnSpec(**spec))
     if not any(c.role == "feature" for c in columns):
         why = "; ".join(f"'{n}': {notes.get(n, 'ignored')}" for n in frame.columns if n != target)
@@ -972,11 +1095,47 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     return Draft(contract, notes, table_notes)
 
 
+#: Fewer rows than this, and consecutive distinct integers may well be a real quantity.
+ROW_NUMBER_MIN_ROWS = 50
+
+
+def _row_number(present: pd.Series) -> bool:
+    """Integers, each value once, from the smallest to the largest without a gap: the index
+    ``to_csv`` writes (``Unnamed: 0``), ``PassengerId``, ``Id``."""
+    if len(present) < ROW_NUMBER_MIN_ROWS or not _integral(present):
+        return False
+    values = pd.to_numeric(present)
+    return bool(values.is_unique and values.max() - values.min() + 1 == len(values))
+
+
+def _spelt_apart(categories: tuple[str, ...]) -> str:
+    """Groups of categories equal once case, surrounding spaces and a final dot are dropped
+    (``' >50K'`` and ``' >50K.'``, ``'Male'`` and ``'male'``), quoted, or ``''``."""
+    groups: dict[str, list[str]] = {}
+    for category in categories:
+        groups.setdefault(category.strip().rstrip(".").strip().casefold(), []).append(category)
+    alike = [g for g in groups.values() if len(g) > 1]
+    return "; ".join(" and ".join(repr(_clip(c)) for c in g) for g in alike[:3])
+
+
+def _join_notes(first: str | None, second: str) -> str:
+    return second if not first else f"{first}. Also: {second}"
+
+
+def _listed(values: pd.Series, most: int = 3) -> str:
+    """Up to ``most`` distinct values, quoted and cut to 40 characters each."""
+    distinct = list(dict.fromkeys(values))
+    shown = ", ".join(repr(_clip(str(v))) for v in distinct[:most])
+    return shown + (", ..." if len(distinct) > most else "")
+
+
+def _clip(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else f"{text[: width - 3]}... ({len(text)} characters)"
+
+
 def _label(value: Any) -> str:
     """Category text as ``preprocess`` makes it; integral floats (2.0 from a CSV) as "2"."""
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return str(int(value))
-    return str(value)
+    return category_label(value)
 
 
 def _integral(present: pd.Series) -> bool:
@@ -1047,6 +1206,17 @@ def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
     if pd.api.types.is_bool_dtype(column):
         return "categorical", "feature", None
     if _is_number(column):
+        if _row_number(present):
+            return (
+                "numeric",
+                "ignored",
+                (
+                    f"a row number or identifier (every value distinct, {_label(present.min())} "
+                    f"to {_label(present.max())} without a gap): ignored, since it says which "
+                    "row it is, not anything about it. If it is a real quantity, set "
+                    "role: feature"
+                ),
+            )
         return "numeric", "feature", None
     if pd.api.types.is_datetime64_any_dtype(column) or _looks_like_dates(column):
         return (
@@ -1059,6 +1229,20 @@ def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
             ),
         )
     if pd.api.types.is_string_dtype(column) or column.dtype == object:
+        numbers = pd.to_numeric(present.map(str), errors="coerce")
+        text = present[numbers.isna()]
+        if len(text) and numbers.notna().mean() >= MOSTLY_NUMBERS:
+            return (
+                "numeric",
+                "feature",
+                (
+                    f"numbers, but {len(text)} of {len(present)} values are not "
+                    f"({_listed(text.map(str))}): drafted as numeric, so validate refuses "
+                    "those values until they are fixed at the source (an empty cell is a "
+                    "missing value). If the column is a category, make it type: categorical "
+                    "and list its categories"
+                ),
+            )
         distinct = present.nunique()
         if distinct > MAX_CATEGORIES:
             return (
@@ -1120,9 +1304,9 @@ _INFERRED_HEADER = """\
 # Data contract DRAFTED by `python -m pipeline.stages.validate infer` from {source} ({rows} rows).
 # REVIEW IT BEFORE COMMITTING: it describes this sample, not what the data should be.
 #  - types come from dtypes: numbers are numeric (integer codes too; make them categorical
-#    if they are labels), text and booleans are categorical; empty columns, dates, text
-#    with more than {maxcat} distinct values and other types are role: ignored, each with a
-#    "# NOTE" saying why;
+#    if they are labels), text and booleans are categorical, text that is at least 90%
+#    numbers is numeric; empty columns, dates, row numbers, text with more than {maxcat}
+#    distinct values and other types are role: ignored, each with a "# NOTE" saying why;
 #  - the target: text is classification; integers with at most {maxint} distinct values
 #    are classification with the codes as labels, other numbers regression (see its NOTE);
 #  - min/max are the observed range widened by 10% of its span, rounded outward;

@@ -792,3 +792,78 @@ def test_a_regression_model_exports_a_prediction_output_with_its_parity_and_gold
     card = (out / "model_card.md").read_text()
     assert "Predicts the number `progression` (regression)" in card
     assert "output `prediction` `tensor(float)[N, 1]`" in card
+
+
+def test_golden_rows_of_an_all_numeric_table_with_integer_coded_categories():
+    """Every column a number (heart disease's ``cp``, titanic's ``Pclass`` declared
+    categorical): a row of such a table is float64, which refused the unseen category's text
+    (TypeError), and a code with a gap (1.0) must reach golden.json as "1"."""
+    from pipeline.contract import parse_contract
+
+    contract = parse_contract(
+        {
+            "columns": {
+                "cp": {"type": "categorical", "categories": ["0", "1", "2"], "max_missing": 0.5},
+                "age": {"type": "numeric"},
+                "y": {"type": "categorical", "role": "target", "categories": ["0", "1"]},
+            }
+        }
+    )
+    test = pd.DataFrame(
+        {
+            "cp": [0.0, 1.0, np.nan, 2.0, 1.0, 0.0],
+            "age": [40.0, 50.0, 60.0, 45.0, 55.0, 65.0],
+            "y": [0.0, 1.0, 1.0, 0.0, 1.0, 0.0],
+        }
+    )
+    frame, cases = golden_rows(test, contract, 5, np.linspace(0.5, 1.0, len(test)))
+    assert cases[-2:] == ["synthetic: missing cp", "synthetic: unseen category in cp"]
+    assert frame["cp"].iloc[-1] == UNSEEN_CATEGORY
+    outputs = Outputs(np.array(["0"] * len(frame)), np.full((len(frame), 2), 0.5))
+    payload = golden_payload(frame, cases, outputs, contract, 1e-5)
+    codes = [row["inputs"]["cp"] for row in payload["rows"][:-2]]
+    assert codes and set(codes) <= {"0", "1", "2", None}
+    assert all(isinstance(row["inputs"]["age"], float) for row in payload["rows"])
+
+
+@pytest.mark.parametrize("estimator", ["logistic_regression", "ridge"])
+def test_columns_named_like_the_graphs_own_tensors_export_a_valid_graph(estimator, params):
+    """Features called 'label', 'probabilities', 'prediction' (the outputs), 'variable'
+    (skl2onnx's regressor output) or 'class_index' made an invalid graph ("'probabilities'
+    has been used as output names multiple times")."""
+    import onnx
+
+    from model_spec.descriptor import onnx_input_names
+    from model_spec.task import Task
+    from pipeline.contract import parse_contract
+
+    names = ["label", "probabilities", "prediction", "variable", "class_index"]
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(120, len(names))), columns=names)
+    regression = estimator == "ridge"
+    frame["y"] = frame["label"] * 3 + 1 if regression else np.where(frame["label"] > 0, "a", "b")
+    target = (
+        {"type": "numeric"} if regression else {"type": "categorical", "categories": ["a", "b"]}
+    )
+    contract = parse_contract(
+        {"columns": {**{n: {"type": "numeric"} for n in names}, "y": {**target, "role": "target"}}}
+    )
+    assert onnx_input_names(names) == [
+        "f_label", "f_probabilities", "f_prediction", "variable", "f_class_index",
+    ]  # fmt: skip
+    pre = fit_preprocessor(frame, contract)
+    x = pre.transform(to_model_frame(frame, contract))
+    y = frame["y"].to_numpy(float if regression else str)
+    task = Task.REGRESSION if regression else None
+    result = train_model(estimator, params.train, x, y, x, y, task=task)
+    native = NativeModel(pre, result.model, result.family, estimator, result.classes, contract)
+    model = onnx_export.to_onnx(native, params.export.opset)
+    onnx.checker.check_model(model, full_check=True)
+    assert [i.name for i in model.graph.input] == onnx_input_names(names)
+    session = onnx_export.onnx_session(model)
+    if regression:
+        (prediction,) = session.run(None, onnx_export.onnx_feeds(frame, contract))
+        assert np.abs(prediction.ravel() - native.predict(frame)).max() < 1e-4
+    else:
+        _, proba = onnx_export.run_onnx(session, to_model_frame(frame, contract), contract)
+        assert np.abs(proba - native.predict_proba(frame)).max() <= params.export.parity_tolerance

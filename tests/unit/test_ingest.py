@@ -143,3 +143,75 @@ def test_an_unchanged_source_is_recognised_without_reading_it(tmp_path, tiny):
     # Another source in params: read, even though the old one is unchanged.
     tiny.head(3).to_csv(project / "other.csv", index=False)
     assert "3 rows" in _run_ingest(project, "other.csv")
+
+
+def test_a_semicolon_or_tab_delimited_csv_is_read_by_its_delimiter(tmp_path, tiny):
+    """Wine quality and bank marketing ship as ';'-delimited CSV with quoted names."""
+    for sep, name in ((";", "semi.csv"), ("\t", "tab.csv"), ("|", "pipe.csv")):
+        tiny.to_csv(tmp_path / name, sep=sep, index=False, quoting=1 if sep == ";" else 0)
+        frame = ingest(str(tmp_path / name))
+        assert list(frame.columns) == list(tiny.columns), sep
+        assert frame["bill_length_mm"].dtype == "float64"
+        assert frame["species"].tolist() == tiny["species"].tolist()
+
+
+def test_a_comma_csv_with_semicolons_in_its_values_stays_comma_delimited(tmp_path):
+    (tmp_path / "d.csv").write_text('name,note\nx,"a;b"\ny,c\n')
+    frame = ingest(str(tmp_path / "d.csv"))
+    assert list(frame.columns) == ["name", "note"]
+    assert frame["note"].tolist() == ["a;b", "c"]
+
+
+def test_a_header_naming_a_column_twice_is_refused(tmp_path):
+    (tmp_path / "d.csv").write_text("age,income,age,y\n1,2,3,p\n")
+    with pytest.raises(PipelineError) as caught:
+        load_source(str(tmp_path / "d.csv"))
+    assert str(caught.value) == (
+        f"data.source '{tmp_path / 'd.csv'}': its header names a column more than once "
+        "('age' in columns 1, 3); pandas would silently rename the copies ('name.1'), so give "
+        "every column its own name at the source."
+    )
+
+
+def test_a_compressed_csv_is_read(tmp_path, tiny):
+    tiny.to_csv(tmp_path / "d.csv.gz", index=False)
+    assert ingest(str(tmp_path / "d.csv.gz")).shape == tiny.shape
+
+
+def test_a_zero_byte_file_is_named_empty(tmp_path):
+    (tmp_path / "e.csv").write_bytes(b"")
+    with pytest.raises(PipelineError, match=r"'.*e\.csv' is an empty file \(0 bytes\)\.$"):
+        load_source(str(tmp_path / "e.csv"))
+
+
+def test_a_byte_order_mark_does_not_reach_the_first_column_name(tmp_path):
+    (tmp_path / "d.csv").write_bytes(b"\xef\xbb\xbfa;b\n1;2\n")
+    assert list(ingest(str(tmp_path / "d.csv")).columns) == ["a", "b"]
+
+
+def test_a_parquet_file_naming_a_column_twice_is_refused_in_the_same_words(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table([pa.array([1, 2]), pa.array([3, 4]), pa.array(["p", "q"])], ["a", "a", "y"])
+    pq.write_table(table, tmp_path / "d.parquet")
+    with pytest.raises(PipelineError, match=r"header names a column more than once \('a' in co"):
+        load_source(str(tmp_path / "d.parquet"))
+
+
+def test_a_file_without_a_header_line_is_named_as_such(tmp_path):
+    """adult.data has no header: its first row becomes the column names."""
+    from pipeline.stages.validate import draft_contract
+
+    rows = "39, State-gov, 77516, 13, 0, <=50K\n50, Private, 83311, 13, 0, >50K\n" * 30
+    (tmp_path / "adult.csv").write_text(rows)
+    frame = ingest(str(tmp_path / "adult.csv"))
+    with pytest.raises(PipelineError) as caught:
+        draft_contract(frame, "income")
+    assert str(caught.value).endswith(
+        " 4 of the 6 column names are numbers, so the first line is probably a row of data: "
+        "the file needs a header line naming the columns."
+    )
+    (tmp_path / "dup.csv").write_text("39, 0, 0, <=50K\n50, 1, 0, >50K\n")
+    with pytest.raises(PipelineError, match=r"more than once \(' 0' in columns 2, 3\).*row of"):
+        load_source(str(tmp_path / "dup.csv"))

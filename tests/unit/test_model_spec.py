@@ -53,6 +53,12 @@ def test_onnx_names_are_safe_stable_and_unique():
     names = onnx_input_names(["mean radius", "od280/od315", "île", "1x", "a b", "a_b", ""])
     assert names == ["mean_radius", "od280_od315", "_le", "f_1x", "a_b", "a_b_2", "f_"]
     assert onnx_input_names(["a b", "a_b"]) == onnx_input_names(["a b", "a_b"])
+    # the graph's own output names are taken: a column called 'label' feeds 'f_label'
+    assert onnx_input_names(["label", "prediction", "labels"]) == [
+        "f_label",
+        "f_prediction",
+        "labels",
+    ]
 
 
 def test_outputs_follow_the_task():
@@ -99,3 +105,10 @@ def test_feed_refuses_absent_and_wrongly_typed_columns():
         build_feed(_descriptor(), {"mean radius": [1.0]})
     with pytest.raises(FeedError, match="column 'mean radius' is numeric; row 1 holds 'x'"):
         build_feed(_descriptor(), {"mean radius": [1, "x"], "île": ["a", "b"]})
+
+
+def test_the_feed_writes_an_integral_float_category_as_its_integer_code():
+    from model_spec.feed import categorical_array
+
+    values = [1.0, 2, None, "a", float("nan"), 2.5, np.float32(3.0), True]
+    assert categorical_array(values).ravel().tolist() == ["1", "2", "", "a", "", "2.5", "3", "True"]

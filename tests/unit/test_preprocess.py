@@ -89,3 +89,35 @@ def test_a_regression_split_is_not_stratified(penguins):
     frame = penguins.dropna(subset=["body_mass_g"])
     splits = split_data(frame, "body_mass_g", seed=1, test_size=0.2, val_size=0.2, stratify=False)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (204, 69, 69)
+
+
+def test_an_integer_code_column_with_a_gap_keeps_its_codes_as_text():
+    """pandas reads ``1,,3`` as floats: the codes must still be "1" and "3", as the contract,
+    the other rows and a request write them, never "1.0"."""
+    import io
+
+    from pipeline.contract import parse_contract
+    from pipeline.frames import category_text
+
+    frame = pd.read_csv(io.StringIO("x,code,y\n0.5,1,0\n1.5,,1\n2.5,3,\n3.5,2,1\n"))
+    assert frame["code"].dtype == np.float64 and frame["y"].dtype == np.float64
+    code = category_text(frame["code"])
+    assert (code.iloc[0], code.iloc[2], code.iloc[3]) == ("1", "3", "2")
+    assert pd.isna(code.iloc[1])
+    assert category_text(frame["y"]).dropna().tolist() == ["0", "1", "1"]
+    assert category_text(pd.Series([2.5, np.inf, 1e17, 7.0])).tolist() == [
+        "2.5",
+        "inf",
+        "1e+17",
+        "7",
+    ]
+    contract = parse_contract(
+        {
+            "columns": {
+                "x": {"type": "numeric"},
+                "code": {"type": "categorical", "categories": ["1", "2", "3"], "max_missing": 0.5},
+                "y": {"type": "categorical", "role": "target", "categories": ["0", "1"]},
+            }
+        }
+    )
+    assert to_model_frame(frame, contract)["code"].tolist() == ["1", "", "3", "2"]

@@ -61,10 +61,11 @@ def test_penguins_pass_the_repo_contract(penguins, contract):
     assert report.rows == 344
     assert all(c.success and c.error is None for c in report.checks)
     # three table checks, then per column: present, missing, and type+range or categories;
-    # "empty" for the 7 used columns, "classes" and "class_rows" for the target
-    assert len(report.checks) == 3 + 8 * 2 + 5 * 2 + 3 + 7 + 2
+    # "empty" for the 7 used columns, "finite" for the 4 numeric ones, "classes" and
+    # "class_rows" for the target
+    assert len(report.checks) == 3 + 8 * 2 + 5 * 2 + 3 + 7 + 4 + 2
     bill = {c.rule: c for c in report.checks if c.column == "bill_length_mm"}
-    assert list(bill) == ["present", "type", "empty", "missing", "range"]
+    assert list(bill) == ["present", "type", "finite", "empty", "missing", "range"]
     assert bill["missing"].unexpected_count == 2
     assert bill["missing"].threshold == {"max_missing_percent": 5.0}
     assert bill["range"].threshold == {"min": 25.0, "max": 70.0}
@@ -156,6 +157,8 @@ def test_integer_coded_categories_are_compared_as_text(penguins, contract):
 def test_too_few_rows(penguins, contract):
     report = validate_table(penguins.dropna().sample(50, random_state=0), contract)
     assert report.failures == ("table has 50 rows, fewer than the minimum 100",)
+    one = validate_table(penguins.iloc[[0]], contract)
+    assert one.failures[0] == "table has 1 row, fewer than the minimum 100"
 
 
 def test_too_many_rows(penguins, contract):
@@ -278,7 +281,7 @@ def test_cli_writes_result_and_docs(penguins, tmp_path, monkeypatch, repo_root, 
     assert sorted(p.name for p in out.iterdir()) == ["data_docs", "result.json"]
     assert not (tmp_path / "gx").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "raw.parquet", "reports"]
-    assert "344 rows pass 41 checks" in capsys.readouterr().out
+    assert "344 rows pass 45 checks" in capsys.readouterr().out
 
 
 def test_cli_failure_writes_result_then_exits_1(penguins, tmp_path, monkeypatch, repo_root, capsys):
@@ -406,6 +409,8 @@ def test_infer_policies_for_other_column_kinds():
 def test_infer_needs_a_target_present_and_usable(penguins):
     with pytest.raises(PipelineError, match="target column 'kind' is not in the data; columns: "):
         infer_contract(penguins, "kind")
+    with pytest.raises(PipelineError, match=r"year\. ' Species' differs from it only in case"):
+        infer_contract(penguins.rename(columns={"species": " Species"}), "species")
     with pytest.raises(PipelineError, match="target column 'island' has a single value"):
         infer_contract(penguins.assign(island="Dream"), "island")
     with pytest.raises(PipelineError, match="target column 'sex' is entirely empty"):
@@ -589,7 +594,7 @@ def test_a_numeric_target_validates_with_range_and_missing_rules(penguins):
     report = validate_table(frame, contract)
     assert report.success, report.failures
     target_rules = [c.rule for c in report.checks if c.column == "body_mass_g"]
-    assert target_rules == ["present", "type", "empty", "missing", "range", "classes"]
+    assert target_rules == ["present", "type", "finite", "empty", "missing", "range", "classes"]
     frame.loc[frame.index[:3], "body_mass_g"] = 9000.0
     assert validate_table(frame, contract).failures == (
         "column 'body_mass_g': 3 values (0.9%) outside [2500.0, 6500.0], e.g. 9000.0",
@@ -687,3 +692,194 @@ def test_the_k_nearest_values_are_the_ones_a_full_sort_finds():
             low = (inner.sum() + tied[:need].sum()) / min(k, len(x_train))
             high = (inner.sum() + tied[::-1][:need].sum()) / min(k, len(x_train))
             assert low - 1e-9 <= mean <= high + 1e-9
+
+
+# --------------------------------------------------------------------------- poisoned cells
+
+
+def test_infinite_numbers_are_refused_with_or_without_a_range(penguins, contract):
+    """A CSV's ``inf`` reads as a float: no range rule may be there to catch it, and
+    scikit-learn's imputer refuses the whole table on one."""
+    frame = penguins.copy()
+    frame.loc[[3, 7], "bill_length_mm"] = [np.inf, -np.inf]
+    expected = (
+        "column 'bill_length_mm': 2 values (0.6%) infinite, e.g. 'inf', '-inf', which no "
+        "model can use; write them as empty cells (missing values) or as numbers at the source",
+    )
+    assert validate_table(frame, contract).failures == expected  # not also "outside [..]"
+    no_range = _with_column(contract, "bill_length_mm", min=None, max=None)
+    report = validate_table(frame, no_range)
+    assert not report.success
+    assert report.failures == expected
+    (finite,) = (c for c in report.checks if c.rule == "finite" and c.column == "bill_length_mm")
+    assert finite.unexpected_count == 2
+
+
+def test_out_of_range_values_beside_infinite_ones_are_still_named(penguins, contract):
+    frame = penguins.copy()
+    frame.loc[[3, 7], "bill_length_mm"] = [np.inf, 999.0]
+    failures = validate_table(frame, contract).failures
+    assert failures[0].startswith("column 'bill_length_mm': 1 value (0.3%) infinite, e.g. 'inf'")
+    assert failures[1].startswith("column 'bill_length_mm': 2 values (0.6%) outside [25.0, 70.0]")
+
+
+def test_a_very_long_text_value_is_cut_in_the_message(penguins, contract):
+    frame = penguins.astype({"island": object})
+    frame.loc[:40, "island"] = "x" * 10_000
+    (failure,) = validate_table(frame, contract).failures
+    assert failure == (
+        "column 'island': 41 values (11.9%) not in [Biscoe, Dream, Torgersen] (allowed 0.0%), "
+        "e.g. 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (10000 characters)'"
+    )
+
+
+def test_infer_drafts_the_range_of_the_finite_values_and_notes_infinite_ones(penguins):
+    frame = penguins.copy()
+    frame.loc[3, "bill_length_mm"] = np.inf
+    draft = draft_contract(frame, "species")
+    spec = draft.contract.column("bill_length_mm")
+    assert (spec.type, spec.min, spec.max) == ("numeric", 29.0, 63.0)
+    assert draft.notes["bill_length_mm"].startswith(
+        "1 infinite value(s) ('inf'): the range is drafted from the finite values, and "
+        "validate refuses infinite ones"
+    )
+    assert (
+        validate_table(frame, draft.contract)
+        .failures[0]
+        .startswith("column 'bill_length_mm': 1 value (0.3%) infinite")
+    )
+
+
+def test_infer_drafts_a_column_of_numbers_with_a_stray_text_cell_as_numeric(penguins):
+    """One typo must not turn a measurement into 300 categories, or into 'free text' that is
+    silently ignored; the draft says so and validate names the cell."""
+    column = penguins["body_mass_g"].astype(object)
+    column[5] = "heavy"
+    frame = penguins.assign(body_mass_g=column)
+    draft = draft_contract(frame, "species")
+    spec = draft.contract.column("body_mass_g")
+    assert (spec.type, spec.role, spec.min, spec.max) == ("numeric", "feature", 2300.0, 6700.0)
+    assert draft.notes["body_mass_g"].startswith(
+        "numbers, but 1 of 342 values are not ('heavy'): drafted as numeric, so validate "
+        "refuses those values"
+    )
+    assert validate_table(frame, draft.contract).failures == (
+        "column 'body_mass_g': expected numeric, but 1 value (0.3%) is not a number, e.g. 'heavy'",
+    )
+
+
+def test_infer_notes_categories_spelt_several_ways():
+    """Adult census mixes ' >50K' (train file) with ' >50K.' (test file): four classes where
+    there are two, unless someone is told."""
+    n = 60
+    frame = pd.DataFrame(
+        {
+            "hours": [float(i % 7) for i in range(n)],
+            "sex": ["Male", "male", "Female"] * (n // 3),
+            "income": [" >50K", " <=50K", " >50K.", " <=50K."] * (n // 4),
+        }
+    )
+    draft = draft_contract(frame, "income")
+    assert draft.contract.target_spec.categories == (" <=50K", " <=50K.", " >50K", " >50K.")
+    assert draft.notes["income"] == (
+        "' <=50K' and ' <=50K.'; ' >50K' and ' >50K.' differ only in case, surrounding spaces "
+        "or a final dot: probably one value written several ways (the model takes each as a "
+        "class of its own); unify them at the source"
+    )
+    assert draft.notes["sex"].startswith("'Male' and 'male' differ only in case")
+    constant = draft_contract(frame.assign(unit="kg"), "income")
+    assert constant.contract.column("unit").role == "feature"
+    assert constant.notes["unit"].startswith("a single value ('kg') in this sample: the model")
+    assert "a category of its own" in draft.notes["sex"]
+    assert "hours" not in draft.notes
+
+
+def test_infer_ignores_a_row_number_and_says_why():
+    """``to_csv`` without ``index=False`` writes ``Unnamed: 0``; titanic has ``PassengerId``."""
+    n = 100
+    frame = pd.DataFrame(
+        {
+            "Unnamed: 0": range(n),
+            "PassengerId": range(1, n + 1),
+            "shuffled_id": np.random.default_rng(0).permutation(n) + 500,
+            "with_a_gap": [*range(n - 1), n + 5],
+            "age": [20 + i % 40 for i in range(n)],
+            "y": ["a", "b"] * (n // 2),
+        }
+    )
+    draft = draft_contract(frame, "y")
+    roles = {c.name: c.role for c in draft.contract.columns}
+    assert roles == {
+        "Unnamed: 0": "ignored",
+        "PassengerId": "ignored",
+        "shuffled_id": "ignored",
+        "with_a_gap": "feature",
+        "age": "feature",
+        "y": "target",
+    }
+    assert draft.notes["PassengerId"] == (
+        "a row number or identifier (every value distinct, 1 to 100 without a gap): ignored, "
+        "since it says which row it is, not anything about it. If it is a real quantity, set "
+        "role: feature"
+    )
+    few = frame.head(20)  # too few rows to tell an id from a quantity
+    assert draft_contract(few, "y").contract.column("PassengerId").role == "feature"
+
+
+def test_integer_codes_with_a_gap_pass_the_contract_drafted_from_them():
+    """A feature and a target of integer codes, each with a missing value, read from a CSV as
+    floats: the draft names the codes "1", "2", and validate must accept its own draft (it
+    refused every value, "'1.0' not in [1, 2, 3]")."""
+    import io
+
+    n = 120
+    rng = np.random.default_rng(0)
+    source = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "code": rng.integers(1, 4, n).astype(float),
+            "y": rng.integers(0, 2, n).astype(float),
+        }
+    )
+    source.loc[[3, 5], "code"] = np.nan
+    source.loc[7, "y"] = np.nan
+    frame = pd.read_csv(io.StringIO(source.to_csv(index=False)))
+    draft = draft_contract(frame, "y")
+    assert draft.contract.target_spec.categories == ("0", "1")
+    categorical = dataclasses.replace(
+        draft.contract.column("code"), type="categorical", categories=("1", "2", "3"), min=None,
+        max=None,
+    )  # fmt: skip
+    contract = dataclasses.replace(
+        draft.contract,
+        columns=tuple(categorical if c.name == "code" else c for c in draft.contract.columns),
+    )
+    report = validate_table(frame, contract)
+    assert report.success, report.failures
+    (classes,) = (c for c in report.checks if c.rule == "classes")
+    assert set(classes.observed) == {"0", "1"}
+
+
+def test_a_csv_column_of_numbers_with_one_text_cell_names_the_cell(penguins, contract, tmp_path):
+    """Read from a CSV, one text cell makes the whole column text: the message must name the
+    cell, not the type 'str'."""
+    column = penguins["body_mass_g"].astype(object)
+    column[5] = "heavy"
+    penguins.assign(body_mass_g=column).to_csv(tmp_path / "t.csv", index=False)
+    frame = pd.read_csv(tmp_path / "t.csv")
+    assert frame["body_mass_g"].dtype != object or frame["body_mass_g"].map(type).eq(str).all()
+    assert validate_table(frame, contract).failures == (
+        "column 'body_mass_g': expected numeric, but 1 value (0.3%) is not a number, e.g. 'heavy'",
+    )
+
+
+def test_a_missing_column_names_its_look_alike_with_other_spaces_or_case(penguins, contract):
+    frame = penguins.rename(columns={"bill_length_mm": "bill_length_mm ", "island": "Island"})
+    assert validate_table(frame, contract).failures == (
+        "undeclared column(s) 'Island', 'bill_length_mm ' not in the contract (the contract "
+        "must describe every column: add each one, with role: ignored if it is not used)",
+        "column 'island' is missing; the data has 'Island', which differs only in case or "
+        "surrounding spaces (rename the column at the source or in the contract)",
+        "column 'bill_length_mm' is missing; the data has 'bill_length_mm ', which differs "
+        "only in case or surrounding spaces (rename the column at the source or in the contract)",
+    )
