@@ -23,6 +23,24 @@ DEFAULT_PARAMS = Path("params.yaml")
 class DataParams:
     source: str
     contract: str
+    missing_values: tuple[str, ...]
+    decimal: str
+
+    def __post_init__(self):
+        if not all(isinstance(v, str) for v in self.missing_values):
+            raise PipelineError(
+                "params: 'params.data.missing_values' must be a list of text values "
+                "(quote numbers: '-1'), got "
+                f"{[v for v in self.missing_values if not isinstance(v, str)]!r}."
+            )
+        if self.decimal not in (".", ","):
+            raise PipelineError(
+                f"params: 'params.data.decimal' must be '.' or ',', not {self.decimal!r}."
+            )
+
+    def read_options(self) -> dict:
+        """How :func:`pipeline.sources.ingest` reads the source."""
+        return {"missing_values": self.missing_values, "decimal": self.decimal}
 
 
 @dataclass(frozen=True)
@@ -192,6 +210,8 @@ def _build(cls: type, raw: Any, where: str) -> Any:
         elif is_dataclass(hint):
             values[name] = _build(hint, value, f"{where}.{name}")
         elif getattr(hint, "__origin__", None) is tuple:
+            if not isinstance(value, list | tuple):
+                raise PipelineError(f"params: '{where}.{name}' must be a list, got {value!r}.")
             values[name] = tuple(value)
         else:
             values[name] = value

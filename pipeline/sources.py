@@ -3,6 +3,7 @@ an fsspec URL) read into a DataFrame. Used by the ``ingest`` stage and by ``vali
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,10 +31,14 @@ BUILTIN: dict[str, Callable[[], pd.DataFrame]] = {"penguins": _penguins}
 OTHER_DELIMITERS = (";", "\t", "|")
 
 
-def _read_csv(source: str) -> pd.DataFrame:
+def _read_csv(
+    source: str, missing_values: tuple[str, ...] = (), decimal: str = "."
+) -> pd.DataFrame:
     """Read a CSV file; the delimiter is a comma unless the header line holds none and holds
     ``;``, a tab or ``|`` (wine quality and bank marketing ship with ``;``). A header that
-    names a column twice is refused: pandas would silently rename the copy ``name.1``."""
+    names a column twice is refused: pandas would silently rename the copy ``name.1``.
+    ``missing_values`` are read as missing beside pandas' own markers; ``decimal`` is the
+    numbers' decimal mark."""
     import pandas as pd
 
     sep = ","
@@ -46,7 +51,14 @@ def _read_csv(source: str) -> pd.DataFrame:
                 source, header=None, nrows=1, dtype=str, keep_default_na=False, sep=sep
             )
     _refuse_repeated([str(n) for n in header.iloc[0]])
-    return pd.read_csv(source, sep=sep)
+    if decimal == sep:
+        raise _HeaderError(
+            f"data.decimal is '{decimal}', but '{sep}' also separates its fields; a file with "
+            "decimal commas separates fields with ';' (or a tab), or keep data.decimal: '.'"
+        )
+    return pd.read_csv(
+        sep=sep, na_values=list(missing_values) or None, decimal=decimal, filepath_or_buffer=source
+    )
 
 
 def _refuse_repeated(names: list[str]) -> None:
@@ -85,7 +97,9 @@ class _HeaderError(Exception):
     """A CSV header the pipeline refuses, worded for a person."""
 
 
-def _read_parquet(source: str) -> pd.DataFrame:
+def _read_parquet(
+    source: str, missing_values: tuple[str, ...] = (), decimal: str = "."
+) -> pd.DataFrame:
     import pandas as pd
 
     if "://" not in source:  # a URL's schema would cost a second request; pyarrow names it too
@@ -95,7 +109,7 @@ def _read_parquet(source: str) -> pd.DataFrame:
     return pd.read_parquet(source)
 
 
-_READERS: dict[str, Callable[[str], pd.DataFrame]] = {
+_READERS: dict[str, Callable[..., pd.DataFrame]] = {
     ".csv": _read_csv,
     ".parquet": _read_parquet,
     ".pq": _read_parquet,
@@ -114,8 +128,12 @@ def _suffix(source: str) -> str:
     return suffixes[-1] if suffixes else ""
 
 
-def load_source(source: str) -> pd.DataFrame:
-    """Load ``builtin:<name>``, a local CSV/Parquet path, or an fsspec URL (``s3://``, ``https://``)."""
+def load_source(
+    source: str, missing_values: tuple[str, ...] = (), decimal: str = "."
+) -> pd.DataFrame:
+    """Load ``builtin:<name>``, a local CSV/Parquet path, or an fsspec URL (``s3://``,
+    ``https://``), reading ``missing_values`` (params ``data.missing_values``) as missing and,
+    in a CSV file, ``decimal`` as the decimal mark."""
     if source.startswith("builtin:"):
         name = source.removeprefix("builtin:")
         if name not in BUILTIN:
@@ -123,7 +141,7 @@ def load_source(source: str) -> pd.DataFrame:
                 f"data.source '{source}': no built-in dataset '{name}'; "
                 f"available: {', '.join('builtin:' + n for n in BUILTIN)}."
             )
-        return BUILTIN[name]()
+        return _mark_missing(BUILTIN[name](), missing_values)
 
     suffix = _suffix(source)
     reader = _READERS.get(suffix)
@@ -141,7 +159,7 @@ def load_source(source: str) -> pd.DataFrame:
     if not is_url and Path(source).stat().st_size == 0:
         raise PipelineError(f"data.source '{source}' is an empty file (0 bytes).")
     try:
-        frame = reader(source)
+        frame = reader(source, missing_values, decimal)
     except ImportError as exc:
         raise PipelineError(f"data.source '{source}' needs an extra package: {exc}") from None
     except FileNotFoundError:
@@ -156,11 +174,56 @@ def load_source(source: str) -> pd.DataFrame:
         ) from None
     if frame.empty or len(frame.columns) == 0:
         raise PipelineError(f"data.source '{source}' holds no rows.")
+    return frame if suffix == ".csv" else _mark_missing(frame, missing_values)
+
+
+def _mark_missing(frame: pd.DataFrame, missing_values: tuple[str, ...]) -> pd.DataFrame:
+    """``missing_values`` in the text columns of a table not read from CSV become missing; a
+    column left holding only numbers (as text) becomes numeric, as a CSV reader would make it."""
+    import pandas as pd
+
+    if not missing_values:
+        return frame
+    frame = frame.copy()
+    for name in frame.columns:
+        column = frame[name]
+        if not (pd.api.types.is_string_dtype(column) or column.dtype == object):
+            continue
+        hit = column.isin(missing_values)
+        if not hit.any():
+            continue
+        column = column.mask(hit)
+        numbers = pd.to_numeric(column, errors="coerce")
+        frame[name] = numbers if numbers.notna().sum() == column.notna().sum() else column
     return frame
 
 
-def ingest(source: str) -> pd.DataFrame:
-    """Load the source and give every column a plain string name."""
-    frame = load_source(source)
+def ingest(source: str, missing_values: tuple[str, ...] = (), decimal: str = ".") -> pd.DataFrame:
+    """Load the source (:func:`load_source`) and give every column a plain string name."""
+    frame = load_source(source, missing_values, decimal)
     frame.columns = [str(c) for c in frame.columns]
     return frame
+
+
+#: Short text that tables use for "no value" in a number column.
+_MARKER = re.compile(r"[?.\-*/]{1,3}|n/?a|null|none|missing|unknown", re.IGNORECASE)
+#: A number written with a decimal comma: ``3,14``, ``-0,5``.
+DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+")
+
+
+def reading_hint(texts: list[str]) -> str:
+    """A sentence for the text cells of a number column that a params setting would read
+    right, or ``""``: decimal commas (``data.decimal``), or one to three distinct short markers
+    such as ``?`` (``data.missing_values``)."""
+    distinct = sorted(set(texts))
+    if not distinct:
+        return ""
+    if all(DECIMAL_COMMA.fullmatch(t.strip()) for t in distinct):
+        return "they look like numbers with a decimal comma: set data.decimal: ',' in params.yaml"
+    if len(distinct) <= 3 and all(_MARKER.fullmatch(t.strip()) for t in distinct):
+        shown = ", ".join(repr(t) for t in distinct)
+        return (
+            f"if {shown} {'marks' if len(distinct) == 1 else 'mark'} a missing value, add "
+            f"{'it' if len(distinct) == 1 else 'them'} to data.missing_values in params.yaml"
+        )
+    return ""

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: Bumped when the stamp's meaning changes, so an old stamp is never trusted.
-STAMP_VERSION = 1
+STAMP_VERSION = 2
 
 
 def write_if_changed(path: str | Path, frame: pd.DataFrame) -> bool:
@@ -64,12 +64,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="raw table to write (Parquet)")
     args = parser.parse_args(argv)
 
-    source = _declared_source(args.params)
+    source, reading = _declared_source(args.params)
     stamp_path = _stamp_path(args.out)
     fingerprint = source_fingerprint(source) if source is not None else None
     if fingerprint is not None and stamp_path is not None:
         stamp = _read_stamp(stamp_path)
-        if stamp is not None and stamp == _stamp(source, fingerprint, args.out):
+        if stamp is not None and stamp == _stamp(source, fingerprint, args.out, reading):
             print(f"ingest: {source} is unchanged (as in the last run); {args.out} left as it was")
             return
 
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     from pipeline.sources import ingest
 
     params = load_params(args.params)
-    frame = ingest(params.data.source)
+    frame = ingest(params.data.source, **params.data.read_options())
     shape = f"{len(frame)} rows x {len(frame.columns)} columns"
     if write_if_changed(args.out, frame):
         print(f"ingest: {shape} -> {args.out}")
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"ingest: {params.data.source} is unchanged ({shape}); {args.out} left as it was")
     if stamp_path is not None:
         fingerprint = source_fingerprint(params.data.source)
-        _write_stamp(stamp_path, _stamp(params.data.source, fingerprint, args.out))
+        _write_stamp(stamp_path, _stamp(params.data.source, fingerprint, args.out, reading))
 
 
 # ---------------------------------------------------------------------- the stamp
@@ -134,7 +134,7 @@ def source_fingerprint(source: str) -> Any:
     return _stat_key(source)
 
 
-def _stamp(source: str, fingerprint: Any, out: str | Path) -> dict[str, Any] | None:
+def _stamp(source: str, fingerprint: Any, out: str | Path, reading: Any) -> dict[str, Any] | None:
     if fingerprint is None:
         return None
     out_key = _sha256(out)
@@ -145,22 +145,26 @@ def _stamp(source: str, fingerprint: Any, out: str | Path) -> dict[str, Any] | N
         "source": source,
         "source_file": str(Path(source).resolve()) if not source.startswith("builtin:") else None,
         "fingerprint": fingerprint,
+        "reading": reading,
         "out": str(Path(out).resolve()),
         "out_sha256": out_key,
     }
 
 
-def _declared_source(params_path: str) -> str | None:
-    """``data.source`` read without the params machinery (which imports the estimators)."""
+def _declared_source(params_path: str) -> tuple[str | None, Any]:
+    """``data.source`` and how it is read (``data``'s other keys but the contract), read
+    without the params machinery (which imports the estimators). A changed reading setting
+    (``data.missing_values``, ``data.decimal``) means reading the source again."""
     import yaml
 
     try:
         with open(params_path) as handle:
-            source = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        source = source["data"]["source"]
+            data = yaml.load(handle, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))["data"]
+        source = data["source"]
+        reading = {k: v for k, v in data.items() if k not in ("source", "contract")}
     except Exception:  # the full load below gives the proper message
-        return None
-    return source if isinstance(source, str) else None
+        return None, None
+    return (source, reading) if isinstance(source, str) else (None, None)
 
 
 def _stamp_path(out: str | Path) -> Path | None:

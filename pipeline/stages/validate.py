@@ -43,7 +43,7 @@ from pipeline.contract import (
 from pipeline.errors import PipelineError, cli
 from pipeline.frames import category_label, category_text
 from pipeline.io import atomic_path, read_table, write_json
-from pipeline.sources import headerless_hint
+from pipeline.sources import DECIMAL_COMMA, headerless_hint, reading_hint
 
 #: dtype names (and, for ``object`` columns, value types) a numeric column may hold.
 NUMERIC_TYPES = (
@@ -95,6 +95,7 @@ class Check:
     unexpected_percent: float | None = None
     examples: tuple[Any, ...] = ()
     error: str | None = None  # GX could not evaluate the expectation
+    hint: str = ""  # a params setting that would read the offending values right
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +109,7 @@ class Check:
             "unexpected_percent": self.unexpected_percent,
             "examples": list(self.examples),
             "error": self.error,
+            "hint": self.hint,
         }
 
 
@@ -430,8 +432,9 @@ def _run_definitions(context: Any, jobs: list[tuple[Any, pd.DataFrame]], run_id:
 def _name_non_numbers(check: Check, frame: pd.DataFrame) -> Check:
     """A numeric column GX refused for its dtype alone (a CSV column with one text cell is
     read as text throughout): count and quote the values that are not numbers, so the
-    message names the cell to fix rather than the type ``str``."""
-    if check.rule != "type" or check.success or check.unexpected_count is not None:
+    message names the cell to fix rather than the type ``str``. Either way, when a params
+    setting would read those values right (``?`` as missing, decimal commas), say which."""
+    if check.rule != "type" or check.success:
         return check
     if check.column not in frame.columns:
         return check
@@ -442,11 +445,14 @@ def _name_non_numbers(check: Check, frame: pd.DataFrame) -> Check:
     bad = present[numbers.isna()]
     if bad.empty:  # numbers stored as text: the dtype is the problem, as GX says
         return check
+    if check.unexpected_count is not None:  # GX counted the values itself
+        return dataclasses.replace(check, hint=reading_hint(bad.map(str).tolist()))
     return dataclasses.replace(
         check,
         unexpected_count=len(bad),
         unexpected_percent=100 * len(bad) / len(frame),
         examples=_examples(bad.map(str).tolist()),
+        hint=reading_hint(bad.map(str).tolist()),
     )
 
 
@@ -929,7 +935,8 @@ def _sentence(check: Check) -> str:
         if check.unexpected_count is None:  # decided from the column's dtype
             return f"{col}: expected numeric, found values of type '{check.observed}'"
         verb = "is not a number" if check.unexpected_count == 1 else "are not numbers"
-        return f"{col}: expected numeric, but {values} {verb}{eg}"
+        hint = f"; {check.hint}" if check.hint else ""
+        return f"{col}: expected numeric, but {values} {verb}{eg}{hint}"
     if check.rule == "finite":
         return (
             f"{col}: {values} infinite{eg}, which no model can use; write them as empty cells "
@@ -1231,6 +1238,17 @@ def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
     if pd.api.types.is_string_dtype(column) or column.dtype == object:
         numbers = pd.to_numeric(present.map(str), errors="coerce")
         text = present[numbers.isna()]
+        commas = text.map(lambda v: bool(DECIMAL_COMMA.fullmatch(str(v).strip())))
+        if commas.any() and (numbers.notna().sum() + commas.sum()) >= MOSTLY_NUMBERS * len(present):
+            return (
+                "numeric",
+                "feature",
+                (
+                    f"numbers with a decimal comma ({_listed(text[commas].map(str))}): drafted "
+                    "as numeric; set data.decimal: ',' in params.yaml so that they are read as "
+                    "numbers, then draft the contract again for their range"
+                ),
+            )
         if len(text) and numbers.notna().mean() >= MOSTLY_NUMBERS:
             return (
                 "numeric",
@@ -1239,8 +1257,10 @@ def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
                     f"numbers, but {len(text)} of {len(present)} values are not "
                     f"({_listed(text.map(str))}): drafted as numeric, so validate refuses "
                     "those values until they are fixed at the source (an empty cell is a "
-                    "missing value). If the column is a category, make it type: categorical "
-                    "and list its categories"
+                    "missing value)"
+                    + (f"; {hint}" if (hint := reading_hint(text.map(str).tolist())) else "")
+                    + ". If the column is a category, make it type: categorical and list its "
+                    "categories"
                 ),
             )
         distinct = present.nunique()
@@ -1426,7 +1446,7 @@ def _infer_command(argv: list[str]) -> None:
             "format documentation in its own header."
         )
     params = load_params(args.params)
-    frame = ingest(params.data.source)
+    frame = ingest(params.data.source, **params.data.read_options())
     draft = draft_contract(frame, args.target)
     with atomic_path(out) as tmp:
         tmp.write_text(render_draft(draft, params.data.source, len(frame)))

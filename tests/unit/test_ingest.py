@@ -215,3 +215,98 @@ def test_a_file_without_a_header_line_is_named_as_such(tmp_path):
     (tmp_path / "dup.csv").write_text("39, 0, 0, <=50K\n50, 1, 0, >50K\n")
     with pytest.raises(PipelineError, match=r"more than once \(' 0' in columns 2, 3\).*row of"):
         load_source(str(tmp_path / "dup.csv"))
+
+
+def _heart(tmp_path):
+    """UCI heart disease writes '?' for a missing value in its number columns."""
+    rows = ["age,ca,thal,num"] + [
+        f"{40 + i % 30},{i % 4}.0,{(3, 6, 7)[i % 3]}.0,{i % 2}" for i in range(60)
+    ]
+    rows[7], rows[20] = "48,?,3.0,0", "51,0.0,?,1"
+    (tmp_path / "heart.csv").write_text("\n".join(rows) + "\n")
+    return str(tmp_path / "heart.csv")
+
+
+def test_data_missing_values_reads_a_marker_as_missing_and_the_column_as_numbers(tmp_path):
+    source = _heart(tmp_path)
+    plain = ingest(source)
+    assert plain["ca"].map(type).eq(str).all() and "?" in set(plain["ca"])
+    frame = ingest(source, missing_values=("?",))
+    assert frame["ca"].dtype == "float64" and frame["thal"].dtype == "float64"
+    assert frame["ca"].isna().sum() == 1 and frame["thal"].isna().sum() == 1
+    assert frame.loc[0, "ca"] == 0.0
+
+
+def test_data_missing_values_applies_to_the_text_columns_of_a_parquet_file(tmp_path):
+    pd.DataFrame({"ca": ["0.0", "?", "2.0"], "kind": ["a", "?", "b"], "n": [1, 2, 3]}).to_parquet(
+        tmp_path / "d.parquet"
+    )
+    frame = ingest(str(tmp_path / "d.parquet"), missing_values=("?",))
+    assert frame["ca"].tolist()[0] == 0.0 and frame["ca"].dtype == "float64"
+    assert frame["kind"].isna().tolist() == [False, True, False]
+    assert frame["n"].tolist() == [1, 2, 3]
+
+
+def test_data_decimal_reads_decimal_commas(tmp_path):
+    (tmp_path / "eu.csv").write_text("alcohol;quality\n9,4;5\n10,25;6\n-0,5;5\n")
+    assert ingest(str(tmp_path / "eu.csv"))["alcohol"].tolist() == ["9,4", "10,25", "-0,5"]
+    frame = ingest(str(tmp_path / "eu.csv"), decimal=",")
+    assert frame["alcohol"].tolist() == [9.4, 10.25, -0.5]
+
+
+def test_a_decimal_comma_in_a_comma_delimited_file_is_refused_in_words(tmp_path, tiny):
+    tiny.to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(PipelineError) as caught:
+        load_source(str(tmp_path / "d.csv"), decimal=",")
+    assert str(caught.value) == (
+        f"data.source '{tmp_path / 'd.csv'}': data.decimal is ',', but ',' also separates its "
+        "fields; a file with decimal commas separates fields with ';' (or a tab), or keep "
+        "data.decimal: '.'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("decimal", "';'", "'params.data.decimal' must be '.' or ',', not ';'."),
+        ("missing_values", "'?'", "'params.data.missing_values' must be a list, got '?'."),
+        ("missing_values", "[-1]", "'params.data.missing_values' must be a list of text values"),
+    ],
+)
+def test_bad_reading_params_are_named(tmp_path, key, value, message):
+    from pipeline.config import load_params
+
+    text = (REPO_ROOT / "params.yaml").read_text()
+    default = {"decimal": 'decimal: "."', "missing_values": "missing_values: []"}[key]
+    assert default in text
+    (tmp_path / "params.yaml").write_text(text.replace(default, f"{key}: {value}", 1))
+    with pytest.raises(PipelineError) as caught:
+        load_params(tmp_path / "params.yaml")
+    assert message in str(caught.value)
+
+
+def test_a_changed_reading_setting_reads_an_unchanged_source_again(tmp_path):
+    """The stage's shortcut skips reading an unchanged file; a new data.missing_values must
+    still reach the output."""
+    project = tmp_path / "project"
+    (project / ".dvc").mkdir(parents=True)
+    _heart(project)
+    out = project / "data" / "raw" / "dataset.parquet"
+    assert "pandas imported" in _run_ingest(project, "heart.csv")
+    assert "unchanged (as in the last run)" in _run_ingest(project, "heart.csv")
+    assert pd.read_parquet(out)["ca"].dtype != "float64"
+    params = (project / "params.yaml").read_text()
+    (project / "params.yaml").write_text(
+        params.replace("missing_values: []", "missing_values: ['?']")
+    )
+    code = (
+        "import sys, runpy; sys.argv = ['ingest', '--params', 'params.yaml', '--out', "
+        "'data/raw/dataset.parquet']\n"
+        "runpy.run_module('pipeline.stages.ingest', run_name='__main__')"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
+    assert "-> data/raw/dataset.parquet" in done.stdout, done.stdout + done.stderr
+    assert pd.read_parquet(out)["ca"].dtype == "float64"

@@ -883,3 +883,41 @@ def test_a_missing_column_names_its_look_alike_with_other_spaces_or_case(penguin
         "column 'bill_length_mm' is missing; the data has 'bill_length_mm ', which differs "
         "only in case or surrounding spaces (rename the column at the source or in the contract)",
     )
+
+
+def test_a_missing_value_marker_in_a_number_column_says_which_setting_reads_it(penguins, contract):
+    """Heart disease's '?' cells: the message names the cells and data.missing_values."""
+    column = penguins["bill_depth_mm"].astype(object)
+    column[[3, 10]] = ["?", "?"]
+    report = validate_table(penguins.assign(bill_depth_mm=column), contract)
+    assert report.failures == (
+        "column 'bill_depth_mm': expected numeric, but 2 values (0.6%) are not numbers, "
+        "e.g. '?'; if '?' marks a missing value, add it to data.missing_values in params.yaml",
+    )
+    draft = draft_contract(penguins.assign(bill_depth_mm=column), "species")
+    assert draft.notes["bill_depth_mm"] == (
+        "numbers, but 2 of 343 values are not ('?'): drafted as numeric, so validate refuses "
+        "those values until they are fixed at the source (an empty cell is a missing value); "
+        "if '?' marks a missing value, add it to data.missing_values in params.yaml. If the "
+        "column is a category, make it type: categorical and list its categories"
+    )
+
+
+def test_decimal_commas_are_drafted_as_numbers_with_the_setting_that_reads_them(penguins):
+    column = penguins["bill_depth_mm"].map(
+        lambda v: v if pd.isna(v) else f"{v:.1f}".replace(".", ",")
+    )
+    frame = penguins.assign(bill_depth_mm=column)
+    draft = draft_contract(frame, "species")
+    spec = draft.contract.column("bill_depth_mm")
+    assert (spec.type, spec.role) == ("numeric", "feature")
+    assert draft.notes["bill_depth_mm"].startswith("numbers with a decimal comma ('")
+    assert draft.notes["bill_depth_mm"].endswith(
+        "set data.decimal: ',' in params.yaml so that they are read as numbers, then draft "
+        "the contract again for their range"
+    )
+    failure = validate_table(frame, draft.contract).failures[0]
+    assert failure.startswith("column 'bill_depth_mm': expected numeric, but 342 values")
+    assert failure.endswith(
+        "they look like numbers with a decimal comma: set data.decimal: ',' in params.yaml"
+    )
