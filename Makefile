@@ -16,6 +16,9 @@ IMAGE ?= tabular-mlops-serving
 IMAGE_TAG ?= latest
 MODEL_DIR ?= models/export
 PYTEST_ARGS ?=
+# Processes `make test` spreads the suite over (pytest-xdist): most tests use one core, and a
+# test file stays in one process, so its fixtures are built once. TEST_WORKERS=1: serial.
+TEST_WORKERS ?= 2
 
 # DVC stages call `python -m pipeline.stages.<stage>`: that must be the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -79,7 +82,7 @@ ui: env ## MLflow UI on the project's store at http://127.0.0.1:5000 (make ui UI
 
 # ---------------------------------------------------------------- tests and checks
 test: env system-deps jenkins-lint-deps ## Run the whole test suite (installs the system tools it drives first)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 ci-act: env system-deps ## Run the GitHub workflows with act, offline, against a registry on 127.0.0.1 (minutes)
 	$(BIN)/python -m pytest tests/ci/act -m act $(PYTEST_ARGS)

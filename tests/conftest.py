@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,3 +28,39 @@ def mlflow_store(tmp_path, monkeypatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+def _global_tracking_uri() -> str | None:
+    """``mlflow.set_tracking_uri``'s process-wide value (None: unset, or MLflow not loaded)."""
+    utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+    return getattr(utils, "_tracking_uri", None)
+
+
+@pytest.fixture(autouse=True)
+def _one_test_s_tracking_uri_is_not_the_next_one_s() -> Iterator[None]:
+    """A test (or a stage it runs in-process) may call ``mlflow.set_tracking_uri``, which
+    outranks MLFLOW_TRACKING_URI for the rest of the process: put it back after the test, so
+    a store never becomes a later test's (``make test`` runs the files in several processes,
+    in no fixed order)."""
+    before, variable = _global_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if _global_tracking_uri() != before:
+        import mlflow
+
+        mlflow.set_tracking_uri(before)
+        if variable is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = variable
+
+
+def forget_tracking_uri() -> None:
+    """Clear ``mlflow.set_tracking_uri``'s process-wide setting, keeping MLFLOW_TRACKING_URI."""
+    if _global_tracking_uri() is None:
+        return
+    import mlflow
+
+    variable = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(None)  # also unsets the variable
+    if variable is not None:
+        os.environ["MLFLOW_TRACKING_URI"] = variable

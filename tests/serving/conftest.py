@@ -308,7 +308,11 @@ class Registry:
         import onnx
 
         # Through the environment, not mlflow.set_tracking_uri: a process-wide setting would
-        # leak into every later test of the session.
+        # leak into every later test of the session. One left by an earlier test outranks the
+        # variable, so it is cleared first.
+        from tests.conftest import forget_tracking_uri
+
+        forget_tracking_uri()
         previous = os.environ.get("MLFLOW_TRACKING_URI")
         os.environ["MLFLOW_TRACKING_URI"] = self.uri
         try:

@@ -46,6 +46,7 @@ class ActSession:
             "GH_STANDIN_LOG": str(work / "gh.jsonl"),
             # The checks job's `make test`: a bounded subset (this suite runs inside make ci-act).
             "PYTEST_ADDOPTS": CHECKS_PYTEST,
+            "TEST_WORKERS": "1",  # one file: a second process would only add its start-up
         }
         secrets = {"MLFLOW_TRACKING_URI": self.tracking_uri} | kwargs.pop("secrets", {})
         variables = {"IMAGE": self.image(scenario)} | kwargs.pop("variables", {})
