@@ -211,6 +211,11 @@ _MARKER = re.compile(r"[?.\-*/]{1,3}|n/?a|null|none|missing|unknown", re.IGNOREC
 DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+")
 
 
+def looks_missing(text: str) -> bool:
+    """Whether ``text`` is short text tables use for "no value" (``?``, ``-``, ``n/a``, ...)."""
+    return bool(_MARKER.fullmatch(text.strip()))
+
+
 def reading_hint(texts: list[str]) -> str:
     """A sentence for the text cells of a number column that a params setting would read
     right, or ``""``: decimal commas (``data.decimal``), or one to three distinct short markers
@@ -220,7 +225,7 @@ def reading_hint(texts: list[str]) -> str:
         return ""
     if all(DECIMAL_COMMA.fullmatch(t.strip()) for t in distinct):
         return "they look like numbers with a decimal comma: set data.decimal: ',' in params.yaml"
-    if len(distinct) <= 3 and all(_MARKER.fullmatch(t.strip()) for t in distinct):
+    if len(distinct) <= 3 and all(looks_missing(t) for t in distinct):
         shown = ", ".join(repr(t) for t in distinct)
         return (
             f"if {shown} {'marks' if len(distinct) == 1 else 'mark'} a missing value, add "

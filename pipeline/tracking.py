@@ -133,6 +133,6 @@ def log_split_datasets(splits_dir: str | Path, target: str, name: str) -> list[o
                 targets=target if target in frame.columns else None,
                 name=f"{name}-{split}",
             )
-        mlflow.log_input(dataset, context=context)
+            mlflow.log_input(dataset, context=context)  # infers the schema (again) here
         logged.append(dataset)
     return logged

@@ -43,7 +43,7 @@ from pipeline.contract import (
 from pipeline.errors import PipelineError, cli
 from pipeline.frames import category_label, category_text
 from pipeline.io import atomic_path, read_table, write_json
-from pipeline.sources import DECIMAL_COMMA, headerless_hint, reading_hint
+from pipeline.sources import DECIMAL_COMMA, headerless_hint, looks_missing, reading_hint
 
 #: dtype names (and, for ``object`` columns, value types) a numeric column may hold.
 NUMERIC_TYPES = (
@@ -1075,6 +1075,17 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
                     "one value written several ways (the model takes each as a "
                     f"{'class' if role == 'target' else 'category'} of its own); unify them at "
                     "the source",
+                )
+            markers = [c for c in spec["categories"] if looks_missing(c)]
+            if markers:
+                notes[name] = _join_notes(
+                    notes.get(name),
+                    f"{_listed(pd.Series(markers))} may mark a missing value: to read "
+                    f"{'it' if len(markers) == 1 else 'them'} as missing, list "
+                    f"{'it' if len(markers) == 1 else 'them'} in data.missing_values in "
+                    "params.yaml exactly as written (spaces too) and draft again; otherwise "
+                    f"{'it is' if len(markers) == 1 else 'each is'} a "
+                    f"{'class' if role == 'target' else 'category'} of its own",
                 )
         columns.append(ColumnSpec(**spec))
     if not any(c.role == "feature" for c in columns):

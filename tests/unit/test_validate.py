@@ -921,3 +921,25 @@ def test_decimal_commas_are_drafted_as_numbers_with_the_setting_that_reads_them(
     assert failure.endswith(
         "they look like numbers with a decimal comma: set data.decimal: ',' in params.yaml"
     )
+
+
+def test_infer_notes_a_category_that_may_mark_a_missing_value():
+    """Adult census writes ' ?' for an unknown workclass: a category unless the user says."""
+    n = 60
+    frame = pd.DataFrame(
+        {
+            "hours": [float(i % 7) for i in range(n)],
+            "workclass": [" Private", " ?", " State-gov"] * (n // 3),
+            "income": [" >50K", " <=50K"] * (n // 2),
+        }
+    )
+    draft = draft_contract(frame, "income")
+    assert draft.contract.column("workclass").categories == (" ?", " Private", " State-gov")
+    assert draft.notes["workclass"] == (
+        "' ?' may mark a missing value: to read it as missing, list it in data.missing_values "
+        "in params.yaml exactly as written (spaces too) and draft again; otherwise it is a "
+        "category of its own"
+    )
+    assert "income" not in draft.notes
+    read = draft_contract(frame.replace(" ?", None), "income")
+    assert "workclass" not in read.notes
