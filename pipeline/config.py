@@ -19,12 +19,18 @@ from pipeline.errors import PipelineError
 DEFAULT_PARAMS = Path("params.yaml")
 
 
+#: What ``data.thousands`` may be, beside null.
+THOUSANDS_SEPARATORS = (",", ".", " ", "'", "_")
+
+
 @dataclass(frozen=True)
 class DataParams:
     source: str
     contract: str
     missing_values: tuple[str, ...]
     decimal: str
+    thousands: str | None
+    encoding: str
 
     def __post_init__(self):
         if not all(isinstance(v, str) for v in self.missing_values):
@@ -37,10 +43,34 @@ class DataParams:
             raise PipelineError(
                 f"params: 'params.data.decimal' must be '.' or ',', not {self.decimal!r}."
             )
+        if self.thousands is not None and self.thousands not in THOUSANDS_SEPARATORS:
+            raise PipelineError(
+                "params: 'params.data.thousands' must be null or one of "
+                f"{', '.join(repr(t) for t in THOUSANDS_SEPARATORS)}, not {self.thousands!r}."
+            )
+        if self.thousands == self.decimal:
+            raise PipelineError(
+                f"params: 'params.data.thousands' and 'params.data.decimal' are both "
+                f"{self.decimal!r}; a number cannot use one mark for both."
+            )
+        import codecs
+
+        try:
+            codecs.lookup(str(self.encoding))
+        except LookupError:
+            raise PipelineError(
+                f"params: 'params.data.encoding' {self.encoding!r} is not an encoding Python "
+                "knows (utf-8, latin-1, cp1252, utf-16, ...)."
+            ) from None
 
     def read_options(self) -> dict:
         """How :func:`pipeline.sources.ingest` reads the source."""
-        return {"missing_values": self.missing_values, "decimal": self.decimal}
+        return {
+            "missing_values": self.missing_values,
+            "decimal": self.decimal,
+            "thousands": self.thousands,
+            "encoding": self.encoding,
+        }
 
 
 @dataclass(frozen=True)

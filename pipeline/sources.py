@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import PipelineError
 
@@ -32,23 +32,28 @@ OTHER_DELIMITERS = (";", "\t", "|")
 
 
 def _read_csv(
-    source: str, missing_values: tuple[str, ...] = (), decimal: str = "."
+    source: str,
+    missing_values: tuple[str, ...] = (),
+    decimal: str = ".",
+    thousands: str | None = None,
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Read a CSV file; the delimiter is a comma unless the header line holds none and holds
     ``;``, a tab or ``|`` (wine quality and bank marketing ship with ``;``). A header that
     names a column twice is refused: pandas would silently rename the copy ``name.1``.
-    ``missing_values`` are read as missing beside pandas' own markers; ``decimal`` is the
-    numbers' decimal mark."""
+    ``missing_values`` are read as missing beside pandas' own markers; ``decimal`` and
+    ``thousands`` are the numbers' marks, ``encoding`` the text's."""
     import pandas as pd
 
     sep = ","
-    header = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False)
+    text = {"encoding": encoding, "encoding_errors": "strict"}
+    header = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False, **text)
     if len(header.columns) == 1:
         line = str(header.iloc[0, 0])
         sep = next((d for d in OTHER_DELIMITERS if d in line), ",")
         if sep != ",":
             header = pd.read_csv(
-                source, header=None, nrows=1, dtype=str, keep_default_na=False, sep=sep
+                source, header=None, nrows=1, dtype=str, keep_default_na=False, sep=sep, **text
             )
     _refuse_repeated([str(n) for n in header.iloc[0]])
     if decimal == sep:
@@ -57,7 +62,12 @@ def _read_csv(
             "decimal commas separates fields with ';' (or a tab), or keep data.decimal: '.'"
         )
     return pd.read_csv(
-        sep=sep, na_values=list(missing_values) or None, decimal=decimal, filepath_or_buffer=source
+        source,
+        sep=sep,
+        na_values=list(missing_values) or None,
+        decimal=decimal,
+        thousands=thousands,
+        **text,
     )
 
 
@@ -97,9 +107,7 @@ class _HeaderError(Exception):
     """A CSV header the pipeline refuses, worded for a person."""
 
 
-def _read_parquet(
-    source: str, missing_values: tuple[str, ...] = (), decimal: str = "."
-) -> pd.DataFrame:
+def _read_parquet(source: str, **_: object) -> pd.DataFrame:
     import pandas as pd
 
     if "://" not in source:  # a URL's schema would cost a second request; pyarrow names it too
@@ -129,11 +137,15 @@ def _suffix(source: str) -> str:
 
 
 def load_source(
-    source: str, missing_values: tuple[str, ...] = (), decimal: str = "."
+    source: str,
+    missing_values: tuple[str, ...] = (),
+    decimal: str = ".",
+    thousands: str | None = None,
+    encoding: str = "utf-8",
 ) -> pd.DataFrame:
     """Load ``builtin:<name>``, a local CSV/Parquet path, or an fsspec URL (``s3://``,
     ``https://``), reading ``missing_values`` (params ``data.missing_values``) as missing and,
-    in a CSV file, ``decimal`` as the decimal mark."""
+    in a CSV file, ``decimal``, ``thousands`` and ``encoding`` as the params say."""
     if source.startswith("builtin:"):
         name = source.removeprefix("builtin:")
         if name not in BUILTIN:
@@ -159,13 +171,26 @@ def load_source(
     if not is_url and Path(source).stat().st_size == 0:
         raise PipelineError(f"data.source '{source}' is an empty file (0 bytes).")
     try:
-        frame = reader(source, missing_values, decimal)
+        frame = reader(
+            source,
+            missing_values=missing_values,
+            decimal=decimal,
+            thousands=thousands,
+            encoding=encoding,
+        )
     except ImportError as exc:
         raise PipelineError(f"data.source '{source}' needs an extra package: {exc}") from None
     except FileNotFoundError:
         raise PipelineError(f"data.source '{source}' does not exist.") from None
     except _HeaderError as exc:
         raise PipelineError(f"data.source '{source}': {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise PipelineError(
+            f"data.source '{source}' is not {encoding} text (it holds the byte "
+            f"0x{exc.object[exc.start]:02x}, which {encoding} cannot read there): set "
+            "data.encoding in params.yaml to the file's encoding, e.g. latin-1 or cp1252 for an "
+            "older spreadsheet export"
+        ) from None
     except Exception as exc:  # parsers raise many types; the message is what matters here
         kind = "CSV" if suffix == ".csv" else "Parquet"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -198,17 +223,42 @@ def _mark_missing(frame: pd.DataFrame, missing_values: tuple[str, ...]) -> pd.Da
     return frame
 
 
-def ingest(source: str, missing_values: tuple[str, ...] = (), decimal: str = ".") -> pd.DataFrame:
-    """Load the source (:func:`load_source`) and give every column a plain string name."""
-    frame = load_source(source, missing_values, decimal)
+def ingest(source: str, **reading: Any) -> pd.DataFrame:
+    """Load the source (:func:`load_source`, which takes the ``reading`` options) and give
+    every column a plain string name."""
+    frame = load_source(source, **reading)
     frame.columns = [str(c) for c in frame.columns]
     return frame
 
 
 #: Short text that tables use for "no value" in a number column.
 _MARKER = re.compile(r"[?.\-*/]{1,3}|n/?a|null|none|missing|unknown", re.IGNORECASE)
-#: A number written with a decimal comma: ``3,14``, ``-0,5``.
-DECIMAL_COMMA = re.compile(r"[-+]?\d*,\d+")
+#: A number written with a decimal comma: ``3,14``, ``-0,5``, ``1.234,5``.
+_DECIMAL_COMMA = re.compile(r"[-+]?(\d{1,3}(\.\d{3})+|\d*),\d+")
+#: A number written with commas between thousands: ``1,234``, ``12,500.5``.
+_THOUSANDS_COMMA = re.compile(r"[-+]?\d{1,3}(,\d{3})+(\.\d+)?")
+
+
+def is_comma_number(text: str) -> bool:
+    """Whether ``text`` is a number written with a comma (decimal or between thousands)."""
+    text = text.strip()
+    return bool(_THOUSANDS_COMMA.fullmatch(text) or _DECIMAL_COMMA.fullmatch(text))
+
+
+def comma_reading(texts: list[str]) -> tuple[str, str]:
+    """How numbers written with commas are read: ``(what the commas are, the params settings
+    that read them)``, or ``("", "")`` when not every text is such a number. Commas before
+    groups of three digits in every value (``1,234``) separate thousands; otherwise they are
+    decimal marks (``9,4``; ``1.234,5`` also needs ``data.thousands: '.'``)."""
+    distinct = {t.strip() for t in texts}
+    if not distinct:
+        return "", ""
+    if all(_THOUSANDS_COMMA.fullmatch(t) for t in distinct):
+        return "a comma between thousands", "data.thousands: ','"
+    if all(_DECIMAL_COMMA.fullmatch(t) for t in distinct):
+        dots = any("." in t for t in distinct)
+        return "a decimal comma", "data.decimal: ','" + (" and data.thousands: '.'" if dots else "")
+    return "", ""
 
 
 def looks_missing(text: str) -> bool:
@@ -218,13 +268,15 @@ def looks_missing(text: str) -> bool:
 
 def reading_hint(texts: list[str]) -> str:
     """A sentence for the text cells of a number column that a params setting would read
-    right, or ``""``: decimal commas (``data.decimal``), or one to three distinct short markers
+    right, or ``""``: numbers with commas (``data.decimal``, ``data.thousands``), or one to
+    three distinct short markers
     such as ``?`` (``data.missing_values``)."""
     distinct = sorted(set(texts))
     if not distinct:
         return ""
-    if all(DECIMAL_COMMA.fullmatch(t.strip()) for t in distinct):
-        return "they look like numbers with a decimal comma: set data.decimal: ',' in params.yaml"
+    commas, setting = comma_reading(distinct)
+    if setting:
+        return f"they look like numbers with {commas}: set {setting} in params.yaml"
     if len(distinct) <= 3 and all(looks_missing(t) for t in distinct):
         shown = ", ".join(repr(t) for t in distinct)
         return (

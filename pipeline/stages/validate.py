@@ -43,7 +43,13 @@ from pipeline.contract import (
 from pipeline.errors import PipelineError, cli
 from pipeline.frames import category_label, category_text
 from pipeline.io import atomic_path, read_table, write_json
-from pipeline.sources import DECIMAL_COMMA, headerless_hint, looks_missing, reading_hint
+from pipeline.sources import (
+    comma_reading,
+    headerless_hint,
+    is_comma_number,
+    looks_missing,
+    reading_hint,
+)
 
 #: dtype names (and, for ``object`` columns, value types) a numeric column may hold.
 NUMERIC_TYPES = (
@@ -1249,15 +1255,16 @@ def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
     if pd.api.types.is_string_dtype(column) or column.dtype == object:
         numbers = pd.to_numeric(present.map(str), errors="coerce")
         text = present[numbers.isna()]
-        commas = text.map(lambda v: bool(DECIMAL_COMMA.fullmatch(str(v).strip())))
-        if commas.any() and (numbers.notna().sum() + commas.sum()) >= MOSTLY_NUMBERS * len(present):
+        commas = text.map(lambda v: is_comma_number(str(v)))
+        kind, setting = comma_reading(text[commas].map(str).tolist())
+        if setting and numbers.notna().sum() + commas.sum() >= MOSTLY_NUMBERS * len(present):
             return (
                 "numeric",
                 "feature",
                 (
-                    f"numbers with a decimal comma ({_listed(text[commas].map(str))}): drafted "
-                    "as numeric; set data.decimal: ',' in params.yaml so that they are read as "
-                    "numbers, then draft the contract again for their range"
+                    f"numbers with {kind} ({_listed(text[commas].map(str))}): drafted as "
+                    f"numeric; set {setting} in params.yaml so that they are read as numbers, "
+                    "then draft the contract again for their range"
                 ),
             )
         if len(text) and numbers.notna().mean() >= MOSTLY_NUMBERS:

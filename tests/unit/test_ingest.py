@@ -271,13 +271,21 @@ def test_a_decimal_comma_in_a_comma_delimited_file_is_refused_in_words(tmp_path,
         ("decimal", "';'", "'params.data.decimal' must be '.' or ',', not ';'."),
         ("missing_values", "'?'", "'params.data.missing_values' must be a list, got '?'."),
         ("missing_values", "[-1]", "'params.data.missing_values' must be a list of text values"),
+        ("thousands", "'-'", "'params.data.thousands' must be null or one of ',', '.', ' ',"),
+        ("thousands", "'.'", "'params.data.thousands' and 'params.data.decimal' are both '.'"),
+        ("encoding", "klingon", "'params.data.encoding' 'klingon' is not an encoding Python"),
     ],
 )
 def test_bad_reading_params_are_named(tmp_path, key, value, message):
     from pipeline.config import load_params
 
     text = (REPO_ROOT / "params.yaml").read_text()
-    default = {"decimal": 'decimal: "."', "missing_values": "missing_values: []"}[key]
+    default = {
+        "decimal": 'decimal: "."',
+        "missing_values": "missing_values: []",
+        "thousands": "thousands: null",
+        "encoding": "encoding: utf-8",
+    }[key]
     assert default in text
     (tmp_path / "params.yaml").write_text(text.replace(default, f"{key}: {value}", 1))
     with pytest.raises(PipelineError) as caught:
@@ -310,3 +318,22 @@ def test_a_changed_reading_setting_reads_an_unchanged_source_again(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True)
     assert "-> data/raw/dataset.parquet" in done.stdout, done.stdout + done.stderr
     assert pd.read_parquet(out)["ca"].dtype == "float64"
+
+
+def test_data_thousands_reads_numbers_with_commas_between_thousands(tmp_path):
+    (tmp_path / "d.csv").write_text('price,rooms\n"1,234",2\n"12,500.5",4\n')
+    assert ingest(str(tmp_path / "d.csv"))["price"].tolist() == ["1,234", "12,500.5"]
+    assert ingest(str(tmp_path / "d.csv"), thousands=",")["price"].tolist() == [1234.0, 12500.5]
+
+
+def test_a_file_in_another_encoding_is_named_with_the_setting_that_reads_it(tmp_path):
+    (tmp_path / "d.csv").write_bytes("city,temp\nSão Paulo,21.5\nMünchen,9.1\n".encode("cp1252"))
+    with pytest.raises(PipelineError) as caught:
+        load_source(str(tmp_path / "d.csv"))
+    assert str(caught.value) == (
+        f"data.source '{tmp_path / 'd.csv'}' is not utf-8 text (it holds the byte 0xe3, which "
+        "utf-8 cannot read there): set data.encoding in params.yaml to the file's encoding, "
+        "e.g. latin-1 or cp1252 for an older spreadsheet export"
+    )
+    frame = ingest(str(tmp_path / "d.csv"), encoding="cp1252")
+    assert frame["city"].tolist() == ["São Paulo", "München"]

@@ -943,3 +943,21 @@ def test_infer_notes_a_category_that_may_mark_a_missing_value():
     assert "income" not in draft.notes
     read = draft_contract(frame.replace(" ?", None), "income")
     assert "workclass" not in read.notes
+
+
+def test_commas_between_thousands_are_drafted_as_numbers_with_the_setting_that_reads_them(
+    penguins,
+):
+    column = penguins["body_mass_g"].map(lambda v: v if pd.isna(v) else f"{v:,.0f}")
+    frame = penguins.assign(body_mass_g=column)
+    draft = draft_contract(frame, "species")
+    assert draft.contract.column("body_mass_g").type == "numeric"
+    assert draft.notes["body_mass_g"].startswith("numbers with a comma between thousands ('3,750'")
+    assert (
+        "set data.thousands: ',' in params.yaml so that they are read" in draft.notes["body_mass_g"]
+    )
+    failure = validate_table(frame, draft.contract).failures[-1]
+    assert failure.endswith(
+        "they look like numbers with a comma between thousands: set data.thousands: ',' in "
+        "params.yaml"
+    ), failure
