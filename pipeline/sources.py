@@ -3,6 +3,7 @@ an fsspec URL) read into a DataFrame. Used by the ``ingest`` stage and by ``vali
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -37,18 +38,22 @@ def _read_csv(
     decimal: str = ".",
     thousands: str | None = None,
     encoding: str = "utf-8",
+    delimiter: str | None = None,
 ) -> pd.DataFrame:
-    """Read a CSV file; the delimiter is a comma unless the header line holds none and holds
-    ``;``, a tab or ``|`` (wine quality and bank marketing ship with ``;``). A header that
+    """Read a CSV file; the delimiter is ``delimiter`` (a tab for ``.tsv``) or a comma unless
+    the header line holds none and holds ``;``, a tab or ``|`` (wine quality and bank
+    marketing ship with ``;``). A header that
     names a column twice is refused: pandas would silently rename the copy ``name.1``.
     ``missing_values`` are read as missing beside pandas' own markers; ``decimal`` and
     ``thousands`` are the numbers' marks, ``encoding`` the text's."""
     import pandas as pd
 
-    sep = ","
+    sep = delimiter or ","
     text = {"encoding": encoding, "encoding_errors": "strict"}
-    header = pd.read_csv(source, header=None, nrows=1, dtype=str, keep_default_na=False, **text)
-    if len(header.columns) == 1:
+    header = pd.read_csv(
+        source, header=None, nrows=1, dtype=str, keep_default_na=False, sep=sep, **text
+    )
+    if delimiter is None and len(header.columns) == 1:
         line = str(header.iloc[0, 0])
         sep = next((d for d in OTHER_DELIMITERS if d in line), ",")
         if sep != ",":
@@ -119,11 +124,14 @@ def _read_parquet(source: str, **_: object) -> pd.DataFrame:
 
 _READERS: dict[str, Callable[..., pd.DataFrame]] = {
     ".csv": _read_csv,
+    ".tsv": functools.partial(_read_csv, delimiter="\t"),
     ".parquet": _read_parquet,
     ".pq": _read_parquet,
 }
 
 
+#: Delimited text: read with pandas' CSV parser, whose own missing-value markers apply.
+TEXT_SUFFIXES = (".csv", ".tsv")
 #: Compression pandas reads from the file name; ``x.csv.gz`` is a CSV file.
 COMPRESSIONS = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")
 
@@ -131,8 +139,8 @@ COMPRESSIONS = (".gz", ".bz2", ".zip", ".xz", ".zst", ".tar")
 def _suffix(source: str) -> str:
     """The file type of ``source``: its last suffix, or the one before a compression suffix."""
     suffixes = [s.lower() for s in Path(source.split("?", 1)[0]).suffixes]
-    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSIONS and suffixes[-2] == ".csv":
-        return ".csv"
+    if len(suffixes) >= 2 and suffixes[-1] in COMPRESSIONS and suffixes[-2] in TEXT_SUFFIXES:
+        return suffixes[-2]
     return suffixes[-1] if suffixes else ""
 
 
@@ -160,8 +168,8 @@ def load_source(
     if reader is None:
         raise PipelineError(
             f"data.source '{source}': unsupported file type '{suffix or '(none)'}'; "
-            "use a .csv (also compressed: .csv.gz, .csv.zip, ...) or .parquet file, or "
-            "builtin:penguins."
+            "use a .csv or .tsv file (also compressed: .csv.gz, .tsv.zip, ...), a .parquet file "
+            "or builtin:penguins."
         )
     is_url = "://" in source
     if not is_url and not Path(source).is_file():
@@ -192,14 +200,14 @@ def load_source(
             "older spreadsheet export"
         ) from None
     except Exception as exc:  # parsers raise many types; the message is what matters here
-        kind = "CSV" if suffix == ".csv" else "Parquet"
+        kind = "CSV" if suffix in TEXT_SUFFIXES else "Parquet"
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise PipelineError(
             f"data.source '{source}' could not be read as {kind}: {reason}"
         ) from None
     if frame.empty or len(frame.columns) == 0:
         raise PipelineError(f"data.source '{source}' holds no rows.")
-    return frame if suffix == ".csv" else _mark_missing(frame, missing_values)
+    return frame if suffix in TEXT_SUFFIXES else _mark_missing(frame, missing_values)
 
 
 def _mark_missing(frame: pd.DataFrame, missing_values: tuple[str, ...]) -> pd.DataFrame:

@@ -337,3 +337,12 @@ def test_a_file_in_another_encoding_is_named_with_the_setting_that_reads_it(tmp_
     )
     frame = ingest(str(tmp_path / "d.csv"), encoding="cp1252")
     assert frame["city"].tolist() == ["São Paulo", "München"]
+
+
+def test_a_tsv_file_is_read_by_tabs_even_with_commas_in_its_header(tmp_path):
+    (tmp_path / "d.tsv").write_text("name, full\tscore\nAda, L\t3.5\nBo\t4\n")
+    frame = ingest(str(tmp_path / "d.tsv"))
+    assert list(frame.columns) == ["name, full", "score"]
+    assert frame["score"].tolist() == [3.5, 4.0]
+    frame.to_csv(tmp_path / "e.tsv.gz", sep="\t", index=False)
+    assert ingest(str(tmp_path / "e.tsv.gz")).equals(frame)
