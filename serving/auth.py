@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hmac
 
+#: The WSGI environ key the edge sets when it has checked the token of a request and found it
+#: right (no header can produce it: headers arrive as ``HTTP_*`` keys).
+AUTHORIZED = "serving.authorized"
 CHALLENGE = 'Bearer realm="serving"'
 INVALID_CHALLENGE = 'Bearer realm="serving", error="invalid_token"'
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from serving.auth import auth_error
+from serving.auth import AUTHORIZED, auth_error
 
 log = logging.getLogger("serving.http")
 
@@ -224,9 +224,9 @@ class RSGIBridge:
         started = time.perf_counter()
         headers = scope.headers
         request_id = request_id_from(headers.get(REQUEST_ID_HEADER))
-        refused = _header_error(scope)
+        refused, authorized = _header_error(scope), False
         if refused is None and self.expected_auth is not None and scope.method == "POST":
-            refused = self._auth_error(scope)
+            refused, authorized = self._auth_error(scope)
         if refused is not None:
             self._respond_error(scope, protocol, started, request_id, refused)
             return
@@ -258,6 +258,8 @@ class RSGIBridge:
             )
             return
         environ = self._environ(scope, body, request_id, started)
+        if authorized:  # the view need not compare the token again
+            environ[AUTHORIZED] = True
         status_line: list[str] = []
         response_headers: list[tuple[str, str]] = []
 
@@ -296,17 +298,18 @@ class RSGIBridge:
     def _no_write(data: bytes) -> None:
         raise RuntimeError("the write() callable is not supported; return the body")
 
-    def _auth_error(self, scope) -> _BodyError | None:
+    def _auth_error(self, scope) -> tuple[_BodyError | None, bool]:
+        """``(the 401 to answer, whether the token was checked and is right)``."""
         path = scope.path
         if "//" in path:  # the app's router merges slashes
             path = _SLASHES.sub("/", path)
         if path not in self.protected_posts:
-            return None
+            return None, False
         refused = auth_error(scope.headers.get("authorization"), self.expected_auth)
         if refused is None:
-            return None
+            return None, True
         message, challenge = refused
-        return _BodyError(401, "auth", message, "Authorization", challenge)
+        return _BodyError(401, "auth", message, "Authorization", challenge), False
 
     def _respond_error(self, scope, protocol, started, request_id, exc: _BodyError) -> None:
         body = _error_body(exc.status, exc.rule, exc.message, exc.field)

@@ -427,6 +427,18 @@ def test_auth_right_token_is_200(secured, row):
     assert secured.get("/metadata", headers=headers).status_code == 200
 
 
+def test_a_token_the_edge_checked_is_not_compared_again_and_no_header_can_say_so(secured, row):
+    """serving.rsgi checks a protected POST's token before reading its body and marks the
+    request; the view then trusts the mark. Only the edge can set it: not a client's header."""
+    from serving.auth import AUTHORIZED
+
+    marked = predict(secured, {"instances": [row]}, environ_overrides={AUTHORIZED: True})
+    assert marked.status_code == 200
+    forged = {"Serving-Authorized": "1", "Serving.Authorized": "true"}
+    response = predict(secured, {"instances": [row]}, headers=forged)
+    assert error_of(response, 401, "auth", "Authorization") == "missing bearer token"
+
+
 def test_auth_checked_before_the_body(secured):
     response = predict(secured, "not json")
     error_of(response, 401, "auth")
