@@ -366,8 +366,11 @@ def test_killed_worker_is_replaced(live_server, exported_model, row):
     for thread in threads:
         thread.join(timeout=30)
     assert victim not in server.worker_pids() and len(server.worker_pids()) == 2
-    # At most the requests in flight on the killed worker's connections fail.
-    assert tally.reset <= 4, tally
+    # Only requests on the killed worker's connections fail: each caller's connection there,
+    # and, on a busy machine, a reconnect the dying worker's threads still accepted. SIGKILL
+    # does not stop every thread at once: with two other processes spinning, 2 of 5 resets at 4
+    # connections were fresh connections, 39 and 41 ms after the kill.
+    assert tally.reset <= 2 * 4, tally
     assert tally.ok > seen and dict(tally.status) == {}
 
 
