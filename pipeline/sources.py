@@ -42,8 +42,8 @@ def _read_csv(
 ) -> pd.DataFrame:
     """Read a CSV file; the delimiter is ``delimiter`` (a tab for ``.tsv``) or a comma unless
     the header line holds none and holds ``;``, a tab or ``|`` (wine quality and bank
-    marketing ship with ``;``). A header that
-    names a column twice is refused: pandas would silently rename the copy ``name.1``.
+    marketing ship with ``;``). A header that names a column twice is refused: pandas would
+    silently rename the copy ``name.1``.
     ``missing_values`` are read as missing beside pandas' own markers; ``decimal`` and
     ``thousands`` are the numbers' marks, ``encoding`` the text's."""
     import pandas as pd
@@ -277,8 +277,7 @@ def looks_missing(text: str) -> bool:
 def reading_hint(texts: list[str]) -> str:
     """A sentence for the text cells of a number column that a params setting would read
     right, or ``""``: numbers with commas (``data.decimal``, ``data.thousands``), or one to
-    three distinct short markers
-    such as ``?`` (``data.missing_values``)."""
+    three distinct short markers such as ``?`` (``data.missing_values``)."""
     distinct = sorted(set(texts))
     if not distinct:
         return ""

@@ -36,6 +36,18 @@ def _global_tracking_uri() -> str | None:
     return getattr(utils, "_tracking_uri", None)
 
 
+def _set_global_tracking_uri(uri: str | None, variable: str | None) -> None:
+    """Set ``mlflow.set_tracking_uri``'s value to ``uri`` and MLFLOW_TRACKING_URI to
+    ``variable`` (set_tracking_uri also writes the variable, or unsets it for None)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    if variable is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = variable
+
+
 @pytest.fixture(autouse=True)
 def _one_test_s_tracking_uri_is_not_the_next_one_s() -> Iterator[None]:
     """A test (or a stage it runs in-process) may call ``mlflow.set_tracking_uri``, which
@@ -45,22 +57,10 @@ def _one_test_s_tracking_uri_is_not_the_next_one_s() -> Iterator[None]:
     before, variable = _global_tracking_uri(), os.environ.get("MLFLOW_TRACKING_URI")
     yield
     if _global_tracking_uri() != before:
-        import mlflow
-
-        mlflow.set_tracking_uri(before)
-        if variable is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = variable
+        _set_global_tracking_uri(before, variable)
 
 
 def forget_tracking_uri() -> None:
     """Clear ``mlflow.set_tracking_uri``'s process-wide setting, keeping MLFLOW_TRACKING_URI."""
-    if _global_tracking_uri() is None:
-        return
-    import mlflow
-
-    variable = os.environ.get("MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(None)  # also unsets the variable
-    if variable is not None:
-        os.environ["MLFLOW_TRACKING_URI"] = variable
+    if _global_tracking_uri() is not None:
+        _set_global_tracking_uri(None, os.environ.get("MLFLOW_TRACKING_URI"))

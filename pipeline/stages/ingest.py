@@ -154,7 +154,8 @@ def _stamp(source: str, fingerprint: Any, out: str | Path, reading: Any) -> dict
 def _declared_source(params_path: str) -> tuple[str | None, Any]:
     """``data.source`` and how it is read (``data``'s other keys but the contract), read
     without the params machinery (which imports the estimators). A changed reading setting
-    (``data.missing_values``, ``data.decimal``) means reading the source again."""
+    (``data.missing_values``, ``decimal``, ``thousands``, ``encoding``) means reading the
+    source again."""
     import yaml
 
     try:
