@@ -33,7 +33,7 @@ from werkzeug.exceptions import HTTPException
 
 from serving import metrics as m
 from serving.auth import AUTHORIZED, auth_error
-from serving.config import DRAIN_FILE, ServingConfig
+from serving.config import DRAIN_FILE, ServingConfig, host_name
 from serving.feedback import parse_feedback
 from serving.metrics import MetricsStore
 from serving.model import LoadedModel, ModelError, ModelHolder, load_model
@@ -482,43 +482,48 @@ def _parse_lenient(raw: bytes, error: orjson.JSONDecodeError) -> Any:
 # ---------------------------------------------------------------------- metrics wrapper
 class _HostAllowList:
     """Refuse requests whose ``Host`` is not listed (``SERVING_ALLOWED_HOSTS``): a page on
-    another site that rebinds its DNS name to this server cannot read it. Counted like any
+    another site that rebinds its DNS name to this server cannot read it. A ``Host`` that is
+    not a host name with an optional port gets 400 (RFC 9112 section 3.2). Counted like any
     response (the metrics wrapper is outside it)."""
 
     def __init__(self, app, hosts: tuple[str, ...]):
         self.app = app
-        self.hosts = frozenset(map(_host_name, hosts))
-        self.body = orjson.dumps(
-            {
-                "error": {
-                    "status": 421,
-                    "rule": "host",
-                    "field": "Host",
-                    "message": "this server does not answer for that host name",
-                }
-            }
-        )
+        self.hosts = frozenset(name for name in map(host_name, hosts) if name)
+        self.refusals = {
+            status: orjson.dumps(
+                {"error": {"status": status, "rule": "host", "field": "Host", "message": text}}
+            )
+            for status, text in (
+                (421, "this server does not answer for that host name"),
+                (400, "the Host header is not a host name with an optional port"),
+            )
+        }
 
     def __call__(self, environ, start_response):
-        if _host_name(environ.get("HTTP_HOST", "")) in self.hosts:
+        name = host_name(environ.get("HTTP_HOST", ""))
+        if name in self.hosts:
             return self.app(environ, start_response)
+        status = 400 if name is None else 421
+        body = self.refusals[status]
         start_response(
-            "421 Misdirected Request",
-            [("Content-Type", JSON), ("Content-Length", str(len(self.body)))],
+            "400 Bad Request" if status == 400 else "421 Misdirected Request",
+            [("Content-Type", JSON), ("Content-Length", str(len(body)))],
         )
-        return [self.body]
+        return [body]
 
 
-def _host_name(host: str) -> str:
-    """A ``Host`` value or an allow-list entry as the bare name they are compared by: lowercase,
-    without the port, the brackets of an IPv6 address or the final dot of an absolute name."""
-    host = host.strip().lower()
-    if host.startswith("["):
-        name, bracket, rest = host[1:].partition("]")
-        return name if bracket and (not rest or rest.startswith(":")) else host
-    if host.count(":") == 1:
-        host = host.partition(":")[0]
-    return host.removesuffix(".")
+_ENDPOINT_LABELS = {path: path for path in ENDPOINTS}
+_SLASHES = re.compile(r"/{2,}")
+
+
+def endpoint_label(path: str) -> str:
+    """The ``endpoint`` label of a request for ``path``: its route as the router matches it
+    (``//predict`` is ``/predict``: the router merges slashes), or ``other``; never the
+    client's own text, so the metrics' labels stay a fixed set."""
+    label = _ENDPOINT_LABELS.get(path)
+    if label is None and "//" in path:
+        label = _ENDPOINT_LABELS.get(_SLASHES.sub("/", path))
+    return label or "other"
 
 
 class _Instrumented:
@@ -527,7 +532,6 @@ class _Instrumented:
     def __init__(self, app, store: MetricsStore):
         self.app = app
         self.store = store
-        self.endpoints = {path: path for path in ENDPOINTS}
 
     def __call__(self, environ, start_response):
         started = time.perf_counter()
@@ -546,7 +550,7 @@ class _Instrumented:
 
         result = self.app(environ, capture)
         self.store.observe_request(
-            self.endpoints.get(environ.get("PATH_INFO"), "other"),
+            endpoint_label(environ.get("PATH_INFO", "")),
             int(status[0][:3]) if status else 500,
             time.perf_counter() - started,
         )

@@ -25,6 +25,22 @@ PUBLISHED_ENV = "SERVING_MODEL_PUBLISHED"
 DRAIN_FILE = "draining"
 
 
+#: ``name``, ``name:port``, ``[v6]`` or ``[v6]:port`` (RFC 9110 section 7.2, RFC 3986 3.2.2).
+_HOST = re.compile(
+    r"(?:\[(?P<v6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?\.?))(?::[0-9]{1,5})?"
+)
+
+
+def host_name(host: str) -> str | None:
+    """A ``Host`` value or an allow-list entry as the bare name they are compared by: lowercase,
+    without the port, the brackets of an IPv6 address or the final dot of an absolute name;
+    ``None`` when it is not a host (``localhost:abc``, ``[localhost]``, ``a b``)."""
+    match = _HOST.fullmatch(host.strip().lower())
+    if match is None:
+        return None
+    return match["v6"] or match["name"].removesuffix(".")
+
+
 class ConfigError(ValueError):
     """A setting that cannot work; the message names the variable and what it accepts."""
 
@@ -228,6 +244,12 @@ class ServingConfig:
             raise ConfigError("SERVING_RELOAD_INTERVAL must be 0 (off) or a number of seconds.")
         if self.follow_published and self.runtime_dir is None:
             raise ConfigError(f"{PUBLISHED_ENV}=1 needs SERVING_RUNTIME_DIR (where it publishes).")
+        for host in self.allowed_hosts:
+            if host_name(host) is None:
+                raise ConfigError(
+                    f"SERVING_ALLOWED_HOSTS: {host!r} is not a host name or address (with an "
+                    "optional port); list names separated by commas."
+                )
         if self.api_token is not None and not self.api_token:
             raise ConfigError("the API token is empty: unset it to turn auth off.")
         if self.api_token is not None and not _HEADER_TOKEN.fullmatch(self.api_token):

@@ -17,6 +17,8 @@ from serving.schema import RequestError
 MAX_ITEMS = 1000
 #: The largest row number taken (a request holds far fewer rows); the OpenAPI document says so.
 MAX_ROW = 2**31 - 1
+#: The longest class name taken while no model is loaded to name the classes.
+MAX_CLASS_CHARS = 256
 #: ``fullmatch``: ``$`` would also take a final newline.
 _ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -74,6 +76,15 @@ def _item(raw: Any, where: str | None, model: Any | None) -> dict[str, Any]:
                 "must be one of: " + ", ".join(model.classes),
                 field("actual"),
             )
-    elif type(actual) not in (str, int, float):
-        raise RequestError(422, "type", "must be a class or a number", field("actual"))
+    elif not (
+        (type(actual) is str and 0 < len(actual) <= MAX_CLASS_CHARS)
+        or (type(actual) in (int, float) and math.isfinite(actual))
+    ):
+        # No model to check against (it failed to load): the shape the log's readers expect.
+        raise RequestError(
+            422,
+            "type",
+            f"must be a class (1-{MAX_CLASS_CHARS} characters) or a finite number",
+            field("actual"),
+        )
     return {"request_id": request_id, "row": row, "actual": actual}

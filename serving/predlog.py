@@ -146,6 +146,24 @@ def _shared_part(model: dict[str, str], variant: str, served: bool) -> bytes:
     return part
 
 
+#: Line breaks to Python's ``str.splitlines`` (and to some log shippers) that JSON leaves raw:
+#: a client's U+2028 in a path or a category would split one record into two lines.
+_RAW_BREAKS = (
+    (b"\xe2\x80\xa8", b"\\u2028"),
+    (b"\xe2\x80\xa9", b"\\u2029"),
+    (b"\xc2\x85", b"\\u0085"),
+)
+
+
+def escape_breaks(data: bytes) -> bytes:
+    """``data`` (JSON) with the line breaks JSON leaves unescaped written as escapes."""
+    if data.isascii():
+        return data
+    for raw, escaped in _RAW_BREAKS:
+        data = data.replace(raw, escaped)
+    return data
+
+
 class JsonLinesWriter:
     """A bounded queue, a writer thread and a size-rotated file shared by processes."""
 
@@ -225,9 +243,9 @@ class JsonLinesWriter:
                 log.exception("could not format a log record")
         if not lines:
             return
-        data = b"\n".join(lines) + b"\n"
         try:
-            self._append(data)
+            for data in self._pieces(lines):
+                self._append(data)
             self._count("written", len(lines))
         except OSError as exc:
             self._count("failed", len(lines))
@@ -240,6 +258,25 @@ class JsonLinesWriter:
             self.on_count(outcome, n)
         except Exception:
             log.debug("prediction log: could not count %d %s row(s)", n, outcome)
+
+    def _pieces(self, lines: list[bytes]) -> Iterable[bytes]:
+        """``lines`` as few writes as fit the file's bound: a batch of 1,000-row requests is
+        megabytes, and written at once it went past ``max_bytes`` unrotated."""
+        data = escape_breaks(b"\n".join(lines) + b"\n")
+        if len(data) <= self.max_bytes:
+            yield data
+            return
+        lines = [escape_breaks(line) for line in lines]
+        piece: list[bytes] = []
+        size = 0
+        for line in lines:
+            if piece and size + len(line) + 1 > self.max_bytes:
+                yield b"\n".join(piece) + b"\n"
+                piece, size = [], 0
+            piece.append(line)
+            size += len(line) + 1
+        if piece:
+            yield b"\n".join(piece) + b"\n"
 
     def _append(self, data: bytes) -> None:
         fd = self._open()

@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 
 from serving.auth import AUTHORIZED, auth_error
+from serving.predlog import escape_breaks
 
 log = logging.getLogger("serving.http")
 
@@ -57,6 +58,9 @@ _READ_HEADERS = {
     "content-encoding": "Content-Encoding",
     "host": "Host",
 }
+#: Headers that must come once: a second ``Host`` or ``Authorization`` is how one part of a
+#: chain of servers reads another value than the next (RFC 9112 section 3.2).
+_SINGLE_HEADERS = ("host", "content-type", "authorization")
 #: What the access log keeps of a client's path and User-Agent: granian takes headers up to
 #: about 400 KB, and a log line that long is one a log shipper splits or drops.
 LOGGED_PATH_CHARS, LOGGED_AGENT_CHARS = 1024, 256
@@ -114,6 +118,13 @@ def _header_error(scope) -> _BodyError | None:
                 "the only transfer coding taken is chunked; send the JSON uncompressed",
                 "Transfer-Encoding",
             )
+    for name in _SINGLE_HEADERS:
+        if len(headers.get_all(name)) > 1:
+            # granian hands on the first, Flask would read the last (RFC 9112 section 3.2 for
+            # Host; RFC 9110 section 5.3: these are not lists).
+            return _BodyError(
+                400, "header", "the header is given more than once", _READ_HEADERS[name]
+            )
     absent = [name for name in _READ_HEADERS if headers.get(name) is None]
     if not absent:
         return None
@@ -149,7 +160,7 @@ class AccessLog:
             return
         entry["pid"] = self._pid
         try:
-            self._stream.write(orjson.dumps(entry).decode() + "\n")
+            self._stream.write(escape_breaks(orjson.dumps(entry)).decode() + "\n")
         except Exception:  # a full disk must not fail the request
             log.exception("failed to write an access log entry")
 
@@ -212,8 +223,21 @@ class RSGIBridge:
             return await self._read_chunks(protocol)
 
     async def _read_chunks(self, protocol) -> bytes:
-        parts, size = [], 0
+        parts, size, empty = [], 0, 0
         async for chunk in protocol:
+            if not chunk:
+                # granian 2.8.7 ends a chunked body with one empty chunk, and one more when the
+                # framing broke (a bad chunk size or trailer after good chunks): then the body
+                # so far looked complete and was served (RFC 9112 section 7.1: it is not).
+                empty += 1
+                if empty > 1:
+                    raise _BodyError(
+                        400,
+                        "incomplete_body",
+                        "the chunked body is malformed (a chunk size or trailer is not valid)",
+                        "Transfer-Encoding",
+                    )
+                continue
             size += len(chunk)
             if size > self.limit:
                 raise _BodyError(413, "max_body_bytes", f"the body exceeds {self.limit} bytes")
@@ -268,13 +292,26 @@ class RSGIBridge:
             response_headers[:] = header_list
             return self._no_write
 
-        result = self.app(environ, start_response)
         try:
-            payload = b"".join(result)
-        finally:
-            close = getattr(result, "close", None)
-            if close is not None:
-                close()
+            result = self.app(environ, start_response)
+            try:
+                payload = b"".join(result)
+            finally:
+                close = getattr(result, "close", None)
+                if close is not None:
+                    close()
+        except Exception:
+            # Flask answers its views' errors itself; this is an error around them (building
+            # the request), answered as JSON, counted and logged like any answer.
+            log.exception("request %s failed outside the app's error handlers", request_id)
+            self._respond_error(
+                scope,
+                protocol,
+                started,
+                request_id,
+                _BodyError(500, "internal", "the server failed to handle this request"),
+            )
+            return
         status = int(status_line[0][:3])
         response_headers.append(("x-request-id", request_id))
         if self._is_draining():
@@ -340,10 +377,15 @@ class RSGIBridge:
     def _environ(self, scope, body: bytes, request_id: str, started: float) -> dict[str, Any]:
         server_host, _, server_port = scope.server.rpartition(":")
         remote_host, _, remote_port = scope.client.rpartition(":")
+        path = scope.path
+        if not path.isascii():
+            # granian hands the path decoded; WSGI wants its bytes as latin-1 text (PEP 3333),
+            # which werkzeug decodes again. As text, '/%E2%80%A8' failed werkzeug with a 500.
+            path = path.encode("utf-8", "surrogatepass").decode("latin-1")
         environ: dict[str, Any] = {
             "REQUEST_METHOD": scope.method,
             "SCRIPT_NAME": "",
-            "PATH_INFO": scope.path,
+            "PATH_INFO": path,
             "QUERY_STRING": scope.query_string,
             "SERVER_NAME": server_host,
             "SERVER_PORT": server_port,
@@ -369,13 +411,17 @@ class RSGIBridge:
                 continue
             key = "HTTP_" + name.upper().replace("-", "_")
             environ[key] = value if key not in environ else environ[key] + "," + value
+        if scope.authority is not None:
+            # An absolute-form target (``GET http://name/path``): its host is the request's,
+            # whatever Host says (RFC 9112 section 3.2.2); the Host allow-list reads this.
+            environ["HTTP_HOST"] = scope.authority
         return environ
 
 
 def create_rsgi_app() -> RSGIBridge:
     """granian's target (``serving.rsgi:create_rsgi_app`` with ``--factory``): the Flask app
     of ``serving.app.create_app()`` behind the bridge, configured from ``SERVING_*``."""
-    from serving.app import ENDPOINTS, PROTECTED_POSTS, create_app
+    from serving.app import PROTECTED_POSTS, create_app, endpoint_label
     from serving.config import DRAIN_FILE
     from serving.server import configure_logging
 
@@ -383,10 +429,9 @@ def create_rsgi_app() -> RSGIBridge:
     app = create_app()
     state = app.extensions["serving"]
     config = state.config
-    endpoints = {path: path for path in ENDPOINTS}
 
     def observe(path: str, status: int, seconds: float) -> None:
-        state.store.observe_request(endpoints.get(path, "other"), status, seconds)
+        state.store.observe_request(endpoint_label(path), status, seconds)
 
     return RSGIBridge(
         app.wsgi_app,

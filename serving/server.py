@@ -21,8 +21,10 @@ them to granian's options.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
+import re
 import resource
 import shutil
 import signal
@@ -158,10 +160,15 @@ def granian_command(env: Mapping[str, str]) -> list[str]:
     cert, key = env.get("SERVING_TLS_CERT"), env.get("SERVING_TLS_KEY")
     if bool(cert) != bool(key):
         raise ConfigError("set both SERVING_TLS_CERT and SERVING_TLS_KEY for HTTPS, or neither.")
+    if env.get("SERVING_TLS_KEY_PASSWORD"):
+        raise ConfigError(
+            "SERVING_TLS_KEY_PASSWORD is not supported: granian 2.8.7 cannot read an encrypted "
+            "key (its workers panic). Store the key unencrypted with mode 0600 (a Kubernetes "
+            "secret): openssl pkey -in encrypted.pem -out key.pem"
+        )
     if cert and key:
-        for name, path in (("SERVING_TLS_CERT", cert), ("SERVING_TLS_KEY", key)):
-            if not os.path.isfile(path):
-                raise ConfigError(f"{name}: no file {path!r}.")
+        _check_pem("SERVING_TLS_CERT", cert, "CERTIFICATE")
+        _check_pem("SERVING_TLS_KEY", key, "PRIVATE KEY")
         command += [
             "--ssl-certificate",
             cert,
@@ -170,10 +177,46 @@ def granian_command(env: Mapping[str, str]) -> list[str]:
             "--ssl-protocol-min",
             "tls1.2",
         ]
-        if env.get("SERVING_TLS_KEY_PASSWORD"):
-            command += ["--ssl-keyfile-password", env["SERVING_TLS_KEY_PASSWORD"]]
     command.append("serving.rsgi:create_rsgi_app")
     return command
+
+
+#: granian's own logging configuration (``granian.log.LOGGING_CONFIG``) with stderr for stdout.
+GRANIAN_LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "generic": {"()": "logging.Formatter", "fmt": "[%(levelname)s] %(message)s"},
+        "access": {"()": "logging.Formatter", "fmt": "%(message)s"},
+    },
+    "handlers": {
+        name: {"formatter": name, "class": "logging.StreamHandler", "stream": "ext://sys.stderr"}
+        for name in ("generic", "access")
+    },
+    "loggers": {
+        "_granian": {"handlers": ["generic"], "level": "INFO", "propagate": False},
+        "granian.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+    },
+}
+
+
+def _check_pem(name: str, path: str, kind: str) -> None:
+    """Refuse, before granian starts, a file its workers would panic on (a crash loop whose
+    only message is a Rust backtrace): absent, unreadable, not PEM, or an encrypted key."""
+    try:
+        with open(path, "rb") as handle:
+            text = handle.read(1 << 20)
+    except FileNotFoundError:
+        raise ConfigError(f"{name}: no file {path!r}.") from None
+    except OSError as exc:
+        raise ConfigError(f"{name}: cannot read {path!r}: {exc.strerror}.") from None
+    if b"ENCRYPTED" in text:
+        raise ConfigError(
+            f"{name}: {path!r} is an encrypted key, which granian 2.8.7 cannot read; store it "
+            "unencrypted with mode 0600: openssl pkey -in encrypted.pem -out key.pem"
+        )
+    if not re.search(rb"-----BEGIN (?:[A-Z]+ )?" + kind.encode() + rb"-----", text):
+        raise ConfigError(f"{name}: {path!r} holds no PEM {kind.lower()}.")
 
 
 class Launcher:
@@ -191,6 +234,11 @@ class Launcher:
         self.runtime_dir = Path(self.env["SERVING_RUNTIME_DIR"])
         self.runtime_dir.mkdir(parents=True, exist_ok=True)
         (self.runtime_dir / DRAIN_FILE).unlink(missing_ok=True)
+        # granian logs to stdout by default, where the JSON access log goes: its own lines
+        # go to stderr, so stdout stays one JSON object per line.
+        log_config = self.runtime_dir / "granian-log.json"
+        log_config.write_text(json.dumps(GRANIAN_LOG_CONFIG))
+        self.command[-1:-1] = ["--log-config", str(log_config)]
         self.env.setdefault("SERVING_ORT_INTRA_OP_THREADS", "1")
         self.env.setdefault("SERVING_ORT_INTER_OP_THREADS", "1")
         self.config = ServingConfig.from_env(self.env)  # refuse bad settings before starting

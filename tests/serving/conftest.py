@@ -202,6 +202,7 @@ class ServerProcess:
         self.port = free_port()
         self.host = "127.0.0.1"
         self.log_path = log_dir / f"server-{self.port}.log"
+        self.out_path = log_dir / f"server-{self.port}.out"
         self.access_log = log_dir / f"access-{self.port}.log"
         full_env = {
             **os.environ,
@@ -219,12 +220,13 @@ class ServerProcess:
             if key not in env:
                 full_env.pop(key, None)
         self._log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop())
+        self._out = open(self.out_path, "w")  # noqa: SIM115 (closed in stop())
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "serving.server"],
             cwd=REPO_ROOT,
             env=full_env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
+            stdout=self._out,
+            stderr=self._log,
         )
 
     def wait_ready(self, deadline_s: float = 90.0) -> None:
@@ -243,7 +245,11 @@ class ServerProcess:
         raise AssertionError(f"server not ready within {deadline_s} s:\n{self.log()}")
 
     def log(self) -> str:
-        return self.log_path.read_text()
+        """What the server wrote: stderr (its own and granian's messages), then stdout."""
+        return self.log_path.read_text() + self.stdout()
+
+    def stdout(self) -> str:
+        return self.out_path.read_text()
 
     def worker_pids(self) -> list[int]:
         """granian's worker processes (children of granian's main, itself our child)."""
@@ -259,6 +265,7 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+        self._out.close()
         return self.proc.returncode
 
 

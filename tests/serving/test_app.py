@@ -735,8 +735,14 @@ def test_host_allow_list_compares_bare_names(make_app):
     client = make_app(allowed_hosts=("[::1]", "Model.Example.org")).test_client()
     for host in ("[::1]", "[::1]:8000", "model.example.org.", "MODEL.example.org.:8000"):
         assert client.get("/health/live", headers={"Host": host}).status_code == 200, host
-    for host in ("[::2]:8000", "model.example.org.evil.example", "evil.example", "::1]"):
+    for host in ("[::2]:8000", "model.example.org.evil.example", "evil.example"):
         error_of(client.get("/health/live", headers={"Host": host}), 421, "host", "Host")
+    # Not a host at all: 400 (RFC 9112 section 3.2); "localhost:abc" was read as "localhost".
+    for host in ("::1]", "[model.example.org]", "model.example.org:abc", "a b", ""):
+        assert (
+            error_of(client.get("/health/live", headers={"Host": host}), 400, "host", "Host")
+            == "the Host header is not a host name with an optional port"
+        ), host
 
 
 def test_host_allow_list_from_the_environment():
@@ -744,3 +750,7 @@ def test_host_allow_list_from_the_environment():
 
     config = ServingConfig.from_env({"SERVING_ALLOWED_HOSTS": " a.example , b.example,"})
     assert config.allowed_hosts == ("a.example", "b.example")
+    from serving.config import ConfigError
+
+    with pytest.raises(ConfigError, match="'a.example:http' is not a host name"):
+        ServingConfig.from_env({"SERVING_ALLOWED_HOSTS": "a.example:http"})

@@ -284,3 +284,40 @@ def test_rate_limit_refills_with_time():
     assert sum(log.wants(1) for _ in range(20)) == 10
     unlimited = PredictionLog(writer=None, sample=1.0, rate_limit=0)
     assert all(unlimited.wants(100) for _ in range(1000))
+
+
+def test_a_large_batch_is_rotated_within_the_bound(tmp_path):
+    """A batch of 1,000-row requests was written in one go past ``max_bytes``: 7.9 MB on disk
+    for a 100 KB x 3 bound. Now the writes are cut to fit and each file stays bounded."""
+    path = tmp_path / "p.jsonl"
+    # 101-byte lines: a slice of 64 of them (6,464 bytes) is over the bound.
+    writer = JsonLinesWriter(path, max_bytes=3_000, backups=2, queue_size=10_000)
+    for i in range(2_000):
+        writer.submit(json.dumps({"i": i, "pad": "x" * 80}).encode())
+    writer.close()
+    files = sorted(p for p in tmp_path.iterdir() if not p.name.endswith(".lock"))
+    assert [p.name for p in files] == ["p.jsonl", "p.jsonl.1", "p.jsonl.2"]
+    assert all(p.stat().st_size <= 3_000 for p in files), [p.stat().st_size for p in files]
+    assert lines(path)[-1]["i"] == 1_999
+    kept = [r["i"] for name in ("p.jsonl.2", "p.jsonl.1", "p.jsonl")
+            for r in lines(tmp_path / name)]  # fmt: skip
+    assert kept == list(range(kept[0], 2_000))  # the newest rows, in order, none twice
+
+
+def test_feedback_without_a_model_is_still_checked(make_app, tmp_path):
+    """With no model loaded (nothing to name the classes), NaN, 1e400 and a megabyte of text
+    were accepted and logged (NaN as null)."""
+    app = make_app(model_dir=tmp_path / "nowhere", feedback_log=tmp_path / "feedback.jsonl")
+    client = app.test_client()
+    for actual in ("NaN", "1e400", "-Infinity", '"' + "x" * 257 + '"', '""', "true", "[1]"):
+        response = client.post(
+            "/feedback", data='{"request_id": "r1", "actual": ' + actual + "}",
+            content_type="application/json",
+        )  # fmt: skip
+        assert response.status_code in (400, 422), (actual, response.get_data(as_text=True))
+        assert response.get_json()["error"]["field"] == "actual", actual
+    for actual in ("Adelie", 3.5, 2):
+        response = client.post("/feedback", json={"request_id": "r1", "actual": actual})
+        assert response.status_code == 202, response.get_data(as_text=True)
+    flush(app)
+    assert [r["actual"] for r in lines(tmp_path / "feedback.jsonl")] == ["Adelie", 3.5, 2]

@@ -90,6 +90,36 @@ def test_granian_command_from_settings(tmp_path):
         granian_command({"SERVING_TLS_CERT": str(tmp_path / "c.pem")})
 
 
+def test_tls_files_granian_cannot_read_are_refused_before_it_starts(tmp_path):
+    """granian 2.8.7 panics on an encrypted key (every PKCS#8 cipher tried) in every worker,
+    then exits on the crash loop with a Rust backtrace; its password flag also put the
+    password on the command line, readable by any local user."""
+    cert, key, encrypted = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "e.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        ["openssl", "pkcs8", "-topk8", "-in", str(key), "-out", str(encrypted),
+         "-passout", "pass:secret-pw"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    command = granian_command({"SERVING_TLS_CERT": str(cert), "SERVING_TLS_KEY": str(key)})
+    assert command[command.index("--ssl-keyfile") + 1] == str(key)
+    tls = {"SERVING_TLS_CERT": str(cert)}
+    with pytest.raises(ConfigError, match="is an encrypted key, which granian 2.8.7 cannot"):
+        granian_command({**tls, "SERVING_TLS_KEY": str(encrypted)})
+    with pytest.raises(ConfigError, match="SERVING_TLS_KEY_PASSWORD is not supported"):
+        granian_command({**tls, "SERVING_TLS_KEY": str(key), "SERVING_TLS_KEY_PASSWORD": "pw"})
+    with pytest.raises(ConfigError, match="SERVING_TLS_KEY: .* holds no PEM private key"):
+        granian_command({**tls, "SERVING_TLS_KEY": str(cert)})
+    with pytest.raises(ConfigError, match="SERVING_TLS_CERT: .* holds no PEM certificate"):
+        granian_command({"SERVING_TLS_CERT": str(key), "SERVING_TLS_KEY": str(key)})
+    with pytest.raises(ConfigError, match="SERVING_TLS_CERT: no file"):
+        granian_command({"SERVING_TLS_CERT": str(tmp_path / "no.pem"), "SERVING_TLS_KEY": str(key)})
+
+
 def test_bad_setting_is_one_clear_line(exported_model):
     proc = subprocess.run(
         [sys.executable, "-m", "serving.server"],
@@ -523,7 +553,101 @@ def test_a_post_without_the_token_is_refused_before_its_body(live_server, export
     assert status_and_json(ok)[0] == 200
     samples = metric_samples(requests.get(server.url + "/metrics", timeout=10).text)
     total = "serving_requests_total"
-    assert samples[(total, (("endpoint", "/predict"), ("status", "401")))] == 1
+    # //predict is /predict to the router, and so to the metrics.
+    assert samples[(total, (("endpoint", "/predict"), ("status", "401")))] == 2
     assert samples[(total, (("endpoint", "/feedback"), ("status", "401")))] == 1
-    assert samples[(total, (("endpoint", "other"), ("status", "401")))] == 1  # //predict
+    assert (total, (("endpoint", "other"), ("status", "401"))) not in samples
     assert samples[(total, (("endpoint", "/predict"), ("status", "200")))] == 1
+
+
+def test_second_round_of_hostile_requests(live_server, exported_model, row, tmp_path):
+    predictions = tmp_path / "predictions.jsonl"
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_API_TOKEN=TOKEN,
+        SERVING_WORKERS="1",
+        SERVING_ALLOWED_HOSTS="127.0.0.1,t",
+        SERVING_PREDICTION_LOG=str(predictions),
+        SERVING_PREDICTION_LOG_RATE_LIMIT="0",
+    )
+    body = json.dumps({"instances": [row]}).encode()
+    auth, json_type = b"Authorization: Bearer " + TOKEN.encode(), b"Content-Type: application/json"
+
+    def request(line: bytes, *headers: bytes, data: bytes = body) -> bytes:
+        sized = [b"Content-Length: %d" % len(data)] if data else []
+        return b"\r\n".join([line, *headers, *sized]) + b"\r\n\r\n" + data
+
+    # A path that decodes to text beyond latin-1 failed werkzeug before Flask's handlers: an
+    # empty 500, uncounted, unlogged, with a traceback per request and no token needed.
+    for target in (b"/%E2%80%A8", b"/%ff", b"/predict%ff"):
+        answer = raw_exchange(
+            server, request(b"POST " + target + b" HTTP/1.1", b"Host: t", json_type)
+        )
+        status, error = status_and_json(answer)
+        assert (status, error["error"]["status"]) == (404, 404), answer[:300]
+    # Duplicated headers the server reads: granian's edge read the first, Flask the last.
+    host, bad_auth = b"Host: t", b"Authorization: Bearer wrong"
+    for headers, field in (
+        ((host, b"Host: evil.example", auth, json_type), "Host"),
+        ((host, auth, b"Content-Type: text/plain", json_type), "Content-Type"),
+        ((host, auth, bad_auth, json_type), "Authorization"),
+        ((host, bad_auth, auth, json_type), "Authorization"),
+    ):
+        status, error = status_and_json(
+            raw_exchange(server, request(b"POST /predict HTTP/1.1", *headers))
+        )
+        assert (status, error["error"]["rule"], error["error"]["field"]) == (400, "header", field)
+        assert error["error"]["message"] == "the header is given more than once"
+    # A chunked body whose framing breaks after a complete first chunk was served (200).
+    head = request(
+        b"POST /predict HTTP/1.1", host, auth, json_type, b"Transfer-Encoding: chunked", data=b""
+    )
+    first = b"%x\r\n%s\r\n" % (len(body), body)
+    for n, tail in enumerate((b"zz\r\nhello\r\n0\r\n\r\n", b"0\r\nbad trailer\r\n\r\n")):
+        broken = head.replace(b"\r\n\r\n", b"\r\nX-Request-ID: broken-%d\r\n\r\n" % n)
+        status, error = status_and_json(raw_exchange(server, broken + first + tail))
+        assert (status, error["error"]["rule"]) == (400, "incomplete_body"), error
+    good = raw_exchange(server, head + first + b"0\r\n\r\n")
+    assert status_and_json(good)[0] == 200
+    # An absolute-form target names the host (RFC 9112 section 3.2.2), not the Host header.
+    for target, host_line, expected in (
+        (b"http://evil.example/health/live", b"Host: t", 421),
+        (b"http://t/health/live", b"Host: evil.example", 200),
+    ):
+        answer = raw_exchange(server, request(b"GET " + target + b" HTTP/1.1", host_line, data=b""))
+        assert status_and_json(answer)[0] == expected, answer[:300]
+    # //predict is served as /predict (the router merges slashes) and counted as /predict.
+    merged = raw_exchange(server, request(b"POST //predict HTTP/1.1", host, auth, json_type))
+    assert status_and_json(merged)[0] == 200
+    samples = metric_samples(requests.get(server.url + "/metrics", headers=AUTH).text)
+    counted = {
+        dict(labels)["endpoint"]: value
+        for (name, labels), value in samples.items()
+        if name == "serving_requests_total" and dict(labels).get("status") == "200"
+    }
+    assert counted.get("/predict") == 2 and "other" not in counted, counted
+    assert samples[("serving_requests_total", (("endpoint", "other"), ("status", "404")))] == 3
+    logged_ids = set()
+    for _ in range(50):  # the writer thread flushes every 0.2 s
+        if predictions.exists():
+            logged_ids = {json.loads(line)["request_id"] for line in predictions.open()}
+        if len(logged_ids) >= 2:
+            break
+        time.sleep(0.1)
+    assert len(logged_ids) == 2 and not logged_ids & {"broken-0", "broken-1"}, logged_ids
+    # Every answer is in the access log; the server's output holds no traceback.
+    statuses = [json.loads(line)["status"] for line in server.access_log.read_text().splitlines()]
+    assert statuses.count(404) == 3 and statuses.count(400) == 6, statuses
+    assert "Traceback" not in server.log() and "UnicodeEncodeError" not in server.log()
+
+
+def test_stdout_is_only_the_json_access_log(live_server, exported_model, row):
+    """granian wrote its own lines (and tracebacks) to stdout, between the access log's."""
+    server = live_server(SERVING_MODEL_DIR=str(exported_model), SERVING_ACCESS_LOG="-")
+    assert requests.post(server.url + "/predict", json={"instances": [row]}).status_code == 200
+    assert requests.get(server.url + "/nothing").status_code == 404
+    server.stop()
+    out = server.stdout().splitlines()
+    assert out and all(json.loads(line)["request_id"] for line in out), out[:5]
+    assert {json.loads(line)["path"] for line in out} >= {"/predict", "/nothing"}
+    assert "Starting granian" in server.log_path.read_text()  # granian's lines: on stderr
