@@ -32,7 +32,7 @@ export GIT_PYTHON_REFRESH := quiet
         test-readme ci-act jenkins-lint-deps
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | sort | \
+	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | sort | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
 # ---------------------------------------------------------------- environment
@@ -61,8 +61,12 @@ gate: env ## Bring the pipeline up to date, then always re-check the gate (the c
 	$(BIN)/dvc repro export
 	$(BIN)/dvc repro --force --single-item gate
 
+# TARGET and OUT reach the recipe through the environment, so a column name with spaces or
+# quotes is one argument: make infer-contract TARGET="had affair"
+infer-contract: export INFER_TARGET = $(TARGET)
+infer-contract: export INFER_OUT = $(or $(OUT),data/contract.inferred.yaml)
 infer-contract: env ## Draft a data contract from data.source: make infer-contract TARGET=col OUT=path [FORCE=1 to replace OUT]
-	$(BIN)/python -m pipeline.stages.validate infer --params params.yaml --target $(TARGET) --out $(or $(OUT),data/contract.inferred.yaml) $(if $(FORCE),--force)
+	$(BIN)/python -m pipeline.stages.validate infer --params params.yaml --target "$$INFER_TARGET" --out "$$INFER_OUT" $(if $(FORCE),--force)
 
 # ---------------------------------------------------------------- model registry and MLflow UI
 # REASON is read from the environment by the recipe, so any text is safe: make promote REASON="..."
@@ -277,6 +281,8 @@ retrain: env ## Rerun every stage (re-ingests data.source, which DVC cannot see 
 	$(BIN)/dvc repro --force --single-item gate
 
 monitoring-rules: ## promtool: check and unit-test the Prometheus rules in monitoring/prometheus/
+	@command -v $(PROMTOOL) >/dev/null || { echo "monitoring-rules: $(PROMTOOL) is not installed;" \
+	  "\`make system-deps\` installs it (Debian's prometheus package)." >&2; exit 2; }
 	$(PROMTOOL) check rules monitoring/prometheus/rules.yml
 	cd monitoring/prometheus && $(PROMTOOL) test rules tests.yml tests-slow-clock.yml
 

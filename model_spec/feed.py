@@ -25,9 +25,11 @@ def _is_missing(value: Any) -> bool:
     if value is None:
         return True
     try:
-        return bool(value != value)  # NaN, pandas NA/NaT
+        return bool(value != value)  # NaN, NaT
     except (TypeError, ValueError):
-        return False
+        # pandas.NA (a nullable Int64/boolean/string column's missing value): ``NA != NA`` is
+        # NA, whose truth is ambiguous. Named, not imported: the server has no pandas.
+        return type(value).__name__ == "NAType"
 
 
 def numeric_array(values: Any, column: str) -> np.ndarray:

@@ -93,6 +93,14 @@ def _regression_metrics(y_true, output) -> dict[str, float]:
     }
 
 
+def _normalised(proba: np.ndarray) -> np.ndarray:
+    """Rows that sum to 1: a float32 softmax (Keras, ONNX) is off by about 1e-7, and
+    scikit-learn's log loss warns about every such row ("y_prob values do not sum to one")."""
+    clipped = np.clip(proba, 0.0, 1.0)
+    sums = clipped.sum(axis=1, keepdims=True)
+    return np.divide(clipped, sums, out=np.full_like(clipped, 1 / clipped.shape[1]), where=sums > 0)
+
+
 def _classification_metrics(task: Task, y_true, proba, classes: list[str]) -> dict[str, float]:
     from sklearn.metrics import (
         accuracy_score,
@@ -129,7 +137,7 @@ def _classification_metrics(task: Task, y_true, proba, classes: list[str]) -> di
         "precision_macro": float(precision_score(y, predicted, average="macro", zero_division=0)),
         "recall_macro": float(recall_score(y, predicted, average="macro", zero_division=0)),
         "f1_macro": float(f1_score(y, predicted, average="macro", zero_division=0)),
-        "log_loss": float(log_loss(y, np.clip(proba, 0.0, 1.0), labels=classes)),
+        "log_loss": float(log_loss(y, _normalised(proba), labels=classes)),
         "roc_auc_ovr": (
             float(roc_auc_score(onehot[:, scorable], proba[:, scorable], average="macro"))
             if scorable.any()

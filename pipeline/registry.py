@@ -413,8 +413,8 @@ def register_export(
         if version.tags.get("onnx_sha256") != onnx_sha256:
             raise PipelineError(
                 f"run {run_id} is already registered as version {version.version} of '{name}' "
-                "with a different model.onnx; a pipeline run registers once. Rerun the pipeline "
-                "(`dvc repro --force train`) to get a new run."
+                "with a different model.onnx; a pipeline run registers once. Retrain "
+                "(`make retrain`) to get a new run."
             )
         return Registered(str(version.version), False, run_id)
 
@@ -423,7 +423,8 @@ def register_export(
     except MlflowException:
         raise PipelineError(
             f"MLflow run {run_id} (lineage.run_id of '{model_dir}/model.json') is not in the "
-            "store; rerun the pipeline."
+            "store (DVC's run cache can restore a train stage run against another MLflow "
+            "store); retrain with `make retrain` for a run in this one."
         ) from None
     model_id = _onnx_logged_model(client, run) or _log_onnx_model(run_id, onnx_path)
     client.log_model_artifacts(model_id, str(model_dir), EXPORT_ARTIFACT_DIR)
@@ -543,7 +544,12 @@ def serving_source(model_dir: Path, name: str) -> tuple[dict[str, str], str]:
 
     uri = os.environ.get("SERVING_MODEL_URI")
     if uri:
-        return {"SERVING_MODEL_URI": uri}, f"serve: {uri} (SERVING_MODEL_URI)."
+        # The project's store unless MLFLOW_TRACKING_URI names another: left unset, MLflow
+        # looked in ./mlflow.db (its own default), found no such model and created the file.
+        store = tracking_uri()
+        return {"SERVING_MODEL_URI": uri, "MLFLOW_TRACKING_URI": store}, (
+            f"serve: {uri} (SERVING_MODEL_URI) from the registry at {store}."
+        )
     try:
         d = ModelDescriptor.read(model_dir)
     except DescriptorError as exc:

@@ -281,13 +281,24 @@ def reading_hint(texts: list[str]) -> str:
     distinct = sorted(set(texts))
     if not distinct:
         return ""
-    commas, setting = comma_reading(distinct)
-    if setting:
+    numbers = [t for t in distinct if is_comma_number(t)]
+    rest = [t for t in distinct if not is_comma_number(t)]
+    commas, setting = comma_reading(numbers)
+    markers = 0 < len(rest) <= 3 and all(looks_missing(t) for t in rest)
+    shown = ", ".join(repr(t) for t in rest)
+    if setting and not rest:
         return f"they look like numbers with {commas}: set {setting} in params.yaml"
-    if len(distinct) <= 3 and all(looks_missing(t) for t in distinct):
-        shown = ", ".join(repr(t) for t in distinct)
+    if setting and markers:
+        # pandas reads a column as numbers only when every value is one: a single '?' among
+        # decimal commas keeps the whole column text, whatever data.decimal says.
         return (
-            f"if {shown} {'marks' if len(distinct) == 1 else 'mark'} a missing value, add "
-            f"{'it' if len(distinct) == 1 else 'them'} to data.missing_values in params.yaml"
+            f"they look like numbers with {commas}, and {shown} like a missing value: set "
+            f"{setting} and add {shown} to data.missing_values in params.yaml (a column is "
+            "read as numbers only when every value is one)"
+        )
+    if markers and not numbers:
+        return (
+            f"if {shown} {'marks' if len(rest) == 1 else 'mark'} a missing value, add "
+            f"{'it' if len(rest) == 1 else 'them'} to data.missing_values in params.yaml"
         )
     return ""

@@ -91,7 +91,8 @@ def resume_run(run_file: str | Path, experiment: str) -> Iterator[object]:
     except mlflow.exceptions.MlflowException:
         raise PipelineError(
             f"MLflow run {run_id} (from '{run_file}') is not in the store at {tracking_uri()}; "
-            "rerun the train stage (`dvc repro --force train`)."
+            "retrain with `make retrain` for a run in this one (DVC's run cache can restore a "
+            "train stage run against another MLflow store)."
         ) from None
     with mlflow.start_run(run_id=run_id) as run:
         yield run

@@ -823,34 +823,38 @@ def main(argv: list[str] | None = None) -> None:
                 f"{flag} '{path}' does not exist; run the stages before export "
                 "(`dvc repro export` runs whatever is missing)."
             )
-    test = read_table(args.test)
-    native = load_native_model(args.train_dir, args.preprocessor, contract)
     run_file = Path(args.train_dir) / RUN_FILE
-    lineage = Lineage(
-        run_id=read_run_id(run_file),
-        git_commit=git_commit(),
-        data_sha256=file_sha256(args.raw),
-        params=lineage_params(params),
-    )
-    if args.splits:
-        with resume_run(run_file, params.mlflow.experiment):
-            log_split_datasets(args.splits, contract.target, model_name(params))
+    run_id = read_run_id(run_file)
     gate_report = [Path(p) for p in args.gate_report] if args.gate_report else None
     name = model_name(params)
     if gate_report:
+        # First, before anything that can fail: the verdict on the previous export is void.
         invalidate_gate_report(
             *gate_report,
             name,
-            lineage.run_id,
-            f"Not judged: the export of run {lineage.run_id} started and the gate has not run "
+            run_id,
+            f"Not judged: the export of run {run_id} started and the gate has not run "
             "on it yet (`make gate`).",
         )
     try:
+        test = read_table(args.test)
+        native = load_native_model(args.train_dir, args.preprocessor, contract)
+        lineage = Lineage(
+            run_id=run_id,
+            git_commit=git_commit(),
+            data_sha256=file_sha256(args.raw),
+            params=lineage_params(params),
+        )
+        if args.splits:
+            with resume_run(run_file, params.mlflow.experiment):
+                log_split_datasets(args.splits, contract.target, model_name(params))
         with atomic_path(args.out) as tmp:
             result = export_model(native, params, test, read_json(args.metrics), lineage, tmp)
-    except PipelineError as exc:
+    except Exception as exc:
+        # Any failure, a bug included (it keeps its traceback), leaves the record the README
+        # describes: parity.json with the error, the gate report "not judged".
         report = exc.report if isinstance(exc, ParityError) else {"passed": False}
-        write_json(args.parity, {**report, "run_id": lineage.run_id, "error": str(exc)})
+        write_json(args.parity, {**report, "run_id": run_id, "error": str(exc)})
         if gate_report:
             kept = (
                 f" '{args.out}' still holds the previous export, which `make serve` serves."
@@ -860,8 +864,8 @@ def main(argv: list[str] | None = None) -> None:
             invalidate_gate_report(
                 *gate_report,
                 name,
-                lineage.run_id,
-                f"Not judged: the export of run {lineage.run_id} failed, so there is no new "
+                run_id,
+                f"Not judged: the export of run {run_id} failed, so there is no new "
                 f"model to gate: {exc}{kept}",
             )
         raise

@@ -683,7 +683,8 @@ def _log_to_run(run_id: str, passed: bool, files: list[str]) -> None:
     except mlflow.exceptions.MlflowException:
         raise PipelineError(
             f"MLflow run {run_id} (lineage.run_id of the exported model) is not in the store; "
-            "rerun the pipeline (`dvc repro --force train`)."
+            "retrain with `make retrain` for a run in this one (DVC's run cache can restore a "
+            "train stage run against another MLflow store)."
         ) from None
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metric("gate_passed", 1.0 if passed else 0.0)

@@ -907,8 +907,9 @@ def _sentence(check: Check) -> str:
         )
     if check.rule == "empty":
         return (
-            f"{col} is entirely empty (every value is missing), so it cannot be the "
-            f"{t['role']}; fix the source or set role: ignored"
+            f"{col} is entirely empty (every value is missing), so it cannot be "
+            f"{'the target' if t['role'] == 'target' else 'a feature'}; fix the source or set "
+            "role: ignored"
         )
     if check.rule == "classes":
         if "min_distinct" in t:
@@ -936,7 +937,11 @@ def _sentence(check: Check) -> str:
         return f"{col}: the {check.rule} rule could not be checked ({check.error})"
     if check.rule == "present":
         role = t["role"]
-        return f"{col} is missing" + (f" (it is the {role})" if role != "feature" else "")
+        return f"{col} is missing" + {
+            "target": " (it is the target)",
+            "ignored": " (the contract lists it with role: ignored; remove it there if the "
+            "source no longer has it)",
+        }.get(role, "")
     if check.rule == "type":
         if check.unexpected_count is None:  # decided from the column's dtype
             return f"{col}: expected numeric, found values of type '{check.observed}'"
@@ -1258,13 +1263,29 @@ def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
         commas = text.map(lambda v: is_comma_number(str(v)))
         kind, setting = comma_reading(text[commas].map(str).tolist())
         if setting and numbers.notna().sum() + commas.sum() >= MOSTLY_NUMBERS * len(present):
+            others = text[~commas]
+            if not len(others):
+                return (
+                    "numeric",
+                    "feature",
+                    (
+                        f"numbers with {kind} ({_listed(text[commas].map(str))}): drafted as "
+                        f"numeric; set {setting} in params.yaml so that they are read as "
+                        "numbers, then draft the contract again for their range"
+                    ),
+                )
+            hint = reading_hint(text.map(str).tolist()) or (
+                f"set {setting} in params.yaml and fix those values at the source (an empty "
+                "cell is a missing value): a column is read as numbers only when every value "
+                "is one"
+            )
             return (
                 "numeric",
                 "feature",
                 (
-                    f"numbers with {kind} ({_listed(text[commas].map(str))}): drafted as "
-                    f"numeric; set {setting} in params.yaml so that they are read as numbers, "
-                    "then draft the contract again for their range"
+                    f"numbers with {kind} ({_listed(text[commas].map(str))}) and {len(others)} "
+                    f"of {len(present)} values that are not numbers ({_listed(others.map(str))})"
+                    f": drafted as numeric; {hint}, then draft the contract again for their range"
                 ),
             )
         if len(text) and numbers.notna().mean() >= MOSTLY_NUMBERS:
@@ -1305,6 +1326,8 @@ def _missing_allowance(share: float) -> float:
 def _widen(lo: float, hi: float, integer: bool) -> tuple[float, float]:
     span = hi - lo if hi > lo else max(abs(lo), 1.0)
     margin = RANGE_MARGIN * span
+    if not all(map(math.isfinite, (span, lo - margin, hi + margin))):
+        return lo, hi  # values near the largest float (1e308): no room left to widen
     step = 10 ** math.floor(math.log10(span)) / 10  # a round number a tenth of the span's size
     if integer:
         step = max(step, 1.0)

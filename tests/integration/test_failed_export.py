@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -46,7 +49,9 @@ def _replays_its_golden_rows(export_dir) -> None:
     assert np.abs(proba - expected).max() <= golden["tolerance"]
 
 
-def test_a_failed_export_keeps_the_last_good_one_and_voids_the_gate_report(project: Project):
+def test_a_failed_export_keeps_the_last_good_one_and_voids_the_gate_report(
+    project: Project, monkeypatch
+):
     project.set_params(**{"train.estimator": "logistic_regression"})
     project.dvc("repro")
     good = ModelDescriptor.read(project.root / "models/export")
@@ -112,3 +117,37 @@ def test_a_failed_export_keeps_the_last_good_one_and_voids_the_gate_report(proje
         "serve: no usable export in 'models/export' ('models/export' does not exist); serving "
         "the registry's champion models:/penguins-classifier@champion (version 1) instead."
     )
+    # SERVING_MODEL_URI given, MLFLOW_TRACKING_URI not: the project's store. The server was
+    # left to MLflow's default, ./mlflow.db, which has no such model (and was created).
+    monkeypatch.setenv("SERVING_MODEL_URI", "models:/penguins-classifier@champion")
+    settings, said = _settings(project)
+    assert settings == {
+        "SERVING_MODEL_URI": "models:/penguins-classifier@champion",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{project.root / 'mlruns/mlflow.db'}",
+    }
+    assert not (project.root / "mlflow.db").exists()
+
+
+def test_an_export_whose_run_is_not_in_the_store_leaves_the_failure_record(
+    project: Project, tmp_path
+):
+    """The train stage's run is missing from the store export logs to (DVC's run cache
+    restored a train made against another store): the gate report still said PASSED, for the
+    previous export, and parity.json was gone, since that failure came before the record."""
+    project.set_params(**{"train.estimator": "logistic_regression"})
+    project.dvc("repro")
+    assert project.read_json("reports/gate.json")["passed"] is True
+    failed = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "repro", "--force", "--single-item", "export"],
+        cwd=project.root,
+        env={**project.env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"},
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode != 0
+    assert "is not in the store" in failed.stderr and "make retrain" in failed.stderr
+    gate = project.read_json("reports/gate.json")
+    assert gate["passed"] is False and gate["invalidated"] is True
+    assert "is not in the store" in gate["note"]
+    parity = project.read_json("reports/parity.json")
+    assert parity["passed"] is False and "is not in the store" in parity["error"]

@@ -137,3 +137,36 @@ def test_question_marks_for_missing_values_are_read_by_setting_data_missing_valu
     code, gate_json, _ = chain.gate(candidate, chain.root / "params.yaml", tmp_path)
     assert json.loads(candidate.parity_file.read_text())["passed"] is True
     assert code == 0 and json.loads(gate_json.read_text())["passed"] is True
+
+
+def test_nullable_pandas_columns_in_a_parquet_file_go_to_a_gated_export(tmp_path):
+    """A Parquet file written from pandas' nullable dtypes (Int64, boolean, string) holds
+    ``pd.NA`` for a missing value. Every stage passed until export, whose ONNX feed read
+    ``pd.NA`` as a number and stopped with a traceback (``row 8 holds <NA>``), leaving the
+    gate report saying the export had only started."""
+    chain = new_chain(tmp_path / "project")
+    frame = _table().rename(columns={"Pclass": "deck"})
+    frame["month"] = pd.array(np.arange(300) % 12 + 1, dtype="Int64")
+    frame.loc[frame.index % 10 == 8, "month"] = pd.NA  # in every split
+    frame["deck"] = frame["deck"].astype("Int64").astype("string")
+    frame["Survived"] = frame["Survived"].fillna(0).astype(int).map({0: "no", 1: "yes"})
+    frame.to_parquet(chain.root / "data" / "table.parquet", index=False)
+    contract = {
+        "rows": {"min": 100},
+        "columns": {
+            "deck": {"type": "categorical", "categories": ["1", "2", "3"], "max_missing": 0.05},
+            "fare": {"type": "numeric"},
+            "Survived": {"type": "categorical", "role": "target", "categories": ["no", "yes"]},
+            "month": {"type": "numeric", "min": 1, "max": 12, "max_missing": 0.15},
+        },
+    }
+    (chain.root / "data" / "contract.yaml").write_text(yaml.safe_dump(contract, sort_keys=False))
+    chain.set_params(
+        **{"data.source": "data/table.parquet", "train.estimator": "logistic_regression"}
+    )
+    chain.prepare()
+    candidate = chain.candidate("first", tmp_path / "store")
+    code, gate_json, _ = chain.gate(candidate, chain.root / "params.yaml", tmp_path)
+    assert json.loads(candidate.parity_file.read_text())["passed"] is True
+    gate = json.loads(gate_json.read_text())
+    assert code == 0 and gate["passed"] is True, gate

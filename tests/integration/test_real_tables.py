@@ -102,3 +102,23 @@ def test_a_one_class_table_is_refused_by_infer(project: Project):
         "validate failed: target column 'species' has a single value ('Adelie')"
     )
     assert not (project.root / "data" / "draft.yaml").exists()
+
+
+def test_make_infer_contract_takes_a_target_name_with_spaces(project: Project):
+    """``--target $(TARGET)`` split "penguin species" into two arguments (argparse:
+    "unrecognized arguments: species"); the README says a column name may hold anything."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    shutil.copy2(Path(__file__).parents[2] / "Makefile", project.root / "Makefile")
+    frame = load_penguins().rename(columns={"species": "penguin species"})
+    frame.to_csv(project.root / "data" / "table.csv", index=False)
+    project.set_params(**{"data.source": "data/table.csv"})
+    made = project.run(
+        "make", "-o", "env", "infer-contract", f"BIN={Path(sys.executable).parent}",
+        "TARGET=penguin species", "OUT=data/drafted 'it'.yaml", "FORCE=1",
+    )  # fmt: skip
+    assert "drafted a multiclass contract" in made.stdout
+    drafted = load_contract(project.root / "data" / "drafted 'it'.yaml")
+    assert drafted.target == "penguin species"

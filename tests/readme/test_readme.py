@@ -30,6 +30,24 @@ def test_every_excused_command_is_still_in_the_readme(readme_text):
     assert stale == [], f"NOT_RUN names commands the README no longer has: {stale}"
 
 
+def test_make_help_lists_every_target_the_readme_names(readme_text):
+    """The README says `make help` lists the targets; k8s-render was missing (the help's
+    pattern had no digits)."""
+    import subprocess
+    from pathlib import Path
+
+    # In code: `make x`, a command line starting with it, or after && or "$(".
+    named = set(re.findall(r"(?:`|^|&& |\$\()make (?:-s )?([a-z][a-z0-9-]+)", readme_text, re.M))
+    root = Path(__file__).parents[2]
+    shown = subprocess.run(
+        ["make", "--no-print-directory", "help"], cwd=root, capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    listed = {line.split()[0] for line in re.sub(r"\x1b\[[0-9;]*m", "", shown).splitlines()}
+    assert "k8s-render" in named and "run" in named
+    assert sorted(named - listed) == []
+
+
 def test_a_multi_line_command_is_one_command():
     text = '```bash\ncurl -s http://x \\\n  -d \'{"a": 1,\n  "b": 2}\'\necho done  # c\n```\n'
     (block,) = bash_blocks(text)

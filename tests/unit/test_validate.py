@@ -545,7 +545,7 @@ def test_an_entirely_empty_column_is_refused_whatever_max_missing_says(penguins,
     report = validate_table(frame, lax)
     assert not report.success
     assert report.failures == (
-        "column 'body_mass_g' is entirely empty (every value is missing), so it cannot be the "
+        "column 'body_mass_g' is entirely empty (every value is missing), so it cannot be a "
         "feature; fix the source or set role: ignored",
     )
     # an ignored column may be empty: nothing reads it
@@ -961,3 +961,55 @@ def test_commas_between_thousands_are_drafted_as_numbers_with_the_setting_that_r
         "they look like numbers with a comma between thousands: set data.thousands: ',' in "
         "params.yaml"
     ), failure
+
+
+def test_a_missing_marker_among_decimal_commas_is_named_with_both_settings(penguins):
+    """With data.decimal: ',' already set, one '?' keeps the column text (pandas reads numbers
+    only when every value is one): infer said only "set data.decimal", validate said nothing,
+    and the user went round in circles."""
+    column = penguins["bill_depth_mm"].map(
+        lambda v: "?" if pd.isna(v) else f"{v:.1f}".replace(".", ",")
+    )
+    frame = penguins.assign(bill_depth_mm=column)
+    draft = draft_contract(frame, "species")
+    assert draft.contract.column("bill_depth_mm").type == "numeric"
+    note = draft.notes["bill_depth_mm"]
+    assert note.startswith("numbers with a decimal comma ('")
+    assert "and 2 of 344 values that are not numbers ('?'): drafted as numeric; " in note
+    assert note.endswith(
+        "they look like numbers with a decimal comma, and '?' like a missing value: set "
+        "data.decimal: ',' and add '?' to data.missing_values in params.yaml (a column is read "
+        "as numbers only when every value is one), then draft the contract again for their range"
+    )
+    failure = validate_table(frame, draft.contract).failures[0]
+    assert failure.startswith("column 'bill_depth_mm': expected numeric, but 344 values")
+    assert failure.endswith(
+        "and '?' like a missing value: set data.decimal: ',' and add '?' to "
+        "data.missing_values in params.yaml (a column is read as numbers only when every value "
+        "is one)"
+    )
+
+
+def test_numbers_near_the_largest_float_get_a_draft_not_an_overflow():
+    """``_widen`` overflowed (``OverflowError: cannot convert float infinity to integer``)."""
+    frame = pd.DataFrame(
+        {
+            "x": [float(i) for i in range(60)] + [1e308, -1e308],
+            "big": [1.7e308 - i * 1e300 for i in range(62)],
+            "y": ["a", "b"] * 31,
+        }
+    )
+    draft = draft_contract(frame, "y")
+    assert (draft.contract.column("x").min, draft.contract.column("x").max) == (-1e308, 1e308)
+    assert 1.7e308 <= draft.contract.column("big").max < float("inf")
+    assert list(validate_table(frame, draft.contract).failures) == []
+
+
+def test_a_missing_ignored_column_is_named_in_plain_words(penguins, contract):
+    """It said "column 'island' is missing (it is the ignored)"."""
+    ignored = _with_column(contract, "island", role="ignored")
+    report = validate_table(penguins.drop(columns=["island"]), ignored)
+    assert report.failures == (
+        "column 'island' is missing (the contract lists it with role: ignored; remove it there "
+        "if the source no longer has it)",
+    )
