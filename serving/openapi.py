@@ -38,14 +38,20 @@ def column_schema(rule: Rule) -> dict[str, Any]:
                 else "any finite number"
             )
         return schema
+    types = [
+        "string",
+        *(["boolean"] if rule.booleans else []),
+        *(["null"] if rule.nullable else []),
+    ]
     if rule.allowed is not None:
         # A nullable column also takes "" (how the graph encodes a missing string).
         missing = list(rule.missing) if rule.nullable else []
+        flags = [b for b in (True, False) if rule.booleans and str(b) in rule.allowed]
         return {
-            "type": ["string", "null"] if rule.nullable else "string",
-            "enum": [*rule.allowed, *missing],
+            "type": types if len(types) > 1 else "string",
+            "enum": [*rule.allowed, *flags, *missing],
         }
-    schema = {"type": ["string", "null"] if rule.nullable else "string"}
+    schema = {"type": types if len(types) > 1 else "string"}
     if not rule.nullable:
         schema["minLength"] = 1  # "", the missing string, is refused with null
     if column.categories:

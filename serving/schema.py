@@ -121,6 +121,10 @@ class Column:
         )
 
 
+#: How a boolean column's values read as categories (``str(True)``, as training writes them).
+BOOLEAN_CATEGORIES = frozenset({"False", "True"})
+
+
 @dataclass(frozen=True)
 class Rule:
     """What one column accepts, the server's policies applied: the one definition of a
@@ -136,6 +140,9 @@ class Rule:
     check_range: bool = False
     #: The strings accepted (besides the missing values); ``None``: any non-empty string.
     allowed: tuple[str, ...] | None = None
+    #: A boolean column as training wrote it (categories ``False``/``True``): JSON ``true`` and
+    #: ``false`` are taken for those strings, as a client holding the table's rows sends them.
+    booleans: bool = False
 
     @classmethod
     def of(cls, column: Column, *, reject_unknown_categories: bool, reject_out_of_range: bool):
@@ -146,7 +153,8 @@ class Rule:
             return cls(column, minimum=lo, maximum=hi, check_range=check)
         known = tuple(c for c in column.categories if c != MISSING_STRING)
         closed = reject_unknown_categories and bool(known)
-        return cls(column, allowed=known if closed else None)
+        booleans = bool(known) and set(known) <= BOOLEAN_CATEGORIES
+        return cls(column, allowed=known if closed else None, booleans=booleans)
 
     @property
     def name(self) -> str:
@@ -428,6 +436,8 @@ class InputSchema:
         allowed = frozenset(rule.allowed or ())
         allowed_text = ", ".join(rule.allowed or ())
 
+        booleans = rule.booleans
+
         def convert(values: list, prefix: str) -> np.ndarray:
             if (
                 len(values) > 8
@@ -438,6 +448,8 @@ class InputSchema:
             ):
                 return np.array(values, dtype=object).reshape(-1, 1)
             for i, v in enumerate(values):
+                if booleans and type(v) is bool:
+                    v = values[i] = "True" if v else "False"
                 if type(v) is str:
                     if v in allowed:
                         continue

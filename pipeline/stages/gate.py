@@ -40,7 +40,7 @@ import argparse
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -229,7 +229,38 @@ def baseline_checks(
                 "features and the target, or lower gate.baseline_margin."
             )
         checks.append(Check(name, passed, float(value), float(required), op, detail))
-    return checks
+    return _name_overconfidence(checks)
+
+
+#: Metrics of the probabilities themselves: a model can rank and label well and still fail them.
+_PROBABILITY_METRICS = ("log_loss", "brier")
+
+
+def _name_overconfidence(checks: list[Check]) -> list[Check]:
+    """Where the labels or the ranking beat the baseline but the probabilities do not, the
+    model has learnt something: its probabilities are too sure (exact 0 or 1 from deep trees,
+    ``min_samples_leaf: 1``). "Learnt little" sent the user to the features instead."""
+    learnt = any(
+        c.passed and c.name.removeprefix("vs_baseline.") not in _PROBABILITY_METRICS for c in checks
+    )
+    if not learnt:
+        return checks
+    out = []
+    for c in checks:
+        metric = c.name.removeprefix("vs_baseline.")
+        if not c.passed and metric in _PROBABILITY_METRICS and "learnt little" in c.detail:
+            head = c.detail.split(" The model has learnt little")[0]
+            c = replace(
+                c,
+                detail=head
+                + f" Its labels or ranking beat the baseline, but {metric} does not: the "
+                "probabilities are overconfident (near 0 or 1 where the model is wrong, as deep "
+                "trees with min_samples_leaf: 1 give). Regularise the estimator in "
+                "train.<estimator> (e.g. min_samples_leaf, max_depth), or lower "
+                "gate.baseline_margin.",
+            )
+        out.append(c)
+    return out
 
 
 def status_checks(parity: Mapping[str, Any], validation: Mapping[str, Any]) -> list[Check]:
@@ -384,8 +415,16 @@ def leakage_checks(validation: Mapping[str, Any]) -> list[Check]:
     suspects = [s for s in leakage.get("suspects") or () if s.get("column") not in allowed]
     if not suspects:
         let = f" ({', '.join(sorted(allowed))} allowed by the contract)" if allowed else ""
-        detail = f"no feature alone predicts the target at or above {_fmt(threshold)}{let}."
-        return [Check("leakage", True, 0, threshold, "==", detail)]
+        scores = {
+            k: float(v)
+            for k, v in (leakage.get("scores") or {}).items()
+            if k not in allowed and isinstance(v, int | float) and np.isfinite(v)
+        }
+        best = max(scores, key=scores.get) if scores else None
+        shown = f" (the best, '{best}', scores {_fmt(scores[best])})" if best else ""
+        detail = f"no feature alone predicts the target at or above {_fmt(threshold)}{shown}{let}."
+        # The value is the best single-feature score, so the report reads "0.78 < 0.98 pass".
+        return [Check("leakage", True, scores[best] if best else None, threshold, "<", detail)]
     named = ", ".join(
         f"'{s['column']}' ({s.get('metric', 'score')} {_fmt(s.get('score'))})" for s in suspects
     )

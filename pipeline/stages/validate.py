@@ -538,7 +538,12 @@ def _table_checks(
         checks.append(_check(target, "classes", distinct >= 2, {"min_distinct": 2}, distinct))
         return checks
     labels = category_text(column).dropna()
-    counts = category_text(frame.loc[labels.index].drop_duplicates().loc[:, target]).value_counts()
+    # Distinct inputs per class, as preprocess's split counts them: rows with the same features
+    # go to one split together, whatever else differs (an ignored id, the label).
+    inputs = [c for c in contract.feature_names if c in frame.columns] + [target]
+    counts = category_text(
+        frame.loc[labels.index, inputs].drop_duplicates().loc[:, target]
+    ).value_counts()
     observed = {str(k): int(v) for k, v in counts.sort_index().items()}
     checks.append(_check(target, "classes", len(counts) >= 2, {"min_classes": 2}, observed))
     if len(counts) >= 2:  # classes outside the contract's categories are reported there
@@ -1134,7 +1139,9 @@ def _row_number(present: pd.Series) -> bool:
     if len(present) < ROW_NUMBER_MIN_ROWS or not _integral(present):
         return False
     values = pd.to_numeric(present)
-    return bool(values.is_unique and values.max() - values.min() + 1 == len(values))
+    # Python floats: 1e308 - -1e308 is inf without numpy's overflow warning.
+    span = float(values.max()) - float(values.min())
+    return bool(values.is_unique and span + 1 == len(values))
 
 
 def _spelt_apart(categories: tuple[str, ...]) -> str:
@@ -1233,7 +1240,14 @@ def _infer_feature(column: pd.Series) -> tuple[str, str, str | None]:
             ),
         )
     if pd.api.types.is_bool_dtype(column):
-        return "categorical", "feature", None
+        return (
+            "categorical",
+            "feature",
+            (
+                "booleans: drafted as the categories 'False' and 'True'; the server takes "
+                "true/false or those strings"
+            ),
+        )
     if _is_number(column):
         if _row_number(present):
             return (
@@ -1496,7 +1510,8 @@ def _infer_command(argv: list[str]) -> None:
     task = contract.task.value
     print(
         f"validate infer: drafted a {task} contract for {len(contract.columns)} columns "
-        f"({len(contract.features)} features) of {params.data.source} -> {out}; "
+        f"({len(contract.features)} feature{'' if len(contract.features) == 1 else 's'}) of "
+        f"{params.data.source} -> {out}; "
         "review it before committing."
     )
     for name, note in draft.notes.items():

@@ -283,3 +283,45 @@ def test_the_check_catches_either_side_loosened(served, valid_row):
     )
     found = disagreements(wider, request_schema(strict), bodies)
     assert found and all(server is True and valid is False for _, server, valid, _ in found)
+
+
+@pytest.mark.parametrize("policy", ["reject", "accept"])
+def test_a_boolean_column_takes_json_booleans_on_both_sides(policy):
+    """A boolean feature is drafted as categories 'False'/'True' (str of the values training
+    saw); ``{"flag": true}``, as a client holding the table's rows sends it, got 422 "must be a
+    string, got a boolean", and only the string "True" worked."""
+    from serving.schema import Column
+
+    columns = [
+        Column("flag", "categorical", nullable=True, categories=("False", "True")),
+        Column("x", "numeric", nullable=False, min=0.0, max=1.0),
+        Column("colour", "categorical", nullable=False, categories=("blue", "red")),
+    ]
+    schema = InputSchema(columns, max_rows=20, reject_unknown_categories=policy == "reject")
+    document = {**request_schema(schema), "$schema": "https://json-schema.org/draft/2020-12/schema"}
+    validator = Draft202012Validator(document)
+
+    def verdict(rows):
+        body = {"instances": rows}
+        try:
+            _, feed = schema.feed_from_body(body)
+        except RequestError as exc:
+            served = exc.status
+        else:
+            served = 200
+        return served, validator.is_valid(body), feed if served == 200 else None
+
+    row = {"flag": True, "x": 0.5, "colour": "red"}
+    for rows in ([row], [row] * 12, [{**row, "flag": False}], [{**row, "flag": "True"}],
+                 [{**row, "flag": None}]):  # fmt: skip
+        served, documented, feed = verdict(rows)
+        assert (served, documented) == (200, True), rows
+        flag = rows[0]["flag"]
+        assert feed["flag"][0, 0] == ("" if flag is None else str(flag))
+    # A boolean is a category only for a boolean column, and 1 is not true.
+    for bad in ({**row, "colour": True}, {**row, "flag": 1}, {**row, "flag": "yes"}):
+        served, documented, _ = verdict([bad])
+        if policy == "accept" and bad["flag"] == "yes":
+            assert (served, documented) == (200, True)
+        else:
+            assert served == 422 and documented is False, bad

@@ -473,3 +473,36 @@ def test_decide_applies_the_tasks_own_blocks_and_compares_a_regression_champion(
     assert report.failed == ["vs_champion.r2", "vs_champion.rmse"]
     rmse = _by_name(report.checks)["vs_champion.rmse"]
     assert rmse.op == "<=" and rmse.threshold == pytest.approx(0.46)
+
+
+def test_a_passing_leakage_check_shows_the_best_feature_score_below_the_threshold():
+    """It showed "0.0000 | == 0.9800 | pass", which reads as false."""
+    leakage = {"threshold": 0.98, "allowed": [], "suspects": [],
+               "scores": {"island": 0.7807, "sex": 0.3246, "empty": float("nan")}}  # fmt: skip
+    (check,) = leakage_checks({"success": True, "leakage": leakage})
+    assert (check.passed, check.value, check.op, check.threshold) == (True, 0.7807, "<", 0.98)
+    assert check.detail == (
+        "no feature alone predicts the target at or above 0.9800 (the best, 'island', scores "
+        "0.7807)."
+    )
+
+
+def test_overconfident_probabilities_are_named_when_labels_beat_the_baseline():
+    """One feature, random forest with min_samples_leaf 1: f1 well above the baseline, log
+    loss 1.458 against 0.624 needed. "The model has learnt little" sent the user to the
+    features; the probabilities are what is wrong."""
+    baseline = {"log_loss": 0.693, "f1_macro": 0.33}
+    checks = _by_name(
+        baseline_checks({"log_loss": 1.458, "f1_macro": 0.73}, baseline,
+                        {"log_loss": 0.1, "f1_macro": 0.1})
+    )  # fmt: skip
+    assert checks["vs_baseline.f1_macro"].passed and not checks["vs_baseline.log_loss"].passed
+    detail = checks["vs_baseline.log_loss"].detail
+    assert "learnt little" not in detail
+    assert (
+        "Its labels or ranking beat the baseline, but log_loss does not: the probabilities "
+        "are overconfident"
+    ) in detail
+    # Nothing beats the baseline: it has learnt little, as before.
+    (alone,) = baseline_checks({"log_loss": 1.458}, baseline, {"log_loss": 0.1})
+    assert "The model has learnt little" in alone.detail

@@ -398,6 +398,10 @@ def test_infer_policies_for_other_column_kinds():
     inferred = infer_contract(frame, "label")
     assert inferred.column("flag").type == "categorical"
     assert inferred.column("flag").categories == ("False", "True")
+    assert draft_contract(frame, "label").notes["flag"] == (
+        "booleans: drafted as the categories 'False' and 'True'; the server takes true/false or "
+        "those strings"
+    )
     assert inferred.column("customer_id").role == "ignored"  # 120 distinct strings
     assert inferred.column("customer_id").categories is None
     assert inferred.column("seen").role == "ignored"  # not numeric or text
