@@ -46,7 +46,7 @@ from serving.registry import (
     read_pointer,
     read_refusal,
 )
-from serving.rsgi import request_id_from
+from serving.rsgi import merge_slashes, request_id_from
 from serving.schema import RequestError
 
 log = logging.getLogger("serving")
@@ -513,17 +513,13 @@ class _HostAllowList:
 
 
 _ENDPOINT_LABELS = {path: path for path in ENDPOINTS}
-_SLASHES = re.compile(r"/{2,}")
 
 
 def endpoint_label(path: str) -> str:
     """The ``endpoint`` label of a request for ``path``: its route as the router matches it
     (``//predict`` is ``/predict``: the router merges slashes), or ``other``; never the
     client's own text, so the metrics' labels stay a fixed set."""
-    label = _ENDPOINT_LABELS.get(path)
-    if label is None and "//" in path:
-        label = _ENDPOINT_LABELS.get(_SLASHES.sub("/", path))
-    return label or "other"
+    return _ENDPOINT_LABELS.get(merge_slashes(path), "other")
 
 
 class _Instrumented:

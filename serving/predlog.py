@@ -262,9 +262,8 @@ class JsonLinesWriter:
     def _pieces(self, lines: list[bytes]) -> Iterable[bytes]:
         """``lines`` as few writes as fit the file's bound: a batch of 1,000-row requests is
         megabytes, and written at once it went past ``max_bytes`` unrotated."""
-        data = escape_breaks(b"\n".join(lines) + b"\n")
-        if len(data) <= self.max_bytes:
-            yield data
+        if sum(map(len, lines)) + len(lines) <= self.max_bytes:
+            yield escape_breaks(b"\n".join(lines) + b"\n")
             return
         lines = [escape_breaks(line) for line in lines]
         piece: list[bytes] = []

@@ -68,6 +68,11 @@ LOGGED_PATH_CHARS, LOGGED_AGENT_CHARS = 1024, 256
 DRAIN_CHECK_SECONDS = 0.05
 
 
+def merge_slashes(path: str) -> str:
+    """``path`` as the app's router matches it: runs of ``/`` merged (``//predict``)."""
+    return _SLASHES.sub("/", path) if "//" in path else path
+
+
 def request_id_from(given: str | None) -> str:
     """The client's id when it is short and plain, else a new random one."""
     if given and _SAFE_ID.fullmatch(given):
@@ -337,9 +342,7 @@ class RSGIBridge:
 
     def _auth_error(self, scope) -> tuple[_BodyError | None, bool]:
         """``(the 401 to answer, whether the token was checked and is right)``."""
-        path = scope.path
-        if "//" in path:  # the app's router merges slashes
-            path = _SLASHES.sub("/", path)
+        path = merge_slashes(scope.path)
         if path not in self.protected_posts:
             return None, False
         refused = auth_error(scope.headers.get("authorization"), self.expected_auth)

@@ -223,44 +223,40 @@ def baseline_checks(
             f"{metric} {_fmt(value)} {kind} the trivial baseline's {_fmt(base)} by the margin "
             f"{_fmt(margin)} of the gap to perfect (needs {op} {_fmt(required)})."
         )
-        if not passed:
-            detail += (
-                " The model has learnt little beyond the class shares / the mean: check the "
-                "features and the target, or lower gate.baseline_margin."
-            )
         checks.append(Check(name, passed, float(value), float(required), op, detail))
-    return _name_overconfidence(checks)
+    # Where the labels or the ranking beat the baseline but the probabilities do not, the model
+    # has learnt something: its probabilities are too sure (exact 0 or 1 from deep trees,
+    # min_samples_leaf: 1). "Learnt little" sent the user to the features instead.
+    learnt = any(c.passed and _metric(c) not in _PROBABILITY_METRICS for c in checks)
+    return [
+        c if c.passed or c.threshold is None else replace(c, detail=c.detail + _hint(c, learnt))
+        for c in checks
+    ]
 
 
 #: Metrics of the probabilities themselves: a model can rank and label well and still fail them.
 _PROBABILITY_METRICS = ("log_loss", "brier")
 
 
-def _name_overconfidence(checks: list[Check]) -> list[Check]:
-    """Where the labels or the ranking beat the baseline but the probabilities do not, the
-    model has learnt something: its probabilities are too sure (exact 0 or 1 from deep trees,
-    ``min_samples_leaf: 1``). "Learnt little" sent the user to the features instead."""
-    learnt = any(
-        c.passed and c.name.removeprefix("vs_baseline.") not in _PROBABILITY_METRICS for c in checks
+def _metric(check: Check) -> str:
+    return check.name.removeprefix("vs_baseline.")
+
+
+def _hint(check: Check, learnt: bool) -> str:
+    """What a failed baseline check suggests, given whether another metric beat it."""
+    metric = _metric(check)
+    if learnt and metric in _PROBABILITY_METRICS:
+        return (
+            f" Its labels or ranking beat the baseline, but {metric} does not: the "
+            "probabilities are overconfident (near 0 or 1 where the model is wrong, as deep "
+            "trees with min_samples_leaf: 1 give). Regularise the estimator in "
+            "train.<estimator> (e.g. min_samples_leaf, max_depth), or lower "
+            "gate.baseline_margin."
+        )
+    return (
+        " The model has learnt little beyond the class shares / the mean: check the "
+        "features and the target, or lower gate.baseline_margin."
     )
-    if not learnt:
-        return checks
-    out = []
-    for c in checks:
-        metric = c.name.removeprefix("vs_baseline.")
-        if not c.passed and metric in _PROBABILITY_METRICS and "learnt little" in c.detail:
-            head = c.detail.split(" The model has learnt little")[0]
-            c = replace(
-                c,
-                detail=head
-                + f" Its labels or ranking beat the baseline, but {metric} does not: the "
-                "probabilities are overconfident (near 0 or 1 where the model is wrong, as deep "
-                "trees with min_samples_leaf: 1 give). Regularise the estimator in "
-                "train.<estimator> (e.g. min_samples_leaf, max_depth), or lower "
-                "gate.baseline_margin.",
-            )
-        out.append(c)
-    return out
 
 
 def status_checks(parity: Mapping[str, Any], validation: Mapping[str, Any]) -> list[Check]:
