@@ -66,6 +66,15 @@ def curve_tables(
     return confusion, roc, pr
 
 
+def _figure():
+    """A figure and its axes outside pyplot's registry: nothing to close, no display needed,
+    and no "More than 20 figures" warning in a process that draws many."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5, 4.2), dpi=110)
+    return fig, fig.subplots()
+
+
 def draw_figures(
     confusion: pd.DataFrame,
     roc: dict[str, pd.DataFrame],
@@ -74,15 +83,11 @@ def draw_figures(
     metrics: dict[str, float],
 ):
     """Confusion matrix, ROC and precision-recall figures (matplotlib, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.metrics import confusion_matrix
 
     figures = {}
     matrix = confusion_matrix(confusion["actual"], confusion["predicted"], labels=classes)
-    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=110)
+    fig, ax = _figure()
     image = ax.imshow(matrix, cmap="Blues")
     ax.set(
         xticks=range(len(classes)),
@@ -104,7 +109,7 @@ def draw_figures(
         ("roc.png", roc, "fpr", "tpr", f"ROC one-vs-rest (AUC {metrics['roc_auc_ovr']:.3f})", True),
         ("precision_recall.png", pr, "recall", "precision", "Precision-recall one-vs-rest", False),
     ):
-        fig, ax = plt.subplots(figsize=(5, 4.2), dpi=110)
+        fig, ax = _figure()
         for name, points in curves.items():
             ax.plot(points[x], points[y], label=name, drawstyle="steps-post")
         if diagonal:
@@ -132,13 +137,9 @@ def draw_regression_figures(
     pairs: pd.DataFrame, residuals: pd.DataFrame, metrics: dict[str, float]
 ):
     """Predicted vs actual (with the identity line) and residuals vs predicted."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     figures = {}
-    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=110)
+    fig, ax = _figure()
     ax.scatter(pairs["actual"], pairs["predicted"], s=10, alpha=0.6)
     low = float(min(pairs["actual"].min(), pairs["predicted"].min()))
     high = float(max(pairs["actual"].max(), pairs["predicted"].max()))
@@ -151,7 +152,7 @@ def draw_regression_figures(
     fig.tight_layout()
     figures["predicted_vs_actual.png"] = fig
 
-    fig, ax = plt.subplots(figsize=(5, 4.2), dpi=110)
+    fig, ax = _figure()
     ax.scatter(residuals["predicted"], residuals["residual"], s=10, alpha=0.6)
     ax.axhline(0.0, linestyle=":", color="grey")
     ax.set(

@@ -63,3 +63,17 @@ def test_regression_tables_and_figures():
     figures = draw_regression_figures(pairs, residuals, metrics)
     assert set(figures) == {"predicted_vs_actual.png", "residuals.png"}
     assert "R² 0.970" in figures["predicted_vs_actual.png"].axes[0].get_title()
+
+
+def test_figures_stay_out_of_pyplot(tmp_path):
+    """A process that evaluates many times (the test suite, a notebook) keeps no figure open:
+    pyplot's registry warned "More than 20 figures" and held every figure's memory."""
+    import matplotlib.pyplot as plt
+
+    pairs, residuals = regression_tables(np.arange(5.0), np.arange(5.0) + 0.5)
+    before = plt.get_fignums()
+    for _ in range(25):
+        figures = draw_regression_figures(pairs, residuals, {"r2": 0.9, "rmse": 0.5, "mae": 0.5})
+    assert plt.get_fignums() == before
+    figures["residuals.png"].savefig(tmp_path / "residuals.png")
+    assert (tmp_path / "residuals.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
