@@ -184,6 +184,7 @@ class JsonLinesWriter:
         self.on_count = on_count or (lambda outcome, n: None)
         self._fd: int | None = None
         self._inode: int | None = None
+        self._check_end = True
         self._thread: threading.Thread | None = None
         self._pid: int | None = None
         self._start_lock = threading.Lock()
@@ -283,7 +284,19 @@ class JsonLinesWriter:
         if size and size + len(data) > self.max_bytes:
             self._rotate(self.max_bytes - len(data))
             fd = self._open()
-        os.write(fd, data)
+            size = os.fstat(fd).st_size
+        if self._check_end and size and os.pread(fd, 1, size - 1) != b"\n":
+            # The file ends in a torn line (a crash mid-write, a full disk): end it, so the
+            # next record starts a line of its own and readers skip only the torn one.
+            data = b"\n" + data
+        self._check_end = False
+        view = memoryview(data)
+        try:
+            while view:  # a short write (a disk filling up) writes the rest next
+                view = view[os.write(fd, view) :]
+        except OSError:
+            self._check_end = True
+            raise
 
     def _open(self) -> int:
         if self._fd is not None:
@@ -294,8 +307,9 @@ class JsonLinesWriter:
                 pass
             os.close(self._fd)  # rotated by another process: follow the new file
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
         self._inode = os.fstat(self._fd).st_ino
+        self._check_end = True
         return self._fd
 
     def _rotate(self, threshold: int) -> None:

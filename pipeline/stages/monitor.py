@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import html
+import http.client
 import math
+import numbers
 import sys
 import time
 from collections.abc import Iterable
@@ -34,10 +36,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from model_spec.logs import (
+    Damage,
+    LogError,
+    feedback_problem,
+    iso_micro,
+    log_files,
+    prediction_problem,
+    read_records,
+)
 from pipeline.config import MonitorDriftParams, MonitorParams, load_params
 from pipeline.contract import Contract, load_contract
 from pipeline.errors import PipelineError, cli
 from pipeline.io import atomic_path, read_json, read_table, write_json
+from pipeline.registry import model_name
 
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
@@ -49,78 +61,27 @@ HIGHER_IS_BETTER = {"accuracy": True, "f1_macro": True, "r2": True, "rmse": Fals
 
 
 # ---------------------------------------------------------------------- reading the logs
-def log_files(path: str | Path) -> list[Path]:
-    """``path`` and its rotated siblings ``path.1``, ``path.2`` ... that exist, oldest first."""
-    path = Path(path)
-    rotated = []
-    for sibling in path.parent.glob(f"{path.name}.*"):
-        suffix = sibling.name[len(path.name) + 1 :]
-        if suffix.isdigit():
-            rotated.append((int(suffix), sibling))
-    files = [p for _, p in sorted(rotated, reverse=True)]
-    return [*files, path] if path.exists() else files
-
-
-def _parse_ts(value: Any, where: str) -> float:
+def read_jsonl(
+    files: Iterable[Path],
+    start: float | None,
+    end: float,
+    *,
+    problem=prediction_problem,
+    damage: Damage | None = None,
+    what: str = "prediction log",
+) -> list[dict[str, Any]]:
+    """Every record of ``files`` with ``start <= ts < end`` (``start`` None: no lower bound),
+    each with ``_ts``, its time as a canonical string. Damaged lines are skipped into
+    ``damage`` (:mod:`model_spec.logs`)."""
+    low = None if start is None else iso_micro(start)
+    high = None if math.isinf(end) else iso_micro(end)
     try:
-        text = str(value)
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        raise PipelineError(f"{where}: 'ts' is {value!r}, not an ISO 8601 time.") from None
-
-
-def _canonical_ts(value: Any, where: str) -> str:
-    """``ts`` as the server writes it (``2026-12-01T09:00:00.123456Z``), so times compare as
-    strings; any other ISO 8601 form is converted."""
-    if type(value) is str and len(value) == 27 and value[-1] == "Z" and value[10] == "T":
-        return value
-    return _iso_micro(_parse_ts(value, where))
-
-
-def _iso_micro(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _parse_lines(path: Path) -> list[Any]:
-    """Every JSON line of ``path``, parsed in one orjson call when the file is clean."""
-    import orjson
-
-    data = path.read_bytes()
-    lines = [line for line in data.split(b"\n") if line.strip()]
-    try:
-        return orjson.loads(b"[" + b",".join(lines) + b"]")
-    except orjson.JSONDecodeError:
-        pass
-    records = []
-    numbered = [(n, line) for n, line in enumerate(data.split(b"\n"), 1) if line.strip()]
-    for index, (number, line) in enumerate(numbered):
-        try:
-            records.append(orjson.loads(line))
-        except orjson.JSONDecodeError as exc:
-            # A server killed mid-write leaves a partial last line; anything else is not a
-            # prediction log.
-            if index == len(numbered) - 1 and index > 0 and not data.endswith(b"\n"):
-                continue
-            raise PipelineError(f"{path}:{number} is not JSON ({exc}).") from None
-    return records
-
-
-def read_jsonl(files: Iterable[Path], start: float | None, end: float) -> list[dict[str, Any]]:
-    """Every record of ``files`` with ``start <= ts < end`` (``start`` None: no lower bound).
-
-    Each kept record gets ``_ts``, its time as a canonical string."""
-    low = None if start is None else _iso_micro(start)
-    high = None if math.isinf(end) else _iso_micro(end)
-    records = []
-    for path in files:
-        for number, record in enumerate(_parse_lines(path), 1):
-            if type(record) is not dict or "ts" not in record:
-                raise PipelineError(f"{path}:{number} is not a log record (no 'ts').")
-            ts = _canonical_ts(record["ts"], f"{path}:{number}")
-            if (low is None or ts >= low) and (high is None or ts < high):
-                record["_ts"] = ts
-                records.append(record)
-    return records
+        records = read_records(files, problem, Damage() if damage is None else damage, what)
+    except LogError as exc:
+        raise PipelineError(str(exc)) from None
+    return [
+        r for r in records if (low is None or r["_ts"] >= low) and (high is None or r["_ts"] < high)
+    ]
 
 
 @dataclass(frozen=True)
@@ -131,15 +92,33 @@ class Window:
     output: pd.Series  # label (classification) or value (regression)
     keys: pd.DataFrame  # request_id, row, ts, model, version, variant
     shadow_rows: int
+    #: Rows of other models (name -> rows) in the log, left out.
+    other_models: dict[str, int] = field(default_factory=dict)
 
 
-def to_window(records: list[dict[str, Any]], contract: Contract, task: str) -> Window:
+def to_window(
+    records: list[dict[str, Any]], contract: Contract, task: str, model_name: str | None = None
+) -> Window:
     """Turn prediction-log records into columns; shadow (``served: false``) rows are counted
-    but not compared, since nobody received them."""
+    but not compared, since nobody received them. With ``model_name``, rows of any other
+    model (another deployment writing to the same log) are counted and left out."""
+    others: dict[str, int] = {}
+    if model_name is not None:
+        mine = []
+        for r in records:
+            name = r["model"]["name"]
+            if name == model_name:
+                mine.append(r)
+            else:
+                others[name] = others.get(name, 0) + 1
+        records = mine
     served = [r for r in records if r.get("served", True)]
     names = contract.feature_names
     inputs = [r.get("inputs") or {} for r in served]
-    frame = pd.DataFrame({name: [i.get(name) for i in inputs] for name in names}, columns=names)
+    # A value that is not a scalar (an object, an array) is no value the contract knows: missing.
+    frame = pd.DataFrame(
+        {name: [_scalar(i.get(name)) for i in inputs] for name in names}, columns=names
+    )
     for name in contract.numeric_features:
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
     key = "label" if task == "classification" else "value"
@@ -156,7 +135,11 @@ def to_window(records: list[dict[str, Any]], contract: Contract, task: str) -> W
             "variant": [r.get("variant", "champion") for r in served],
         }
     )
-    return Window(frame, output, keys, len(records) - len(served))
+    return Window(frame, output, keys, len(records) - len(served), others)
+
+
+def _scalar(value: Any) -> Any:
+    return None if isinstance(value, dict | list) else value
 
 
 # ---------------------------------------------------------------------- statistics
@@ -182,12 +165,13 @@ def numeric_drift(column: str, reference: np.ndarray, current: np.ndarray, p: Mo
 
     ref = reference[~np.isnan(reference)]
     cur = current[~np.isnan(current)]
-    detail = {
-        "reference_mean": _round(ref.mean()) if len(ref) else None,
-        "current_mean": _round(cur.mean()) if len(cur) else None,
-        "reference_std": _round(ref.std()) if len(ref) else None,
-        "current_std": _round(cur.std()) if len(cur) else None,
-    }
+    with np.errstate(over="ignore", invalid="ignore"):  # values near 1e308: inf, then null
+        detail = {
+            "reference_mean": _round(ref.mean()) if len(ref) else None,
+            "current_mean": _round(cur.mean()) if len(cur) else None,
+            "reference_std": _round(ref.std()) if len(ref) else None,
+            "current_std": _round(cur.std()) if len(cur) else None,
+        }
     if not len(ref) or not len(cur):
         return Drift(column, "numeric", "none", None, p.p_value, False, len(ref), len(cur), detail)
     if min(len(ref), len(cur)) <= p.large_sample:
@@ -226,9 +210,10 @@ def categorical_drift(
     ref_counts = ref_vc.reindex(categories, fill_value=0).to_numpy(dtype=float)
     cur_counts = cur_vc.reindex(categories, fill_value=0).to_numpy(dtype=float)
     ref, cur = ref_counts.sum(), cur_counts.sum()
+    shown = _shown(categories, ref_counts, cur_counts)
     detail = {
-        "reference_share": _shares(categories, ref_counts),
-        "current_share": _shares(categories, cur_counts),
+        "reference_share": _shares(categories, ref_counts, shown),
+        "current_share": _shares(categories, cur_counts, shown),
     }
     n_ref, n_cur = int(ref), int(cur)
     if not n_ref or not n_cur:
@@ -254,9 +239,37 @@ def categorical_drift(
     )
 
 
-def _shares(categories: list[str], counts: np.ndarray) -> dict[str, float]:
+#: Categories named in a report's shares (the most frequent); the rest are summed as OTHER.
+MAX_SHOWN_CATEGORIES = 50
+#: Characters of a category's name kept in a report (the value itself may be any length).
+MAX_CATEGORY_CHARS = 80
+OTHER = "(other categories)"
+
+
+def _shares(categories: list[str], counts: np.ndarray, shown=None) -> dict[str, float]:
+    """Each category's share; only those in ``shown`` (default: all) are named, the rest
+    are summed under :data:`OTHER`; long names are cut."""
     total = counts.sum() or 1.0
-    return {c: _round(n / total) for c, n in zip(categories, counts, strict=True)}
+    out: dict[str, float] = {}
+    rest = 0.0
+    for c, n in zip(categories, counts, strict=True):
+        if shown is None or c in shown:
+            name = c if len(c) <= MAX_CATEGORY_CHARS else c[: MAX_CATEGORY_CHARS - 1] + "…"
+            out[name] = out.get(name, 0.0) + _round(n / total)
+        else:
+            rest += n
+    if rest:
+        out[OTHER] = _round(rest / total)
+    return out
+
+
+def _shown(categories: list[str], *counts: np.ndarray) -> set[str] | None:
+    """The categories a report names: all, or the most frequent on both sides together."""
+    if len(categories) <= MAX_SHOWN_CATEGORIES:
+        return None
+    weight = sum(c / (c.sum() or 1.0) for c in counts)
+    top = np.argsort(-weight, kind="stable")[:MAX_SHOWN_CATEGORIES]
+    return {categories[i] for i in top}
 
 
 def _round(value: float, digits: int = 6) -> float:
@@ -437,8 +450,9 @@ def _drift_entry(drift: Drift, enough: bool) -> dict[str, Any]:
 def _score(drift: Drift) -> float:
     if drift.statistic is None:
         return 0.0
-    if drift.method in ("ks", "chi2"):  # p-values: small is drift
-        return _round(drift.threshold / max(drift.statistic, 1e-12), 4)
+    if drift.method in ("ks", "chi2"):  # p-values, small is drift: on a log scale, so a
+        # p-value of 1e-30 scores 23 and not 5e28 (a dashboard's axis stays readable)
+        return _round(math.log10(max(drift.statistic, 1e-300)) / math.log10(drift.threshold), 4)
     return _round(drift.statistic / drift.threshold, 4)
 
 
@@ -455,21 +469,31 @@ def _live(
         raise PipelineError(f"monitor.live_metric has no entry for '{task}'.")
     if not feedback or not len(window.output):
         return {"metric": name, "rows": 0, "value": None}
-    actual = {(str(f.get("request_id")), int(f.get("row", 0))): f.get("actual") for f in feedback}
+    actual = {(f["request_id"], f.get("row", 0)): f["actual"] for f in feedback}
     keys = zip(
-        window.keys["request_id"].astype(str).to_numpy(dtype=object).tolist(),
-        window.keys["row"].astype(int).to_numpy().tolist(),
+        window.keys["request_id"].to_numpy(dtype=object).tolist(),
+        window.keys["row"].to_numpy().tolist(),
         strict=True,
     )
     joined = [(i, actual[k]) for i, k in enumerate(keys) if k in actual]
-    joined = [(i, a) for i, a in joined if a is not None]
-    if not joined:
-        return {"metric": name, "rows": 0, "value": None}
-    index = [i for i, _ in joined]
+    # A row is scored when both sides are a value of the task: an outcome reported as null,
+    # a text outcome for a regression, or a prediction logged as null (a model that overflowed)
+    # is counted as unscored, never turned into a NaN metric that hides degradation.
+    regression = task == "regression"
+    predicted = window.output.tolist()
+    scored = [
+        (i, a) for i, a in joined if _usable(a, regression) and _usable(predicted[i], regression)
+    ]
+    unscored = len(joined) - len(scored)
+    if not scored:
+        return {"metric": name, "rows": 0, "unscored_rows": unscored, "value": None}
+    index = [i for i, _ in scored]
     value = live_metric(
-        name, pd.Series([a for _, a in joined]), window.output.iloc[index].reset_index(drop=True)
+        name, pd.Series([a for _, a in scored]), window.output.iloc[index].reset_index(drop=True)
     )
-    out: dict[str, Any] = {"metric": name, "rows": len(joined), "value": _round(value)}
+    out: dict[str, Any] = {
+        "metric": name, "rows": len(scored), "unscored_rows": unscored, "value": _round(value)
+    }  # fmt: skip
     test_value = test_metrics.get(name)
     if test_value is not None:
         higher = HIGHER_IS_BETTER[name]
@@ -483,6 +507,16 @@ def _live(
     return out
 
 
+def _usable(value: Any, regression: bool) -> bool:
+    if value is None:
+        return False
+    if regression:
+        return (
+            isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    return not (isinstance(value, float) and math.isnan(value))
+
+
 def _counts(keys: pd.DataFrame, by: list[str]) -> list[dict[str, Any]]:
     if keys.empty:
         return []
@@ -494,7 +528,8 @@ def _counts(keys: pd.DataFrame, by: list[str]) -> list[dict[str, Any]]:
 
 def _prediction_summary(output: pd.Series, task: str) -> dict[str, Any]:
     if task == "classification":
-        return {"share": _shares(*_value_counts(output))}
+        categories, counts = _value_counts(output)
+        return {"share": _shares(categories, counts, _shown(categories, counts))}
     values = output.dropna().to_numpy(dtype=float)
     if not len(values):
         return {}
@@ -648,8 +683,22 @@ def _svg(reference: pd.Series, current: pd.Series, numeric: bool) -> str:
     return f"<svg width='{width}' height='{height}'>{''.join(bars)}{text}</svg>"
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity as None: JSON has neither (Python writes ``NaN``,
+    which strict parsers, browsers and orjson refuse)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
+
+
 # ---------------------------------------------------------------------- Prometheus export
-def push_metrics(summary: dict[str, Any], gateway: str, job: str = "monitor") -> None:
+def push_metrics(
+    summary: dict[str, Any], gateway: str, job: str = "monitor", summary_time: float = 0.0
+) -> None:
     """Replace this job's group on a Prometheus pushgateway with the summary's numbers.
 
     The names are the ones the alert rules and the dashboard use (README, Monitoring)."""
@@ -678,13 +727,20 @@ def push_metrics(summary: dict[str, Any], gateway: str, job: str = "monitor") ->
     Gauge("monitor_rows", "Served rows in the window.", registry=registry).set(
         summary["volume"]["rows"]
     )
+    # The summary's own time, not the push's: pushing an old summary again must not look like
+    # a fresh run to the MonitorNotRunning alert.
+    generated = summary.get("generated_at")
     Gauge(
         "monitor_last_run_timestamp_seconds", "When the monitor last finished.", registry=registry
-    ).set(time.time())
+    ).set(_parse_iso(generated) if generated else summary_time)
     try:
         push_to_gateway(gateway, job=job, registry=registry, timeout=10)
-    except OSError as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         raise PipelineError(f"could not push to the pushgateway at {gateway}: {exc}") from None
+
+
+def _parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 # ---------------------------------------------------------------------- main
@@ -724,10 +780,16 @@ def _main_monitor(argv: list[str]) -> None:
     params = load_params(args.params)
     m = params.monitor
     contract = load_contract(params.data.contract)
-    end = _time_arg(args.end, "end") or time.time()
+    now = time.time()
+    end = _time_arg(args.end, "end") or now
     start = _time_arg(args.start, "start")
     if start is None and m.window_hours > 0:
         start = (datetime.fromtimestamp(end, UTC) - timedelta(hours=m.window_hours)).timestamp()
+    if start is not None and start >= end:
+        raise PipelineError(
+            f"the window starts ({_iso(start)}) at or after it ends ({_iso(end)}); "
+            "--start must be before --end."
+        )
 
     log_path = Path(args.predictions or m.prediction_log)
     files = log_files(log_path)
@@ -743,8 +805,30 @@ def _main_monitor(argv: list[str]) -> None:
             "(make run, or dvc pull) first."
         )
     task = task_of(contract)
-    window = to_window(read_jsonl(files, start, end), contract, task)
-    feedback = read_jsonl(log_files(args.feedback or m.feedback_log), None, math.inf)
+    damage = Damage()
+    records = read_jsonl(files, start, end, damage=damage)
+    window = to_window(records, contract, task, model_name(params, contract.task))
+    feedback_damage = Damage()
+    feedback = read_jsonl(
+        log_files(args.feedback or m.feedback_log), None, math.inf,
+        problem=feedback_problem, damage=feedback_damage, what="feedback log",
+    )  # fmt: skip
+    for what, found in (("prediction log", damage), ("feedback log", feedback_damage)):
+        if found.lines:
+            print(f"monitor: {found.message(what)}", file=sys.stderr)
+    if window.other_models:
+        others = ", ".join(f"{n} ({c} rows)" for n, c in sorted(window.other_models.items()))
+        print(
+            f"monitor: left out rows of other models: {others}; this monitor reads "
+            f"'{model_name(params, contract.task)}' (registry.model_name).",
+            file=sys.stderr,
+        )
+        if not len(window.inputs) and not window.shadow_rows:
+            raise PipelineError(
+                f"the window holds no row of '{model_name(params, contract.task)}', only of "
+                f"{others}: point monitor.prediction_log at this model's log, or set "
+                "registry.model_name to the model that wrote it."
+            )
     metrics_path = Path(args.test_metrics or m.test_metrics)
     test_metrics = read_json(metrics_path) if metrics_path.exists() else {}
     reference = read_table(reference_path)
@@ -753,16 +837,22 @@ def _main_monitor(argv: list[str]) -> None:
         window, reference, contract, m,
         feedback=feedback, test_metrics=test_metrics, start=start, end=end,
     )  # fmt: skip
+    summary["generated_at"] = _iso(now)
     summary["inputs"] = {
         "prediction_logs": [str(f) for f in files],
         "reference": str(reference_path),
         "test_metrics": str(metrics_path) if test_metrics else None,
+        "damaged_lines": {
+            "prediction_log": damage.as_dict(),
+            "feedback_log": feedback_damage.as_dict(),
+        },
     }
+    summary["volume"]["other_models"] = dict(sorted(window.other_models.items()))
     out = Path(args.out or m.out)
     report = render_report(summary, window, reference, contract)
     with atomic_path(out) as tmp:
         tmp.mkdir()
-        write_json(tmp / SUMMARY_FILE, summary)
+        write_json(tmp / SUMMARY_FILE, finite(summary))
         (tmp / REPORT_FILE).write_text(report)
         if summary["retrain"]:
             (tmp / RETRAIN_FILE).write_text("\n".join(summary["reasons"]) + "\n")
@@ -783,7 +873,7 @@ def _main_push(argv: list[str]) -> None:
     path = Path(args.summary)
     if not path.exists():
         raise PipelineError(f"'{path}' does not exist; run `make monitor` first.")
-    push_metrics(read_json(path), args.pushgateway, args.job)
+    push_metrics(read_json(path), args.pushgateway, args.job, path.stat().st_mtime)
     print(f"monitor push: {path} -> {args.pushgateway} (job {args.job})")
 
 
@@ -791,11 +881,17 @@ def fetch_logs(uri: str, dest: Path) -> list[Path]:
     """Copy the prediction and feedback logs (rotated ones too) under ``uri`` to ``dest``."""
     import fsspec
 
-    fs, root = fsspec.core.url_to_fs(uri)
     try:
+        fs, root = fsspec.core.url_to_fs(uri)
         names = fs.ls(root, detail=False)
     except FileNotFoundError:
         raise PipelineError(f"PREDICTION_LOG_URI '{uri}' does not exist.") from None
+    except ImportError as exc:  # fsspec names the package this scheme needs
+        raise PipelineError(f"PREDICTION_LOG_URI '{uri}': {exc}") from None
+    except Exception as exc:  # credentials, network, a scheme fsspec does not know ...
+        raise PipelineError(
+            f"could not list PREDICTION_LOG_URI '{uri}': {type(exc).__name__}: {exc}"
+        ) from None
     wanted = [n for n in names if ".jsonl" in Path(n).name]
     if not wanted:
         raise PipelineError(f"'{uri}' holds no .jsonl logs.")
@@ -803,7 +899,15 @@ def fetch_logs(uri: str, dest: Path) -> list[Path]:
     copied = []
     for name in sorted(wanted):
         target = dest / Path(name).name
-        fs.get(name, str(target))
+        partial = target.with_name(target.name + ".part")  # no half-copied log is read
+        try:
+            fs.get(name, str(partial))
+            partial.replace(target)
+        except Exception as exc:
+            partial.unlink(missing_ok=True)
+            raise PipelineError(
+                f"could not copy '{name}' from PREDICTION_LOG_URI: {type(exc).__name__}: {exc}"
+            ) from None
         copied.append(target)
     return copied
 

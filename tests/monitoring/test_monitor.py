@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from dataclasses import replace
 from datetime import timedelta
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from model_spec.logs import Damage
 from pipeline.config import load_params
 from pipeline.contract import ColumnSpec, Contract
 from pipeline.errors import PipelineError
@@ -60,18 +62,67 @@ def test_window_bounds_and_a_torn_last_line(tmp_path, splits, contract):
         handle.write('{"ts": "2026-12-01T09:00:11Z", "reque')  # the server died mid-line
     start = (T0 + timedelta(seconds=2)).timestamp()
     end = (T0 + timedelta(seconds=5)).timestamp()
-    got = read_jsonl([log], start, end)
+    damage = Damage()
+    got = read_jsonl([log], start, end, damage=damage)
     assert [r["request_id"] for r in got] == ["req-2", "req-3", "req-4"]
+    assert damage.lines == 1 and damage.examples[0].startswith(f"{log}:11: not JSON")
+
+
+def test_damaged_lines_are_skipped_and_counted(tmp_path, splits, contract):
+    """A line appended onto a torn one (a restarted server), or a record of the wrong shape,
+    is skipped and named; every good line around it still counts."""
+    records = log_records(splits.test.head(20), contract.feature_names, ["Adelie"] * 20)
+    log = tmp_path / "p.jsonl"
+    lines = [json.dumps(r) for r in records]
+    lines[5] = lines[5][:40] + lines[6]  # torn, then the next write on the same line
+    del lines[6]
+    lines += [
+        json.dumps({**records[0], "inputs": "abc"}),
+        json.dumps({**records[0], "row": None}),
+        json.dumps({**records[0], "request_id": [1]}),
+        json.dumps({**records[0], "output": {"label": {"x": 1}}}),
+        json.dumps({**records[0], "model": "m"}),
+        json.dumps({**records[0], "ts": "2026-99-99T99:99:99.999999Z"}),
+        json.dumps([1, 2]),
+        "\x00\x01 binary",
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    damage = Damage()
+    got = read_jsonl([log], None, float("inf"), damage=damage)
+    assert len(got) == 18
+    assert damage.lines == 9
+    assert damage.examples[0].startswith(f"{log}:6: not JSON")
+    assert damage.examples[1:5] == [
+        f"{log}:20: 'inputs' is a string, not an object",
+        f"{log}:21: 'row' is None, not a row number",
+        f"{log}:22: 'request_id' is an array, not a string",
+        f"{log}:23: 'output.label' is an object",
+    ]
 
 
 def test_a_file_that_is_not_a_log_is_named(tmp_path):
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"ts": "2026-12-01T09:00:00Z"}\nnot json\n')
-    with pytest.raises(PipelineError, match=r"p\.jsonl:2 is not JSON"):
+    with pytest.raises(
+        PipelineError,
+        match=r"p\.jsonl does not read as a prediction log: 2 damaged line\(s\) against 0 "
+        r"record\(s\) \(first: .*p\.jsonl:1: 'request_id' is null, not a string\)",
+    ):
         read_jsonl([bad], None, float("inf"))
-    bad.write_text('{"ts": "yesterday"}\n')
-    with pytest.raises(PipelineError, match=r"p\.jsonl:1: 'ts' is 'yesterday'"):
-        read_jsonl([bad], None, float("inf"))
+
+
+def test_lines_split_on_newlines_only_and_gzipped_rotations_count(tmp_path, splits, contract):
+    records = log_records(splits.test.head(6), contract.feature_names, ["Adelie"] * 6)
+    records[0]["request_id"] = "a\u2028b\x85c"  # raw in JSON text: not a line break there
+    log = tmp_path / "p.jsonl"
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records[3:])
+    log.write_text(text, encoding="utf-8")
+    old = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records[:3])
+    (tmp_path / "p.jsonl.1.gz").write_bytes(gzip.compress(old.encode()))
+    assert [p.name for p in log_files(log)] == ["p.jsonl.1.gz", "p.jsonl"]
+    got = read_jsonl(log_files(log), None, float("inf"))
+    assert [r["request_id"] for r in got] == ["a\u2028b\x85c", "req-1", "req-2", "req-3",
+                                              "req-4", "req-5"]  # fmt: skip
 
 
 def test_shadow_rows_are_counted_not_compared(splits, contract):
@@ -265,6 +316,13 @@ def test_regression_target_compares_values(splits):
     shifted = summary_for(truth + 1500.0)
     assert shifted["drift"]["prediction"]["drifted"] is True
     assert shifted["retrain"] is True
+    # A prediction logged as null (a model that overflowed) is unscored: it used to make the
+    # live RMSE NaN, and NaN > limit is False, which switched the retrain flag off.
+    worse = truth + 400.0
+    worse[0] = np.nan
+    degraded = summary_for(worse, feedback=truth)["live_metric"]
+    assert (degraded["rows"], degraded["unscored_rows"]) == (len(truth) - 1, 1)
+    assert degraded["value"] == pytest.approx(400.0) and degraded["degraded"] is True
 
 
 # ------------------------------------------------------------------------ the CLI
@@ -305,6 +363,72 @@ def test_main_writes_summary_report_and_flag(tmp_path, splits, contract, monitor
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["volume"]["rows"], summary["retrain"]) == (60, False)
     assert not (out / RETRAIN_FILE).exists()
+
+
+def test_main_leaves_out_other_models_and_damage_and_writes_strict_json(
+    tmp_path, splits, contract, monitor_params, capsys
+):
+    import orjson
+
+    reference = tmp_path / "train.parquet"
+    splits.train.to_parquet(reference)
+    frame = held_out(splits)
+    records = log_records(frame, contract.feature_names, frame["species"])
+    records[0]["inputs"]["bill_length_mm"] = 1e308  # the window's std overflows to infinity
+    wine = log_records(frame.head(30), contract.feature_names, ["red"] * 30, prefix="w")
+    for r in wine:
+        r["model"] = {"name": "wine-classifier", "version": "3"}
+    log = tmp_path / "predictions.jsonl"
+    write_jsonl(log, records + wine)
+    with open(log, "a") as handle:
+        handle.write("not json\n")
+    params = monitor_params(**{"monitor.min_rows": 50})
+    out = tmp_path / "report"
+    argv = ["--params", str(params), "--predictions", str(log), "--reference", str(reference),
+            "--feedback", str(tmp_path / "none.jsonl"), "--test-metrics", str(tmp_path / "m.json"),
+            "--out", str(out), "--end", iso(T0 + timedelta(hours=1))]  # fmt: skip
+    assert main(argv) == 0
+    summary = orjson.loads((out / "summary.json").read_bytes())  # strict: no NaN, no Infinity
+    assert summary["volume"]["rows"] == len(frame)
+    assert summary["volume"]["other_models"] == {"wine-classifier": 30}
+    assert summary["drift"]["features"]["bill_length_mm"]["detail"]["current_std"] is None
+    assert "red" not in summary["predictions"]["share"]
+    assert summary["inputs"]["damaged_lines"]["prediction_log"]["lines"] == 1
+    assert summary["generated_at"].endswith("Z")
+    err = capsys.readouterr().err
+    assert f"skipped 1 damaged line(s) of the prediction log (first: {log}:{len(frame) + 31}" in err
+    assert "left out rows of other models: wine-classifier (30 rows)" in err
+
+    write_jsonl(log, wine)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "the window holds no row of 'penguins-classifier', only of wine-classifier" in err
+    assert main([*argv, "--start", iso(T0 + timedelta(hours=2))]) == 1
+    assert "--start must be before --end" in capsys.readouterr().err
+
+
+def test_long_and_many_categories_are_bounded_in_the_summary(contract):
+    from pipeline.stages.monitor import OTHER, categorical_drift
+
+    reference = pd.Series(["a", "b"] * 50)
+    current = pd.Series(["x" * 10_000] * 5 + [f"c{i}" for i in range(200)])
+    drift = categorical_drift("col", reference, current, PARAMS.drift)
+    shares = drift.detail["current_share"]
+    assert len(shares) == 51 and OTHER in shares
+    assert max(map(len, shares)) == 80
+    assert sum(shares.values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_scores_are_on_a_readable_scale():
+    from pipeline.stages.monitor import Drift, _score
+
+    def ks(p):
+        return _score(Drift("c", "numeric", "ks", p, 0.05, p < 0.05, 10, 10))
+
+    assert ks(0.05) == pytest.approx(1.0)
+    assert ks(0.5) < 1 < ks(0.01)
+    assert ks(1e-30) == pytest.approx(30 / 1.30103, rel=1e-3)
+    assert ks(0.0) == pytest.approx(300 / 1.30103, rel=1e-3)
 
 
 def test_main_without_a_log_says_what_to_do(tmp_path, monitor_params, capsys):

@@ -26,6 +26,7 @@ import signal
 import socket
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -297,6 +298,10 @@ def test_the_faults_were_real(stack):
     assert pushed == {f: float(f == SHIFTED) for f in pushed}
     assert len(pushed) == 6
     assert float(prom.query("monitor_rows")[0]["value"][1]) == 69
+    # The run's own time, not the push's: an old summary pushed again does not look fresh.
+    ran = datetime.fromisoformat(stack["drift"]["generated_at"].replace("Z", "+00:00"))
+    pushed_at = float(prom.query("monitor_last_run_timestamp_seconds")[0]["value"][1])
+    assert pushed_at == pytest.approx(ran.timestamp(), abs=1e-3)
 
 
 def test_every_dashboard_panel_returns_data(stack):

@@ -321,3 +321,44 @@ def test_feedback_without_a_model_is_still_checked(make_app, tmp_path):
         assert response.status_code == 202, response.get_data(as_text=True)
     flush(app)
     assert [r["actual"] for r in lines(tmp_path / "feedback.jsonl")] == ["Adelie", 3.5, 2]
+
+
+def test_shadow_latency_spans_what_the_champions_does(make_app, exported_model, golden, tmp_path):
+    """Both variants' ``latency_ms`` run from the request's start: the shadow's used to start
+    at its own scoring, so an identical model looked several times faster as the challenger
+    in ``make compare``."""
+    import time
+
+    log = tmp_path / "predictions.jsonl"
+    app = make_app(prediction_log=log, rollout="shadow", challenger_dir=exported_model,
+                   prediction_log_rate_limit=0)  # fmt: skip
+    client = app.test_client()
+    # A request that started 50 ms ago (a slow body): both variants waited for it.
+    response = client.post(
+        "/predict",
+        json={"instances": [golden["rows"][0]["inputs"]]},
+        environ_base={"serving.started": time.perf_counter() - 0.05},
+    )
+    assert response.status_code == 200
+    response.close()  # the challenger scores once the response is closed (sent)
+    flush(app)
+    records = {r["variant"]: r for r in lines(log)}
+    assert set(records) == {"champion", "challenger"}
+    assert records["challenger"]["served"] is False
+    assert records["champion"]["latency_ms"] >= 50
+    assert records["challenger"]["latency_ms"] >= 50
+
+
+def test_a_torn_last_line_is_ended_before_the_next_write(logged, golden, tmp_path):
+    """A file whose last line was cut (a crash mid-write, a full disk) gets a newline before
+    the next record, so the torn line stays alone at its end and readers skip only it."""
+    log = tmp_path / "predictions.jsonl"
+    log.write_text('{"ts": "2026-12-01T09:00:00.000000Z", "requ')
+    client = logged.test_client()
+    response = client.post("/predict", json={"instances": [golden["rows"][0]["inputs"]]},
+                           headers=AUTH)  # fmt: skip
+    assert response.status_code == 200
+    flush(logged)
+    torn, written = log.read_text().split("\n")[:2]
+    assert torn == '{"ts": "2026-12-01T09:00:00.000000Z", "requ'
+    assert json.loads(written)["request_id"] == response.get_json()["request_id"]
