@@ -307,3 +307,39 @@ class ModelDescriptor:
         path = Path(directory) / DESCRIPTOR_FILE
         path.write_text(self.to_json(), encoding="utf-8")
         return path
+
+
+def comparability(
+    candidate: ModelDescriptor, champion: ModelDescriptor, role: str = "candidate"
+) -> str | None:
+    """Why ``champion`` and ``candidate`` are not the same kind of model (another task, other
+    inputs, other classes), or None when they are. The gate compares only such models; the
+    server serves a challenger (``role``) beside its champion only when they are."""
+    if champion.task != candidate.task:
+        return f"it is a {champion.task.value} model and this {role} is {candidate.task.value}"
+    theirs = {i.name: i.kind for i in champion.inputs}
+    ours = {i.name: i.kind for i in candidate.inputs}
+    if theirs != ours:
+        parts = []
+        only_theirs = [n for n in theirs if n not in ours]
+        only_ours = [n for n in ours if n not in theirs]
+        kinds = [n for n in ours if n in theirs and ours[n] != theirs[n]]
+        if only_theirs:
+            parts.append("only the champion has " + _names(only_theirs))
+        if only_ours:
+            parts.append(f"only the {role} has " + _names(only_ours))
+        if kinds:
+            parts.append("the kind differs for " + _names(kinds))
+        return "its inputs differ (" + "; ".join(parts) + ")"
+    if candidate.task.is_classification and set(champion.classes) != set(candidate.classes):
+        return (
+            f"its classes are {_names(champion.classes)}, the {role}'s "
+            f"{_names(candidate.classes)}"
+        )
+    return None
+
+
+def _names(names, limit: int = 4) -> str:
+    names = list(names)
+    shown = ", ".join(f"'{n}'" for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")

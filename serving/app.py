@@ -16,6 +16,7 @@ import atexit
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -24,6 +25,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +33,9 @@ import orjson
 from flask import Blueprint, Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from model_spec.descriptor import comparability
 from serving import metrics as m
-from serving.auth import AUTHORIZED, auth_error
+from serving.auth import AFTER_RESPONSE, AUTHORIZED, auth_error
 from serving.config import DRAIN_FILE, ServingConfig, host_name
 from serving.feedback import parse_feedback
 from serving.metrics import MetricsStore
@@ -235,7 +238,7 @@ def _api_blueprint(state: ServingState) -> Blueprint:
         if model is None:
             return _not_ready(holder)
         request_id = environ["serving.request_id"]
-        variant, shadow = CHAMPION, None
+        variant, shadow, champion = CHAMPION, None, model
         if rollout != "off":
             candidate = challenger.model
             if candidate is not None:
@@ -245,9 +248,20 @@ def _api_blueprint(state: ServingState) -> Blueprint:
                     model, variant = candidate, CHALLENGER
         try:
             body = read_body(environ)
+            read = time.perf_counter()
             n, feed = model.schema.feed_from_body(body)
         except RequestError as exc:
-            return _error(exc)
+            if variant == CHAMPION:
+                return _error(exc)
+            # The API is the champion's (its OpenAPI document): a request it takes is answered
+            # by the champion when the challenger's narrower rules (a range, a category)
+            # refuse it; one it refuses gets the champion's error.
+            try:
+                n, feed = champion.schema.feed_from_body(body)
+            except RequestError as champion_exc:
+                return _error(champion_exc)
+            store.inc(store.index(m.CANARY_FALLBACKS))
+            model, variant = champion, CHAMPION
         predictions, outputs = _score(store, model, feed)
         logged = predictions_log is not None and predictions_log.wants(n)
         if logged:
@@ -271,8 +285,17 @@ def _api_blueprint(state: ServingState) -> Blueprint:
             "request_id": request_id,
         }
         response = Response(orjson.dumps(payload), content_type=JSON)
-        if shadow is not None:  # scored after the answer is built; never part of it
-            _shadow(store, shadow, body, request_id, predictions_log if logged else None)
+        if shadow is not None:  # scored once the answer is sent; never part of it
+            shared = read - environ["serving.started"]  # reading the body: both variants'
+            job = partial(
+                _shadow, store, shadow, body, request_id, predictions_log if logged else None,
+                shared,
+            )  # fmt: skip
+            after = environ.get(AFTER_RESPONSE)
+            if after is not None:  # the edge runs it after handing the response over
+                after.append(job)
+            else:  # another WSGI server: when it closes the response
+                response.call_on_close(job)
         return response
 
     @api.post("/feedback")
@@ -332,15 +355,31 @@ def _score(store: MetricsStore, model: LoadedModel, feed) -> tuple[list[Any], li
     return outputs, outputs
 
 
-def _shadow(store, model: LoadedModel, body: Any, request_id: str, predictions_log) -> None:
-    """The challenger scores the same rows; the result goes to the log, never to the client."""
-    started = time.perf_counter()
+#: How often a worker says that the shadow challenger failed (it may fail on every request).
+SHADOW_WARNING_SECONDS = 60.0
+_shadow_warned = [-math.inf]
+
+
+def _shadow(
+    store, model: LoadedModel, body: Any, request_id: str, predictions_log, shared: float = 0.0
+) -> None:
+    """The challenger scores the same rows; the result goes to the log, never to the client.
+    Its ``latency_ms`` is ``shared`` (the request's start to its body read, which the champion's
+    latency also holds) plus its own validation and scoring: the same span as the champion's."""
+    started = time.perf_counter() - shared
     try:
         _, feed = model.schema.feed_from_body(body)
         _, outputs = _score(store, model, feed)
     except Exception as exc:  # a challenger that cannot take this request: count, go on
         store.inc(store.index(m.SHADOW_FAILURES))
-        log.warning("shadow challenger failed on request %s: %s", request_id, exc)
+        now = time.monotonic()
+        if now - _shadow_warned[0] >= SHADOW_WARNING_SECONDS:  # the metric counts every one
+            _shadow_warned[0] = now
+            log.warning(
+                "shadow challenger failed on request %s: %s (serving_shadow_failures_total "
+                "counts each; this is said at most every %g s)",
+                request_id, exc, SHADOW_WARNING_SECONDS,
+            )  # fmt: skip
         return
     if predictions_log is not None:
         predictions_log.submit(
@@ -375,9 +414,15 @@ def _health_blueprint(state: ServingState) -> Blueprint:
         model = holder.model
         if model is None:
             return _json({"status": "not ready", "reason": public_reason(holder.error)}, 503)
-        return _json(
-            {"status": "ready", "model": model.model_block, "golden_rows": model.golden_rows}
-        )
+        payload = {"status": "ready", "model": model.model_block, "golden_rows": model.golden_rows}
+        if state.config.rollout != "off":  # the rollout's second model: whether it serves
+            other = state.challenger.model
+            payload["challenger"] = (
+                {"status": "serving", "model": other.model_block}
+                if other is not None
+                else {"status": "not serving", "reason": public_reason(state.challenger.error)}
+            )
+        return _json(payload)
 
     return health
 
@@ -594,9 +639,25 @@ def _holder(state: ServingState, variant: str) -> ModelHolder:
     return state.holder if variant == CHAMPION else state.challenger
 
 
+class IncompatibleChallenger(ModelError):
+    """A challenger that is not the champion's kind of model: another task, other inputs or
+    other classes (:func:`model_spec.descriptor.comparability`). Canary would answer clients
+    of the champion's API in another shape; shadow would fail on every request."""
+
+    step = "compatible"
+
+
 def _install(state: ServingState, model: LoadedModel, variant: str = CHAMPION) -> None:
-    """Make ``model`` the one ``variant`` serves: metric series first, then one atomic swap."""
+    """Make ``model`` the one ``variant`` serves: metric series first, then one atomic swap.
+
+    A challenger is served only beside a champion of its kind: installing one that is not
+    raises :class:`IncompatibleChallenger`; a new champion that the current challenger does
+    not match takes the challenger out of the rollout."""
     store = state.store
+    if variant == CHALLENGER and state.holder.model is not None:
+        why = _incompatible(model, state.holder.model)
+        if why:
+            raise IncompatibleChallenger(why)
     label = (("variant", variant),)
     if model.task.is_regression:
         model.value_index = store.index(
@@ -626,6 +687,22 @@ def _install(state: ServingState, model: LoadedModel, variant: str = CHAMPION) -
     store.set(info, 1.0)
     if variant == CHAMPION:
         store.set(store.index(m.READY), 1.0)
+        challenger = state.challenger.model
+        why = challenger is not None and _incompatible(challenger, model)
+        if why:
+            state.challenger.swap(None)
+            store.set(info_of(challenger), 0.0)
+            _failed(state, IncompatibleChallenger.step, why, startup=True, variant=CHALLENGER)
+
+
+def _incompatible(challenger: LoadedModel, champion: LoadedModel) -> str | None:
+    why = comparability(challenger.descriptor, champion.descriptor, role="challenger")
+    if why is None:
+        return None
+    return (
+        f"challenger {challenger.name} version {challenger.version} cannot serve beside "
+        f"champion {champion.name} version {champion.version}: {why}"
+    )
 
 
 def _failed(
@@ -648,6 +725,7 @@ def _start_model(state: ServingState) -> None:
     store.set(store.index(m.READY), 0.0)
     _start_variant(state, CHAMPION, config.model_uri or config.model_dir)
     if config.rollout != "off":
+        store.index(m.SHADOW_FAILURES if config.rollout == "shadow" else m.CANARY_FALLBACKS)
         _start_variant(state, CHALLENGER, config.challenger_source)
 
 

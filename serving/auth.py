@@ -8,6 +8,9 @@ import hmac
 #: The WSGI environ key the edge sets when it has checked the token of a request and found it
 #: right (no header can produce it: headers arrive as ``HTTP_*`` keys).
 AUTHORIZED = "serving.authorized"
+#: The environ key of a list of callables the edge (serving/rsgi.py) runs after the response
+#: is handed to the client.
+AFTER_RESPONSE = "serving.after_response"
 CHALLENGE = 'Bearer realm="serving"'
 INVALID_CHALLENGE = 'Bearer realm="serving", error="invalid_token"'
 

@@ -24,6 +24,9 @@ PUBLISHED_ENV = "SERVING_MODEL_PUBLISHED"
 #: Written into the runtime dir by ``serving.server`` on SIGTERM: readiness turns 503.
 DRAIN_FILE = "draining"
 
+#: ``models:/<name>@<alias>`` or ``models:/<name>/<version>``: what the registry mode takes.
+REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
 
 #: ``name``, ``name:port``, ``[v6]`` or ``[v6]:port`` (RFC 9110 section 7.2, RFC 3986 3.2.2).
 _HOST = re.compile(
@@ -189,10 +192,15 @@ class ServingConfig:
         """Refuse settings that cannot work, naming the variable."""
         if self.model_uri is None and self.model_dir is None:
             raise ConfigError("set SERVING_MODEL_DIR or SERVING_MODEL_URI: there is no model.")
-        if self.model_uri is not None and not self.model_uri.startswith("models:/"):
-            raise ConfigError(
-                f"SERVING_MODEL_URI must look like models:/<name>@<alias>, not {self.model_uri!r}."
-            )
+        for name, uri in (
+            ("SERVING_MODEL_URI", self.model_uri),
+            ("SERVING_CHALLENGER_URI", self.challenger_uri),
+        ):
+            if uri is not None and not REGISTRY_URI.match(uri):
+                raise ConfigError(
+                    f"{name} must look like models:/<name>@<alias> or models:/<name>/<version>, "
+                    f"not {uri!r}."
+                )
         for name, value in (
             ("SERVING_UNKNOWN_CATEGORIES", self.unknown_categories),
             ("SERVING_OUT_OF_RANGE", self.out_of_range),

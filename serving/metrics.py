@@ -54,6 +54,7 @@ PREDICTION_VALUE = "serving_prediction_value"
 PREDICTION_LOG = "serving_prediction_log_rows"
 FEEDBACK = "serving_feedback_rows"
 SHADOW_FAILURES = "serving_shadow_failures"
+CANARY_FALLBACKS = "serving_canary_fallbacks"
 
 #: name -> (type, help). Label names are given where each series is created.
 FAMILIES = {
@@ -67,6 +68,10 @@ FAMILIES = {
     ),
     FEEDBACK: ("counter", "Feedback rows: written, dropped (queue full), failed."),
     SHADOW_FAILURES: ("counter", "Requests the shadow challenger could not score."),
+    CANARY_FALLBACKS: (
+        "counter",
+        "Canary requests the challenger refused and the champion answered (its rules are the API).",
+    ),
     MODEL_INFO: ("gauge", "Processes serving each model version (name, version, source, variant)."),
     RELOADS: ("counter", "Model versions swapped in by a reload."),
     RELOAD_FAILURES: ("counter", "Reload attempts that kept the old model, by failed step."),

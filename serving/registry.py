@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from serving.config import REGISTRY_URI
 
 log = logging.getLogger("serving.registry")
 
@@ -26,7 +27,7 @@ POINTER = "current.json"
 REFUSED = "refused.json"
 #: The challenger's (``SERVING_ROLLOUT``): the same files with this prefix.
 CHALLENGER_PREFIX = "challenger-"
-_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+_URI = REGISTRY_URI
 
 
 class RegistryError(Exception):

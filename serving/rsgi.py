@@ -39,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from serving.auth import AUTHORIZED, auth_error
+from serving.auth import AFTER_RESPONSE, AUTHORIZED, auth_error
 from serving.predlog import escape_breaks
 
 log = logging.getLogger("serving.http")
@@ -108,7 +108,7 @@ def _clip(text: str | None, limit: int) -> str | None:
     return text[:limit] + "..."
 
 
-def _header_error(scope) -> _BodyError | None:
+def _header_error(scope, read_headers: dict[str, str] = _READ_HEADERS) -> _BodyError | None:
     """400 for a transfer coding besides chunked, for a header the server reads that granian
     could not hand over as text, and for an HTTP/1.1 request without ``Host`` (RFC 9112
     section 3.2)."""
@@ -130,7 +130,7 @@ def _header_error(scope) -> _BodyError | None:
             return _BodyError(
                 400, "header", "the header is given more than once", _READ_HEADERS[name]
             )
-    absent = [name for name in _READ_HEADERS if headers.get(name) is None]
+    absent = [name for name in read_headers if headers.get(name) is None]
     if not absent:
         return None
     present = headers.keys()
@@ -140,7 +140,7 @@ def _header_error(scope) -> _BodyError | None:
                 400,
                 "header",
                 "the value could not be read: header values must be ASCII text",
-                _READ_HEADERS[name],
+                read_headers[name],
             )
     if "host" in absent and scope.http_version == "1.1":
         return _BodyError(400, "host", "an HTTP/1.1 request must have a Host header", "Host")
@@ -184,8 +184,12 @@ class RSGIBridge:
         expected_auth: bytes | None = None,
         protected_posts: frozenset[str] = frozenset(),
         observe: Callable[[str, int, float], None] | None = None,
+        also_read: tuple[str, ...] = (),
     ):
         self.app = wsgi_app
+        #: The headers refused when granian could not hand their value over: the fixed ones
+        #: and ``also_read`` (the canary's caller key: unread, a caller would change variant).
+        self.read_headers = {**_READ_HEADERS, **{h.lower(): h for h in also_read}}
         #: With a token, a POST to these paths is refused before its body is read: a client
         #: without the token cannot make a worker buffer (and wait for) a body.
         self.expected_auth = expected_auth
@@ -253,7 +257,7 @@ class RSGIBridge:
         started = time.perf_counter()
         headers = scope.headers
         request_id = request_id_from(headers.get(REQUEST_ID_HEADER))
-        refused, authorized = _header_error(scope), False
+        refused, authorized = _header_error(scope, self.read_headers), False
         if refused is None and self.expected_auth is not None and scope.method == "POST":
             refused, authorized = self._auth_error(scope)
         if refused is not None:
@@ -289,6 +293,8 @@ class RSGIBridge:
         environ = self._environ(scope, body, request_id, started)
         if authorized:  # the view need not compare the token again
             environ[AUTHORIZED] = True
+        after: list = []
+        environ[AFTER_RESPONSE] = after
         status_line: list[str] = []
         response_headers: list[tuple[str, str]] = []
 
@@ -326,6 +332,11 @@ class RSGIBridge:
         protocol.response_bytes(status, response_headers, payload)
         if self.access.enabled:
             self._log(scope, status, len(payload), started, request_id)
+        for job in after:  # work the client need not wait for (a shadow challenger's scoring)
+            try:
+                job()
+            except Exception:
+                log.exception("request %s: work after the response failed", request_id)
 
     def _is_draining(self) -> bool:
         if self._draining or self.drain_file is None:
@@ -445,4 +456,5 @@ def create_rsgi_app() -> RSGIBridge:
         expected_auth=state.expected_auth,
         protected_posts=PROTECTED_POSTS,
         observe=observe,
+        also_read=(config.rollout_key_header,) if config.rollout == "canary" else (),
     )

@@ -21,6 +21,7 @@ them to granian's options.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -28,6 +29,7 @@ import re
 import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -105,6 +107,31 @@ def parse_bind(bind: str) -> tuple[str, int]:
     if not sep or not port.isdigit() or not host:
         raise ConfigError(f"SERVING_BIND must be host:port, not {bind!r}.")
     return host.strip("[]"), int(port)
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another server listens on. granian binds with ``SO_REUSEPORT``, so a
+    second server on a busy port started without a word and the kernel split the clients
+    between the two (two different models on one address). A bind without that option
+    fails while any socket listens there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        probe.bind((host, port))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"SERVING_BIND {host}:{port} is already in use by another server; stop it or "
+                "choose another port (make serve SERVE_PORT=...)."
+            ) from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise ConfigError(
+                f"SERVING_BIND {host}:{port}: {host} is not an address of this machine."
+            ) from None
+        raise ConfigError(f"SERVING_BIND {host}:{port} cannot be bound: {exc.strerror}.") from None
+    finally:
+        probe.close()
 
 
 def granian_command(env: Mapping[str, str]) -> list[str]:
@@ -241,31 +268,40 @@ class Launcher:
         self.command[-1:-1] = ["--log-config", str(log_config)]
         self.env.setdefault("SERVING_ORT_INTRA_OP_THREADS", "1")
         self.env.setdefault("SERVING_ORT_INTER_OP_THREADS", "1")
-        self.config = ServingConfig.from_env(self.env)  # refuse bad settings before starting
+        try:
+            self.config = ServingConfig.from_env(self.env)  # refuse bad settings before starting
+            check_port_free(*parse_bind(self.env.get("SERVING_BIND", "127.0.0.1:8000")))
+        except ConfigError:
+            if self.owned_runtime is not None:  # a refused start leaves nothing in the temp dir
+                shutil.rmtree(self.owned_runtime, ignore_errors=True)
+            raise
         self.publisher = None
         self.challenger = None
         self.proc: subprocess.Popen | None = None
         self._stopping = threading.Event()
 
     def start_publisher(self) -> bool:
-        """Registry mode: publish the first version before workers start."""
-        if self.config.model_uri is None:
+        """Registry mode: publish the first version before workers start. The launcher does
+        all the registry work (a champion from a directory with a challenger from the registry
+        too), so workers never import MLflow."""
+        challenger = self.config.challenger_source if self.config.rollout != "off" else None
+        challenger_uri = challenger if isinstance(challenger, str) else None
+        if self.config.model_uri is None and challenger_uri is None:
             return True
         from serving.publisher import Publisher
 
         self.env[PUBLISHED_ENV] = "1"
-        self.publisher = Publisher(self.config, self.runtime_dir)
-        challenger = self.config.challenger_source if self.config.rollout != "off" else None
-        if isinstance(challenger, str):  # a registry alias: published like the champion
+        store = None
+        if challenger_uri is not None:  # a registry alias: published like the champion
             self.challenger = Publisher(
-                self.config,
-                self.runtime_dir,
-                uri=challenger,
-                prefix=CHALLENGER_PREFIX,
-                store=self.publisher.store,
+                self.config, self.runtime_dir, uri=challenger_uri, prefix=CHALLENGER_PREFIX
             )
+            store = self.challenger.store
             self.challenger.publish_first()
             self.challenger.start()
+        if self.config.model_uri is None:
+            return True
+        self.publisher = Publisher(self.config, self.runtime_dir, store=store)
         published = self.publisher.publish_first()
         if not published and self.config.reload_interval <= 0:
             print(
@@ -355,8 +391,20 @@ def configure_logging(level: str) -> None:
     logger.propagate = False
 
 
+#: MLflow's HTTP client retries a request 7 times with backoff for up to 120 s each by
+#: default: one registry poll then hung for minutes while the tracking server was down, with
+#: nothing logged or counted. A poll fails fast instead, is counted, and the next one retries.
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+
+
 def main() -> int:
     configure_logging(os.environ.get("SERVING_LOG_LEVEL", "info"))
+    for name, value in MLFLOW_HTTP_DEFAULTS.items():  # the operator's own values win
+        os.environ.setdefault(name, value)
     try:
         launcher = Launcher(os.environ)
     except ConfigError as exc:

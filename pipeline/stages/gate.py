@@ -54,6 +54,7 @@ from model_spec.descriptor import (
     PROBABILITIES,
     DescriptorError,
     ModelDescriptor,
+    comparability,
 )
 from model_spec.feed import FeedError, build_feed
 from model_spec.task import Task
@@ -431,39 +432,6 @@ def leakage_checks(validation: Mapping[str, Any]) -> list[Check]:
         "ignored in the contract), or allow it in the contract if it is legitimate."
     )
     return [Check("leakage", False, worst, threshold, "<", detail)]
-
-
-def comparability(candidate: ModelDescriptor, champion: ModelDescriptor) -> str | None:
-    """Why the champion cannot be compared with the candidate (another task, other inputs,
-    other classes), or None when it can."""
-    if champion.task != candidate.task:
-        return f"it is a {champion.task.value} model and this candidate is {candidate.task.value}"
-    theirs = {i.name: i.kind for i in champion.inputs}
-    ours = {i.name: i.kind for i in candidate.inputs}
-    if theirs != ours:
-        parts = []
-        only_theirs = [n for n in theirs if n not in ours]
-        only_ours = [n for n in ours if n not in theirs]
-        kinds = [n for n in ours if n in theirs and ours[n] != theirs[n]]
-        if only_theirs:
-            parts.append("only the champion has " + _names(only_theirs))
-        if only_ours:
-            parts.append("only the candidate has " + _names(only_ours))
-        if kinds:
-            parts.append("the kind differs for " + _names(kinds))
-        return "its inputs differ (" + "; ".join(parts) + ")"
-    if candidate.task.is_classification and set(champion.classes) != set(candidate.classes):
-        return (
-            f"its classes are {_names(champion.classes)}, the candidate's "
-            f"{_names(candidate.classes)}"
-        )
-    return None
-
-
-def _names(names, limit: int = 4) -> str:
-    names = list(names)
-    shown = ", ".join(f"'{n}'" for n in names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def decide(

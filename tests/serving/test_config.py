@@ -33,7 +33,22 @@ from serving.model import ModelError, locate_model_files
         ({"SERVING_MAX_ROWS": "0"}, "SERVING_MAX_ROWS must be at least 1, not 0."),
         (
             {"SERVING_MODEL_URI": "runs:/abc/model"},
-            "SERVING_MODEL_URI must look like models:/<name>@<alias>, not 'runs:/abc/model'.",
+            "SERVING_MODEL_URI must look like models:/<name>@<alias> or models:/<name>/<version>, "
+            "not 'runs:/abc/model'.",
+        ),
+        (
+            {"SERVING_MODEL_URI": "models:/penguins-classifier"},
+            "SERVING_MODEL_URI must look like models:/<name>@<alias> or models:/<name>/<version>, "
+            "not 'models:/penguins-classifier'.",
+        ),
+        (
+            {
+                "SERVING_MODEL_URI": "models:/m@champion",
+                "SERVING_ROLLOUT": "canary",
+                "SERVING_CHALLENGER_URI": "m@challenger",
+            },
+            "SERVING_CHALLENGER_URI must look like models:/<name>@<alias> or "
+            "models:/<name>/<version>, not 'm@challenger'.",
         ),
         (
             {"SERVING_MODEL_DIR": ""},

@@ -184,3 +184,46 @@ def test_shadow_scores_logs_and_never_returns_the_challenger(
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     assert f"Agreement on {60 * len(rows)} rows both scored:" in result.stdout
+
+
+def test_a_directory_champion_with_a_registry_challenger_leaves_mlflow_to_the_launcher(
+    live_server, registry, two_versions, exported_model, tmp_path
+):
+    """The launcher publishes the challenger for the workers, as it does a registry champion;
+    each worker used to run its own registry watcher (and import MLflow)."""
+    name, _, v2 = two_versions
+    runtime = tmp_path / "runtime"
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_RUNTIME_DIR=str(runtime),
+        MLFLOW_TRACKING_URI=registry.uri,
+        SERVING_ROLLOUT="canary",
+        SERVING_CANARY_PERCENT="100",
+        SERVING_CHALLENGER_URI=f"models:/{name}@challenger",
+    )
+    wait_variants(server)
+    published = json.loads((runtime / "challenger-current.json").read_text())
+    assert published["version"] == v2
+    ready = requests.get(server.url + "/health/ready", timeout=5).json()
+    assert ready["challenger"]["status"] == "serving"
+    assert ready["challenger"]["model"]["version"] == v2
+
+
+def test_a_rollout_key_that_is_not_ascii_is_refused_by_name(live_server, exported_model, row):
+    """granian cannot hand over a header value that is not ASCII; the canary read it as absent
+    and bucketed by a random request id, moving the caller between variants."""
+    import http.client
+
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_ROLLOUT="canary",
+        SERVING_CHALLENGER_DIR=str(exported_model),
+    )
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    conn.request("POST", "/predict", json.dumps({"instances": [row]}),
+                 {"Content-Type": "application/json", "X-Rollout-Key": "héllo"})  # fmt: skip
+    response = conn.getresponse()
+    error = json.loads(response.read())["error"]
+    assert response.status == 400
+    assert (error["rule"], error["field"]) == ("header", "X-Rollout-Key")
+    conn.close()

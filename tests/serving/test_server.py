@@ -134,6 +134,30 @@ def test_bad_setting_is_one_clear_line(exported_model):
     )
 
 
+def test_a_second_server_on_a_busy_port_is_refused(live_server, exported_model, tmp_path):
+    """granian binds with SO_REUSEPORT: a second server on the same port used to start without
+    a word and take half of the first one's clients. It is refused, and a refused start leaves
+    no runtime directory behind."""
+    import glob
+    import tempfile
+
+    first = live_server(SERVING_MODEL_DIR=str(exported_model))
+    before = set(glob.glob(os.path.join(tempfile.gettempdir(), "serving-*")))
+    proc = subprocess.run(
+        [sys.executable, "-m", "serving.server"],
+        env={**os.environ, "SERVING_MODEL_DIR": str(exported_model),
+             "SERVING_BIND": f"127.0.0.1:{first.port}"},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr == (
+        f"serving: configuration error: SERVING_BIND 127.0.0.1:{first.port} is already in use "
+        "by another server; stop it or choose another port (make serve SERVE_PORT=...).\n"
+    )
+    assert set(glob.glob(os.path.join(tempfile.gettempdir(), "serving-*"))) <= before
+    assert requests.get(f"http://127.0.0.1:{first.port}/health/ready", timeout=5).status_code == 200
+
+
 def test_predict_health_metrics_access_log_across_workers(
     live_server, exported_model, golden, tmp_path
 ):
