@@ -74,9 +74,10 @@ register: env ## Register the gated export as a new version (alias challenger); 
 	$(BIN)/python -m pipeline.registry register --params params.yaml --model-dir $(MODEL_DIR) \
 	  --gate reports/gate.json --dvc-lock dvc.lock
 
-promote: env ## Move @champion to VERSION (default: @challenger): make promote [VERSION=n] [REASON=...]
+promote: export PROMOTE_VERSION = $(VERSION)
+promote: env ## Move @champion to VERSION (default: @challenger): make promote [VERSION=n] [REASON=...] [FORCE=1]
 	$(BIN)/python -m pipeline.registry promote --params params.yaml \
-	  $(if $(VERSION),--version $(VERSION)) --reason "$${REASON:-}"
+	  $${PROMOTE_VERSION:+--version "$$PROMOTE_VERSION"} --reason "$${REASON:-}" $(if $(FORCE),--force)
 
 rollback: env ## Move @champion back to the previous champion: make rollback [REASON=...]
 	$(BIN)/python -m pipeline.registry rollback --params params.yaml --reason "$${REASON:-}"

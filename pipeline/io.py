@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,25 +16,52 @@ from typing import Any
 
 import pandas as pd
 
+#: A temporary sibling older than this is a leftover of a killed run, removed by the next.
+STALE_SECONDS = 600
+
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; move it into place only if the block succeeds.
 
     Works for files and directories, so a failing stage never leaves a half-written output.
+    An existing directory is renamed aside before the new one takes its name, and renamed back
+    if that fails: deleting it first left a half-deleted directory (the previous export, still
+    served) when the deletion failed or the process died in it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _sweep_stale(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
     try:
         yield tmp
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-        os.replace(tmp, path)
+        if path.exists() and (tmp.is_dir() or (path.is_dir() and not path.is_symlink())):
+            old = tmp.with_name(path.name + ".old")
+            os.replace(path, old)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                os.replace(old, path)
+                raise
+        else:
+            os.replace(tmp, path)  # a file replaces a file in one step
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def _sweep_stale(path: Path) -> None:
+    """Remove what a killed run left of an earlier :func:`atomic_path` of ``path``."""
+    now = time.time()
+    prefix = f".{path.name}."
+    for sibling in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        rest = sibling.name[len(prefix) :]
+        if "." in rest or not sibling.is_dir():  # another output's temporary ("a.json" vs "a")
+            continue
+        try:
+            if now - sibling.stat().st_mtime > STALE_SECONDS:
+                shutil.rmtree(sibling, ignore_errors=True)
+        except OSError:
+            pass
 
 
 def write_json(path: str | Path, payload: Any) -> None:

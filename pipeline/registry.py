@@ -336,7 +336,7 @@ def version_tags(
         "data_sha256": lineage.data_sha256 or run_tags.get("data_sha256", "unknown"),
         "params": json.dumps(params, sort_keys=True),
         "metrics": json.dumps(metrics, sort_keys=True),
-        "gate": json.dumps(gate, sort_keys=True),
+        "gate": json.dumps(_gate_summary(gate), sort_keys=True),
         "gate_passed": "true",
         "estimator": descriptor.estimator,
         "family": descriptor.family,
@@ -416,6 +416,7 @@ def register_export(
                 "with a different model.onnx; a pipeline run registers once. Retrain "
                 "(`make retrain`) to get a new run."
             )
+        _finish_registration(client, name, str(version.version))
         return Registered(str(version.version), False, run_id)
 
     try:
@@ -443,6 +444,30 @@ def register_export(
     return Registered(str(version.version), True, run_id)
 
 
+def _gate_summary(gate: dict[str, Any]) -> dict[str, Any]:
+    """The gate's verdict as a version tag: the decision and each check's numbers. The whole
+    report (a leakage score per feature) outgrows the 5,000 characters PostgreSQL and MySQL
+    keep for a tag on a wide table; it is in the run's ``gate/`` artifacts."""
+    keep = ("passed", "compared_with_champion", "champion_version", "model_name", "failed")
+    checks = [
+        {k: c.get(k) for k in ("name", "passed", "value", "threshold", "op")}
+        for c in gate.get("checks", [])
+    ]
+    candidate = {"run_id": (gate.get("candidate") or {}).get("run_id")}
+    return {**{k: gate.get(k) for k in keep}, "candidate": candidate, "checks": checks}
+
+
+def _finish_registration(client, name: str, version: str) -> None:
+    """The last step of a registration that stopped before it (a crash, an interrupt): the
+    ``challenger`` alias, unless a newer version holds it or this one is the champion."""
+    challenger = alias_version(client, name, CHALLENGER)
+    champion = alias_version(client, name, CHAMPION)
+    if champion is not None and str(champion.version) == version:
+        return
+    if challenger is None or int(challenger.version) < int(version):
+        client.set_registered_model_alias(name, CHALLENGER, version)
+
+
 # ---------------------------------------------------------------------------- promote, rollback
 @dataclass(frozen=True)
 class Moved:
@@ -451,8 +476,12 @@ class Moved:
     changed: bool
 
 
-def promote(name: str, version: str | None, reason: str, who: str | None = None) -> Moved:
-    """Point ``champion`` at ``version`` (default: the challenger) if its gate passed."""
+def promote(
+    name: str, version: str | None, reason: str, who: str | None = None, force: bool = False
+) -> Moved:
+    """Point ``champion`` at ``version`` (default: the challenger) if its gate passed, it is
+    the champion's kind of model, and its gate judged it against the current champion (or
+    ``force``, recorded)."""
     client = _client()
     require_model(client, name)
     if version is None:
@@ -475,11 +504,24 @@ def promote(name: str, version: str | None, reason: str, who: str | None = None)
     previous = None if current is None else str(current.version)
     if previous == target_v:
         return Moved(target_v, previous, False)
+    if current is not None:
+        _require_same_kind(current, target, name)
+        judged = _gated_against(target)
+        if judged != previous and not force:
+            against = f"champion version {judged}" if judged else "no champion"
+            raise PipelineError(
+                f"version {target_v} of '{name}' was gated against {against}, not the current "
+                f"champion (version {previous}): nothing says it does as well. Gate it against "
+                "the champion (rerun the pipeline on its params and `make register`), or "
+                f"promote it anyway with `make promote VERSION={target_v} FORCE=1` (recorded)."
+            )
     require_servable(name, target_v)  # the server's own check, before the alias moves
 
     who = who or actor()
     at = _now()
-    why = reason or "(no reason given)"
+    why = (reason or "(no reason given)")[:MAX_REASON_CHARS]
+    if force:
+        why = f"[forced past the champion gate] {why}"[:MAX_REASON_CHARS]
     client.set_registered_model_alias(name, CHAMPION, target_v)
     for key, value in {
         "promoted_by": who,
@@ -491,6 +533,35 @@ def promote(name: str, version: str | None, reason: str, who: str | None = None)
     event = {"action": "promote", "version": target_v, "from": previous}
     _append_event(client, name, {**event, "by": who, "at": at, "reason": why})
     return Moved(target_v, previous, True)
+
+
+def _gated_against(version) -> str | None:
+    """The champion version the version's recorded gate compared it with (None: none)."""
+    try:
+        gate = json.loads((version.tags or {}).get("gate", "{}"))
+    except ValueError:
+        return None
+    judged = gate.get("champion_version") if gate.get("compared_with_champion") else None
+    return None if judged is None else str(judged)
+
+
+def _require_same_kind(champion, target, name: str) -> None:
+    """Refuse to make champion a model of another task or other inputs than the champion's:
+    every server following the alias would take it and refuse its clients' requests."""
+    a, b = champion.tags or {}, target.tags or {}
+    differs = []
+    if a.get("task") and b.get("task") and a["task"] != b["task"]:
+        differs.append(f"it is a {b['task']} model and the champion a {a['task']} one")
+    if a.get("inputs") and b.get("inputs"):
+        theirs = {i["name"]: i["kind"] for i in json.loads(a["inputs"])}
+        ours = {i["name"]: i["kind"] for i in json.loads(b["inputs"])}
+        if theirs != ours:
+            differs.append("it takes other inputs than the champion")
+    if differs:
+        raise PipelineError(
+            f"version {target.version} of '{name}' is not the champion's kind of model: "
+            f"{'; '.join(differs)} (version {champion.version}). The alias was not moved."
+        )
 
 
 def rollback(name: str, reason: str, who: str | None = None) -> Moved:
@@ -519,10 +590,11 @@ def rollback(name: str, reason: str, who: str | None = None) -> Moved:
             f"tags record no champion before version {current_v}."
         )
     target_v = stack[-1]
+    _require_same_kind(current, client.get_model_version(name, target_v), name)
     require_servable(name, target_v)  # the server's own check, before the alias moves
     who = who or actor()
     at = _now()
-    why = reason or "(no reason given)"
+    why = (reason or "(no reason given)")[:MAX_REASON_CHARS]
     client.set_registered_model_alias(name, CHAMPION, target_v)
     for key, value in {"rolled_back_by": who, "rolled_back_at": at, "rollback_reason": why}.items():
         client.set_model_version_tag(name, current_v, key, value)
@@ -532,15 +604,18 @@ def rollback(name: str, reason: str, who: str | None = None) -> Moved:
 
 
 # ---------------------------------------------------------------------- what `make serve` serves
-def serving_source(model_dir: Path, name: str) -> tuple[dict[str, str], str]:
+def serving_source(
+    model_dir: Path, name: str, gate_report: Path = Path("reports/gate.json")
+) -> tuple[dict[str, str], str]:
     """The server's settings for ``make serve`` and one sentence saying what it will serve.
 
     In order: ``SERVING_MODEL_URI`` when it is set; else ``model_dir`` when it holds a
     readable export (after a failed export that is still the previous, complete one: DVC keeps
-    it, see ``persist`` in dvc.yaml); else the registry's ``@champion`` of ``name``. Neither:
-    a PipelineError saying how to get a model.
+    it, see ``persist`` in dvc.yaml) and did not fail its gate (``gate_report`` for that run;
+    a failed export is served only while there is no champion, and said so); else the
+    registry's ``@champion`` of ``name``. Neither: a PipelineError saying how to get a model.
     """
-    from pipeline.tracking import LOCAL_STORE, tracking_uri
+    from pipeline.tracking import tracking_uri
 
     uri = os.environ.get("SERVING_MODEL_URI")
     if uri:
@@ -555,13 +630,19 @@ def serving_source(model_dir: Path, name: str) -> tuple[dict[str, str], str]:
     except DescriptorError as exc:
         why = str(exc)
     else:
-        return {"SERVING_MODEL_DIR": str(model_dir)}, (
-            f"serve: the export in '{model_dir}' ({d.name}, {d.estimator}, run {d.lineage.run_id})."
-        )
+        said = f"the export in '{model_dir}' ({d.name}, {d.estimator}, run {d.lineage.run_id})"
+        failed = _failed_gate(gate_report, d.lineage.run_id)
+        if failed is None:
+            return {"SERVING_MODEL_DIR": str(model_dir)}, f"serve: {said}."
+        version = _local_champion(name)
+        if version is None:  # nothing better to serve: the export, said loudly
+            return {"SERVING_MODEL_DIR": str(model_dir)}, (
+                f"serve: {said}, which FAILED its gate ({failed}); '{name}' has no "
+                f"@{CHAMPION} to serve instead. Do not ship it."
+            )
+        why = f"it FAILED its gate ({failed})"
     store = tracking_uri()
-    version = None
-    if os.environ.get("MLFLOW_TRACKING_URI") or (LOCAL_STORE / "mlflow.db").is_file():
-        version, _ = champion_of(name)
+    version = _local_champion(name)
     if version is None:
         raise PipelineError(
             f"there is no model to serve: {why}, and '{name}' has no @{CHAMPION} in the "
@@ -577,6 +658,27 @@ def serving_source(model_dir: Path, name: str) -> tuple[dict[str, str], str]:
         f"serve: no usable export in '{model_dir}' ({why}); serving the registry's champion "
         f"{champion} (version {version.version}) instead."
     )
+
+
+def _local_champion(name: str):
+    """The champion version of ``name`` in the configured store, without creating a store."""
+    from pipeline.tracking import LOCAL_STORE
+
+    if os.environ.get("MLFLOW_TRACKING_URI") or (LOCAL_STORE / "mlflow.db").is_file():
+        return champion_of(name)[0]
+    return None
+
+
+def _failed_gate(path: Path, run_id: str | None) -> str | None:
+    """What failed, when ``path`` is the gate report of run ``run_id`` and it did not pass."""
+    try:
+        gate = read_json(path)
+    except (OSError, ValueError):
+        return None
+    if gate.get("passed") or (gate.get("candidate") or {}).get("run_id") != run_id:
+        return None
+    failed = gate.get("failed") or ["not judged"]
+    return f"{path}: {', '.join(map(str, failed[:4]))}"
 
 
 def _serve_source(args: argparse.Namespace) -> None:
@@ -617,7 +719,7 @@ def _register(args: argparse.Namespace) -> None:
 
 def _promote(args: argparse.Namespace) -> None:
     name = model_name(load_params(args.params))
-    moved = promote(name, args.version, args.reason)
+    moved = promote(name, args.version, args.reason, force=args.force)
     if not moved.changed:
         print(f"promote: version {moved.version} of '{name}' is already @{CHAMPION}; no change.")
         return
@@ -653,6 +755,11 @@ def _parser() -> argparse.ArgumentParser:
     pro.add_argument("--params", required=True)
     pro.add_argument("--version", help="version number (default: the @challenger)")
     pro.add_argument("--reason", default="", help="why, recorded in the version's tags")
+    pro.add_argument(
+        "--force",
+        action="store_true",
+        help="promote a version gated against another champion than the current one",
+    )
     rol = sub.add_parser("rollback", help="move @champion back to the previous champion")
     rol.add_argument("--params", required=True)
     rol.add_argument("--reason", default="", help="why, recorded in the version's tags")

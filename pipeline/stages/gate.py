@@ -37,6 +37,8 @@ same as MLflow's (``>=`` when greater is better, else ``<=``).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import math
 import os
 import tempfile
 from collections.abc import Mapping
@@ -180,6 +182,12 @@ def floor_checks(
         passed = value >= bound if higher else value <= bound
         if passed:
             detail = f"{metric} {_fmt(value)} {op} {_fmt(bound)}."
+        elif not math.isfinite(value):  # no bound can fix this: say what can
+            detail = (
+                f"{metric} is undefined on the test split ({_fmt(value)}): its rows hold a "
+                "single class or a constant target, so no bound applies. Give the test split "
+                "more rows (preprocess.test_size) or use data with more distinct inputs."
+            )
         else:
             side = "below the minimum" if higher else "above the maximum"
             detail = (
@@ -229,10 +237,18 @@ def baseline_checks(
     # has learnt something: its probabilities are too sure (exact 0 or 1 from deep trees,
     # min_samples_leaf: 1). "Learnt little" sent the user to the features instead.
     learnt = any(c.passed and _metric(c) not in _PROBABILITY_METRICS for c in checks)
-    return [
-        c if c.passed or c.threshold is None else replace(c, detail=c.detail + _hint(c, learnt))
-        for c in checks
-    ]
+    out, hinted = [], False
+    for c in checks:
+        if c.passed or c.threshold is None:
+            out.append(c)
+            continue
+        overconfident = learnt and _metric(c) in _PROBABILITY_METRICS
+        if not overconfident and hinted:  # "learnt little" once, not once per metric
+            out.append(c)
+            continue
+        hinted = hinted or not overconfident
+        out.append(replace(c, detail=c.detail + _hint(c, learnt)))
+    return out
 
 
 #: Metrics of the probabilities themselves: a model can rank and label well and still fail them.
@@ -254,9 +270,12 @@ def _hint(check: Check, learnt: bool) -> str:
             "train.<estimator> (e.g. min_samples_leaf, max_depth), or lower "
             "gate.baseline_margin."
         )
+    beyond = (
+        "the training mean" if metric in metric_names(Task.REGRESSION) else "the class shares"
+    )
     return (
-        " The model has learnt little beyond the class shares / the mean: check the "
-        "features and the target, or lower gate.baseline_margin."
+        f" The model has learnt little beyond {beyond}: check the features and the target, or "
+        "lower gate.baseline_margin."
     )
 
 
@@ -775,7 +794,18 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.out, report.to_dict())
     with atomic_path(args.report) as tmp:
         tmp.write_text(render_markdown(report))
-    _log_to_run(run_id, report.passed, [args.out, args.report])
+    try:
+        _log_to_run(run_id, report.passed, [args.out, args.report])
+    except BaseException as exc:  # a verdict the run does not hold is no verdict for register
+        from pipeline.stages.export import invalidate_gate_report
+
+        with contextlib.suppress(Exception):
+            invalidate_gate_report(
+                Path(args.out), Path(args.report), name, run_id,
+                f"the gate's verdict could not be recorded in MLflow run {run_id} "
+                f"({type(exc).__name__}); run `make gate` again",
+            )  # fmt: skip
+        raise
 
     if not report.passed:
         raise PipelineError(failure_message(report))

@@ -86,7 +86,8 @@ def split_data(
     keys = frame[list(features)] if features is not None else frame.drop(columns=[target])
     codes, _ = pd.factorize(pd.util.hash_pandas_object(keys, index=False))
     groups = frame.iloc[np.unique(codes, return_index=True)[1]]  # one row per group, code order
-    labels = groups[target] if stratify else None
+    # Each group is stratified by its most frequent label (its first row's, on a tie).
+    labels = _majority(codes, frame[target]) if stratify else None
     if stratify:
         need = min_rows_per_class(test_size, val_size)
         # Groups holding each class: a class whose rows all share inputs with rows of other
@@ -100,6 +101,11 @@ def split_data(
                 f"a stratified split with test_size {test_size} and val_size {val_size} "
                 f"needs at least {need} per class."
             )
+    if labels is not None and labels.value_counts().min() < need:
+        # A class that is the majority of too few groups (its rows share their inputs with
+        # more rows of other classes) cannot stratify the groups; they are split plainly, and
+        # the check below makes sure every split still holds every class.
+        labels = None
     ids = np.arange(len(groups))
     rest, test = train_test_split(ids, test_size=test_size, stratify=labels, random_state=seed)
     train, val = train_test_split(
@@ -108,7 +114,32 @@ def split_data(
         stratify=None if labels is None else labels.to_numpy()[rest],
         random_state=seed,
     )
-    return Splits(*(_rows_of(frame, codes, part) for part in (train, val, test)))
+    splits = Splits(*(_rows_of(frame, codes, part) for part in (train, val, test)))
+    if stratify:
+        classes = set(frame[target].unique())
+        for part, rows in (("train", splits.train), ("validation", splits.val),
+                           ("test", splits.test)):  # fmt: skip
+            missing = classes - set(rows[target].unique())
+            if missing:
+                shown = ", ".join(f"'{c}'" for c in sorted(map(str, missing))[:4])
+                raise PipelineError(
+                    f"target '{target}': the {part} split holds no row of class(es) {shown}. "
+                    f"The table has {len(groups)} distinct inputs (rows with the same inputs go "
+                    "to one split together, so copies never sit on both sides), too few to "
+                    "give every split every class: its metrics would be undefined. Add "
+                    "features that tell the rows apart, more data, or a larger "
+                    "preprocess.test_size / val_size."
+                )
+    return splits
+
+
+def _majority(codes: np.ndarray, target: pd.Series) -> pd.Series:
+    """The most frequent label of each group, in code order (ties: the first row's label)."""
+    pairs = pd.DataFrame({"code": codes, "label": target.to_numpy()})
+    counts = pairs.groupby(["code", "label"], sort=False).size().reset_index(name="n")
+    counts["order"] = np.arange(len(counts))  # first appearance: the first row's label first
+    counts = counts.sort_values(["code", "n", "order"], ascending=[True, False, True])
+    return counts.drop_duplicates("code").set_index("code")["label"].reset_index(drop=True)
 
 
 def _rows_of(frame: pd.DataFrame, codes: np.ndarray, group_ids: np.ndarray) -> pd.DataFrame:

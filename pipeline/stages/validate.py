@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import logging
 import math
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -1082,7 +1083,7 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
                     float(finite.min()), float(finite.max()), _integral(finite)
                 )
         if kind == "categorical" and role != "ignored":
-            spec["categories"] = tuple(sorted({_label(v) for v in present}))
+            spec["categories"] = _ordered({_label(v) for v in present})
             spelt = _spelt_apart(spec["categories"])
             if spelt:
                 notes[name] = _join_notes(
@@ -1142,6 +1143,13 @@ def _row_number(present: pd.Series) -> bool:
     # Python floats: 1e308 - -1e308 is inf without numpy's overflow warning.
     span = float(values.max()) - float(values.min())
     return bool(values.is_unique and span + 1 == len(values))
+
+
+def _ordered(labels: set[str]) -> tuple[str, ...]:
+    """Categories in a draft: integer codes by value ("2" before "10"), other text as text."""
+    if all(re.fullmatch(r"-?\d+", v) for v in labels):
+        return tuple(sorted(labels, key=int))
+    return tuple(sorted(labels))
 
 
 def _spelt_apart(categories: tuple[str, ...]) -> str:
@@ -1206,8 +1214,17 @@ def _infer_target(column: pd.Series, name: str) -> tuple[str, str | None]:
             "nothing to predict."
         )
     if _is_number(column):
+        rarest = present.value_counts()
+        if _integral(present) and distinct <= MAX_INTEGER_CLASSES and rarest.min() < 3:
+            value, times = rarest.index[-1], int(rarest.iloc[-1])
+            return "numeric", (
+                f"integer target with {distinct} distinct values, but {_label(value)!r} occurs "
+                f"only {times} time(s): too few to be a class (a stratified split needs at "
+                "least 3 rows of each), so drafted as REGRESSION. If the numbers are codes of "
+                "classes, set type: categorical with categories and give each class more rows"
+            )
         if _integral(present) and distinct <= MAX_INTEGER_CLASSES:
-            labels = ", ".join(f'"{v}"' for v in sorted({_label(v) for v in present})[:5])
+            labels = ", ".join(f'"{v}"' for v in _ordered({_label(v) for v in present})[:5])
             return "categorical", (
                 f"integer-coded target with {distinct} distinct values: drafted as "
                 f"CLASSIFICATION with categories {labels}{', ...' if distinct > 5 else ''}. "

@@ -151,3 +151,55 @@ def test_an_export_whose_run_is_not_in_the_store_leaves_the_failure_record(
     assert "is not in the store" in gate["note"]
     parity = project.read_json("reports/parity.json")
     assert parity["passed"] is False and "is not in the store" in parity["error"]
+
+
+def test_a_gate_whose_verdict_cannot_be_recorded_leaves_no_passed_report(
+    project: Project, tmp_path
+):
+    """The gate wrote PASSED, then failed to log it to the train run (here a run missing from
+    the store); `make register` read the PASSED file. The report is voided instead."""
+    project.set_params(**{"train.estimator": "logistic_regression"})
+    project.dvc("repro")
+    assert project.read_json("reports/gate.json")["passed"] is True
+    failed = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "repro", "--force", "--single-item", "gate"],
+        cwd=project.root,
+        env={**project.env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"},
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode != 0
+    assert "is not in the store" in failed.stderr and "Traceback" not in failed.stderr
+    gate = project.read_json("reports/gate.json")
+    assert gate["passed"] is False and gate["invalidated"] is True
+    assert "could not be recorded in MLflow run" in gate["note"]
+
+
+def test_an_export_that_failed_its_gate_is_not_what_make_serve_serves(project: Project):
+    """The export stage swaps in the new model before the gate judges it: after a failed gate
+    `make serve` served the rejected model as if nothing had happened. It serves the champion
+    and says why; with no champion, it serves the export and says it failed."""
+    project.set_params(**{"train.estimator": "logistic_regression"})
+    project.dvc("repro")
+    for command in ("register", "promote"):
+        args = ["--params", "params.yaml"]
+        if command == "register":
+            args += ["--model-dir", "models/export", "--gate", "reports/gate.json"]
+            args += ["--dvc-lock", "dvc.lock"]
+        project.python("-m", "pipeline.registry", command, *args)
+    project.set_params(**{"train.logistic_regression.C": 0.5, "gate.min.multiclass.f1_macro": 1.5})
+    assert project.dvc("repro", check=False).returncode != 0
+    rejected = ModelDescriptor.read(project.root / "models/export").lineage.run_id
+    assert project.read_json("reports/gate.json")["candidate"]["run_id"] == rejected
+    settings, said = _settings(project)
+    assert settings["SERVING_MODEL_URI"] == "models:/penguins-classifier@champion"
+    assert said.startswith(
+        "serve: no usable export in 'models/export' (it FAILED its gate (reports/gate.json: "
+        "floor.f1_macro"
+    )
+    assert said.endswith("serving the registry's champion models:/penguins-classifier@champion "
+                         "(version 1) instead.")  # fmt: skip
+    shutil.rmtree(project.root / "mlruns")  # no registry: the export, said loudly
+    settings, said = _settings(project)
+    assert settings == {"SERVING_MODEL_DIR": "models/export"}
+    assert "which FAILED its gate" in said and "Do not ship it." in said

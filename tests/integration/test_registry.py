@@ -350,3 +350,27 @@ def test_a_champion_of_other_data_is_not_compared_and_the_name_must_change(
         "(version 1) takes other inputs. Set registry.model_name in params.yaml"
     )
     assert registry.versions() == ["1"] and registry.champion() == "1"
+
+
+def test_promote_refuses_a_version_gated_against_another_champion_and_register_finishes(
+    world, registry
+):
+    """Two versions gated while there was no champion: after the first is promoted, the second
+    was promoted past it though no gate compared the two. And a registration interrupted
+    before its alias moved said "nothing to do" ever after, leaving @challenger behind."""
+    registry.gate_and_register(world.good)
+    registry.gate_and_register(world.equal)  # gated against no champion as well
+    registry.client.delete_registered_model_alias(registry.name, "challenger")
+    code, out, err = registry.register(world.equal)  # the interrupted registration, again
+    assert code == 0, err
+    assert registry.aliases() == {"challenger": "2"}
+
+    assert registry.command("promote", "--version", "1")[0] == 0
+    code, _, err = registry.command("promote", "--version", "2")
+    assert code == 1
+    assert "was gated against no champion, not the current champion (version 1)" in err
+    assert "FORCE=1" in err and registry.champion() == "1"
+    code, out, err = registry.command("promote", "--version", "2", "--force", "--reason", "x" * 6000)
+    assert code == 0, err
+    reason = registry.client.get_model_version(registry.name, "2").tags["promotion_reason"]
+    assert reason.startswith("[forced past the champion gate] xxx") and len(reason) == 1000

@@ -867,3 +867,37 @@ def test_columns_named_like_the_graphs_own_tensors_export_a_valid_graph(estimato
     else:
         _, proba = onnx_export.run_onnx(session, to_model_frame(frame, contract), contract)
         assert np.abs(proba - native.predict_proba(frame)).max() <= params.export.parity_tolerance
+
+
+def test_a_directory_that_cannot_be_deleted_is_replaced_whole(tmp_path):
+    """The previous output is renamed aside, not deleted first: a deletion that failed (here a
+    file that cannot be removed) left a half-deleted export that `make serve` still served."""
+    import os
+    import subprocess
+
+    from pipeline.io import atomic_path
+
+    target = tmp_path / "export"
+    target.mkdir()
+    (target / "golden.json").write_text("old golden")
+    (target / "saved_model").mkdir()
+    stuck = target / "saved_model" / "model_card.md"
+    stuck.write_text("old card")
+    if os.geteuid() == 0:  # root deletes anything a mode allows: make the file immutable
+        subprocess.run(["chattr", "+i", str(stuck)], check=True)
+        undo = ["chattr", "-i"]
+    else:
+        stuck.parent.chmod(0o500)
+        undo = None
+    try:
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "golden.json").write_text("new golden")
+            (tmp / "model.onnx").write_text("new graph")
+        assert sorted(p.name for p in target.iterdir()) == ["golden.json", "model.onnx"]
+        assert (target / "golden.json").read_text() == "new golden"
+    finally:
+        for leftover in tmp_path.rglob("model_card.md"):
+            if undo:
+                subprocess.run([*undo, str(leftover)], check=False)
+            leftover.parent.chmod(0o700)

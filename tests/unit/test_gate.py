@@ -506,3 +506,20 @@ def test_overconfident_probabilities_are_named_when_labels_beat_the_baseline():
     # Nothing beats the baseline: it has learnt little, as before.
     (alone,) = baseline_checks({"log_loss": 1.458}, baseline, {"log_loss": 0.1})
     assert "The model has learnt little" in alone.detail
+
+
+def test_an_undefined_metric_is_not_blamed_on_the_bound():
+    (check,) = floor_checks({"roc_auc": float("nan")}, {"roc_auc": 0.7}, Task.BINARY)
+    assert check.passed is False
+    assert check.detail.startswith("roc_auc is undefined on the test split (nan): its rows hold")
+    assert "set the bounds your data needs" not in check.detail
+
+
+def test_the_learnt_little_hint_comes_once_and_names_the_mean_for_regression():
+    checks = baseline_checks(
+        {"rmse": 10.0, "mae": 8.0}, {"rmse": 10.0, "mae": 8.0}, {"rmse": 0.1, "mae": 0.1}
+    )
+    hinted = [c for c in checks if "learnt little" in c.detail]
+    assert [c.name for c in checks if not c.passed] == ["vs_baseline.rmse", "vs_baseline.mae"]
+    assert len(hinted) == 1
+    assert "beyond the training mean" in hinted[0].detail

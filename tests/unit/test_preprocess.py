@@ -148,3 +148,26 @@ def test_an_input_seen_with_both_labels_is_never_split_by_its_label():
     with_ids = frame.assign(row_id=range(n))
     by_features = split_data(with_ids, "label", 42, 0.2, 0.2, features=["a", "b"])
     pd.testing.assert_frame_equal(by_features.test.drop(columns="row_id"), splits.test)
+
+
+def _repeating(groups: int, label) -> pd.DataFrame:
+    rows = [{"x": g, "t": label(g, i)} for g in range(groups) for i in range(50)]
+    return pd.DataFrame(rows)
+
+
+def test_a_class_that_is_never_a_groups_majority_still_splits():
+    """Every input is seen with both labels, 'yes' the minority of all but one: stratifying by
+    each group's label gave scikit-learn a class of one group (a ValueError traceback)."""
+    frame = _repeating(12, lambda g, i: "yes" if i < (35 if g == 0 else 15) else "no")
+    splits = split_data(frame, "t", 0, 0.2, 0.2, True, ["x"])
+    for part in (splits.train, splits.val, splits.test):
+        assert set(part["t"]) == {"yes", "no"}
+
+
+def test_a_split_that_would_leave_a_class_out_is_refused_by_name():
+    """Titanic's 12 distinct inputs left the test split with one class: validate passed,
+    the metrics were NaN and the gate said to lower a bound."""
+    frame = _repeating(12, lambda g, i: "yes" if g < 5 and i < 3 else "no")
+    with pytest.raises(PipelineError, match=r"the validation split holds no row of class\(es\) "
+                       r"'yes'\. The table has 12 distinct inputs"):  # fmt: skip
+        split_data(frame, "t", 0, 0.2, 0.2, True, ["x"])

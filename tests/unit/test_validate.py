@@ -1017,3 +1017,13 @@ def test_a_missing_ignored_column_is_named_in_plain_words(penguins, contract):
         "column 'island' is missing (the contract lists it with role: ignored; remove it there "
         "if the source no longer has it)",
     )
+
+
+def test_an_integer_target_whose_values_are_too_rare_for_classes_is_drafted_as_regression():
+    """longley's TOTEMP (16 rows, 16 distinct integers) was drafted as 16 classes, which the
+    next run refused: every class had one row."""
+    frame = pd.DataFrame({"year": range(16), "TOTEMP": [60171 + 7 * i for i in range(16)]})
+    contract = infer_contract(frame, "TOTEMP")
+    assert contract.column("TOTEMP").type == "numeric"
+    codes = pd.DataFrame({"x": range(30), "grade": [1, 2, 10] * 10})
+    assert infer_contract(codes, "grade").column("grade").categories == ("1", "2", "10")
