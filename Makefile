@@ -69,18 +69,22 @@ infer-contract: env ## Draft a data contract from data.source: make infer-contra
 	$(BIN)/python -m pipeline.stages.validate infer --params params.yaml --target "$$INFER_TARGET" --out "$$INFER_OUT" $(if $(FORCE),--force)
 
 # ---------------------------------------------------------------- model registry and MLflow UI
-# REASON is read from the environment by the recipe, so any text is safe: make promote REASON="..."
 register: env ## Register the gated export as a new version (alias challenger); refuses a failed gate
 	$(BIN)/python -m pipeline.registry register --params params.yaml --model-dir $(MODEL_DIR) \
 	  --gate reports/gate.json --dvc-lock dvc.lock
 
-promote: export PROMOTE_VERSION = $(VERSION)
+# VERSION and REASON reach the command through the environment, unexpanded ($(value ...)):
+# any text is safe, quotes and a "$" included.
+promote: export PROMOTE_VERSION = $(value VERSION)
+promote: export PROMOTE_REASON = $(value REASON)
 promote: env ## Move @champion to VERSION (default: @challenger): make promote [VERSION=n] [REASON=...] [FORCE=1]
 	$(BIN)/python -m pipeline.registry promote --params params.yaml \
-	  $${PROMOTE_VERSION:+--version "$$PROMOTE_VERSION"} --reason "$${REASON:-}" $(if $(FORCE),--force)
+	  $${PROMOTE_VERSION:+--version "$$PROMOTE_VERSION"} --reason "$${PROMOTE_REASON:-}" \
+	  $(if $(FORCE),--force)
 
+rollback: export PROMOTE_REASON = $(value REASON)
 rollback: env ## Move @champion back to the previous champion: make rollback [REASON=...]
-	$(BIN)/python -m pipeline.registry rollback --params params.yaml --reason "$${REASON:-}"
+	$(BIN)/python -m pipeline.registry rollback --params params.yaml --reason "$${PROMOTE_REASON:-}"
 
 ui: env ## MLflow UI on the project's store at http://127.0.0.1:5000 (make ui UI_PORT=5001)
 	$(BIN)/python -m pipeline.ui --host 127.0.0.1 --port $(or $(UI_PORT),5000)

@@ -98,3 +98,40 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def invalidate_gate_report(
+    json_path: Path, md_path: Path, model_name: str, run_id: str, reason: str
+) -> None:
+    """Replace the gate's verdict with "not judged": a new export makes the old verdict void.
+
+    The export stage does this when it starts and again, with the reason, when it fails, so
+    ``reports/gate.json`` never says "passed" while the model it judged is no longer what the
+    pipeline produced. The shape is the gate's own (``passed`` false, one failed check named
+    ``export``), so ``make register`` refuses it with the reason.
+    """
+    check = {
+        "name": "export",
+        "passed": False,
+        "value": None,
+        "threshold": None,
+        "op": "==",
+        "detail": reason,
+    }
+    write_json(
+        json_path,
+        {
+            "passed": False,
+            "invalidated": True,
+            "model_name": model_name,
+            "compared_with_champion": False,
+            "champion_version": None,
+            "note": reason,
+            "checks": [check],
+            "failed": ["export"],
+            "candidate": {"run_id": run_id},
+            "champion": None,
+        },
+    )
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(f"# Model gate: NOT RUN\n\n{reason}\n")

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from model_spec.descriptor import DESCRIPTOR_FILE, DescriptorError, ModelDescriptor
+from model_spec.descriptor import DESCRIPTOR_FILE, GOLDEN_FILE, DescriptorError, ModelDescriptor
 from model_spec.task import Task
 from pipeline.config import Params, flatten, load_params
 from pipeline.errors import PipelineError, cli
@@ -268,8 +268,14 @@ class Registered:
     run_id: str
 
 
-def check_gate_report(gate: dict[str, Any], descriptor: ModelDescriptor, onnx_sha256: str) -> None:
-    """Refuse unless the gate passed for exactly this export."""
+def check_gate_report(
+    gate: dict[str, Any],
+    descriptor: ModelDescriptor,
+    onnx_sha256: str,
+    model_dir: Path | None = None,
+) -> None:
+    """Refuse unless the gate passed for exactly this export (its graph, and with
+    ``model_dir`` its descriptor and golden rows, as the gate hashed them)."""
     if not gate.get("passed"):
         failed = ", ".join(gate.get("failed") or []) or "unknown checks"
         raise PipelineError(
@@ -278,10 +284,24 @@ def check_gate_report(gate: dict[str, Any], descriptor: ModelDescriptor, onnx_sh
         )
     candidate = gate.get("candidate") or {}
     run_id = descriptor.lineage.run_id
-    if candidate.get("run_id") != run_id or candidate.get("onnx_sha256") != onnx_sha256:
+    if candidate.get("run_id") != run_id:
         raise PipelineError(
             f"the gate report is for another export (run {candidate.get('run_id')}), not the one "
             f"in the model directory (run {run_id}); rerun `make gate` before registering."
+        )
+    for key, file in (("descriptor_sha256", DESCRIPTOR_FILE), ("golden_sha256", GOLDEN_FILE)):
+        judged = candidate.get(key)
+        path = Path(model_dir) / file if model_dir is not None else None
+        if judged and path is not None and path.is_file() and file_sha256(path) != judged:
+            raise PipelineError(
+                f"{file} changed since the gate judged this export: the file was edited. "
+                "Rerun the pipeline (`make run`) to export and gate it again."
+            )
+    if candidate.get("onnx_sha256") != onnx_sha256:
+        raise PipelineError(
+            f"model.onnx changed since the gate judged it (sha256 {onnx_sha256[:12]}, the gate "
+            f"saw {str(candidate.get('onnx_sha256'))[:12]}): the file was edited or damaged. "
+            "Rerun the pipeline (`make run`) to export and gate it again."
         )
 
 
@@ -400,7 +420,7 @@ def register_export(
     descriptor = read_descriptor(model_dir)
     onnx_path = model_dir / descriptor.onnx.file
     onnx_sha256 = file_sha256(onnx_path)
-    check_gate_report(gate, descriptor, onnx_sha256)
+    check_gate_report(gate, descriptor, onnx_sha256, model_dir)
     if not Path(dvc_lock).is_file():
         raise PipelineError(f"'{dvc_lock}' is missing; run the pipeline with `dvc repro` first.")
     run_id = descriptor.lineage.run_id
@@ -431,6 +451,14 @@ def register_export(
     client.log_model_artifacts(model_id, str(model_dir), EXPORT_ARTIFACT_DIR)
     tags = version_tags(descriptor, gate, params, file_sha256(dvc_lock), onnx_sha256, run.data.tags)
     version = mlflow.register_model(f"models:/{model_id}", name, tags=tags)
+    twins = client.search_model_versions(f"name = '{name}' and tags.{RUN_ID_TAG} = '{run_id}'")
+    first = min((int(v.version) for v in twins), default=int(version.version))
+    if first < int(version.version):
+        # Another `make register` of this run got in between the search above and ours: one
+        # version per run, so ours goes and theirs stands.
+        client.delete_model_version(name, version.version)
+        _finish_registration(client, name, str(first))
+        return Registered(str(first), False, run_id)
     metrics = json.loads(tags["metrics"])
     shown = ", ".join(
         f"{k} {metrics[k]:.4f}" for k in ("f1_macro", "roc_auc_ovr", "rmse", "r2") if k in metrics

@@ -48,7 +48,14 @@ from pipeline.config import Params, flatten, load_params
 from pipeline.contract import Contract, load_contract
 from pipeline.errors import PipelineError, cli
 from pipeline.frames import category_label, category_text
-from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
+from pipeline.io import (
+    atomic_path,
+    file_sha256,
+    invalidate_gate_report,
+    read_json,
+    read_table,
+    write_json,
+)
 from pipeline.registry import model_name
 
 SAVED_MODEL_DIR = "saved_model"
@@ -741,43 +748,6 @@ def log_export(out_dir: Path, parity_path: Path, result: ExportResult, contract:
 
 
 # ---------------------------------------------------------------------------- the gate report
-def invalidate_gate_report(
-    json_path: Path, md_path: Path, model_name: str, run_id: str, reason: str
-) -> None:
-    """Replace the gate's verdict with "not judged": a new export makes the old verdict void.
-
-    The export stage does this when it starts and again, with the reason, when it fails, so
-    ``reports/gate.json`` never says "passed" while the model it judged is no longer what the
-    pipeline produced. The shape is the gate's own (``passed`` false, one failed check named
-    ``export``), so ``make register`` refuses it with the reason.
-    """
-    check = {
-        "name": "export",
-        "passed": False,
-        "value": None,
-        "threshold": None,
-        "op": "==",
-        "detail": reason,
-    }
-    write_json(
-        json_path,
-        {
-            "passed": False,
-            "invalidated": True,
-            "model_name": model_name,
-            "compared_with_champion": False,
-            "champion_version": None,
-            "note": reason,
-            "checks": [check],
-            "failed": ["export"],
-            "candidate": {"run_id": run_id},
-            "champion": None,
-        },
-    )
-    with atomic_path(md_path) as tmp:
-        tmp.write_text(f"# Model gate: NOT RUN\n\n{reason}\n")
-
-
 # ---------------------------------------------------------------------------- CLI
 @cli("export")
 def main(argv: list[str] | None = None) -> None:

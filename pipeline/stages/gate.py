@@ -63,7 +63,14 @@ from model_spec.task import Task
 from pipeline.config import GateParams, load_params
 from pipeline.errors import PipelineError, cli
 from pipeline.frames import category_text
-from pipeline.io import atomic_path, file_sha256, read_json, read_table, write_json
+from pipeline.io import (
+    atomic_path,
+    file_sha256,
+    invalidate_gate_report,
+    read_json,
+    read_table,
+    write_json,
+)
 from pipeline.metrics import baseline_output, compute_metrics, higher_is_better, metric_names
 from pipeline.registry import EXPORT_ARTIFACT_DIR, champion_of, default_model_name, model_name
 
@@ -270,9 +277,7 @@ def _hint(check: Check, learnt: bool) -> str:
             "train.<estimator> (e.g. min_samples_leaf, max_depth), or lower "
             "gate.baseline_margin."
         )
-    beyond = (
-        "the training mean" if metric in metric_names(Task.REGRESSION) else "the class shares"
-    )
+    beyond = "the training mean" if metric in metric_names(Task.REGRESSION) else "the class shares"
     return (
         f" The model has learnt little beyond {beyond}: check the features and the target, or "
         "lower gate.baseline_margin."
@@ -749,6 +754,11 @@ def main(argv: list[str] | None = None) -> None:
         "family": descriptor.family,
         "task": descriptor.task.value,
         "onnx_sha256": file_sha256(model_dir / descriptor.onnx.file),
+        # The files the server reads beside the graph: register checks they are the ones judged.
+        "descriptor_sha256": file_sha256(model_dir / DESCRIPTOR_FILE),
+        "golden_sha256": file_sha256(model_dir / GOLDEN_FILE)
+        if (model_dir / GOLDEN_FILE).is_file()
+        else None,
         "metrics": dict(metrics),
     }
 
@@ -797,8 +807,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _log_to_run(run_id, report.passed, [args.out, args.report])
     except BaseException as exc:  # a verdict the run does not hold is no verdict for register
-        from pipeline.stages.export import invalidate_gate_report
-
         with contextlib.suppress(Exception):
             invalidate_gate_report(
                 Path(args.out), Path(args.report), name, run_id,

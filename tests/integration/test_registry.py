@@ -374,3 +374,22 @@ def test_promote_refuses_a_version_gated_against_another_champion_and_register_f
     assert code == 0, err
     reason = registry.client.get_model_version(registry.name, "2").tags["promotion_reason"]
     assert reason.startswith("[forced past the champion gate] xxx") and len(reason) == 1000
+
+
+def test_an_export_edited_after_its_gate_is_not_registered(world, registry, tmp_path):
+    """The gate hashed only model.onnx: a model.json edited afterwards (another range, other
+    metrics) was registered and disagreed with the copy the server reads."""
+    import dataclasses
+    import shutil
+
+    copy = dataclasses.replace(world.good, root=tmp_path / "good")
+    shutil.copytree(world.good.root, copy.root)
+    code, report, _, err = registry.gate(copy)
+    assert code == 0, err
+    assert report["candidate"]["descriptor_sha256"]
+    descriptor = copy.model_dir / "model.json"
+    descriptor.write_text(descriptor.read_text().replace('"estimator": "', '"estimator": "x'))
+    code, _, err = registry.register(copy)
+    assert code == 1
+    assert "model.json changed since the gate judged this export" in err
+    assert registry.versions() == []
