@@ -333,8 +333,7 @@ def comparability(
         return "its inputs differ (" + "; ".join(parts) + ")"
     if candidate.task.is_classification and set(champion.classes) != set(candidate.classes):
         return (
-            f"its classes are {_names(champion.classes)}, the {role}'s "
-            f"{_names(candidate.classes)}"
+            f"its classes are {_names(champion.classes)}, the {role}'s {_names(candidate.classes)}"
         )
     return None
 

@@ -370,7 +370,9 @@ def test_promote_refuses_a_version_gated_against_another_champion_and_register_f
     assert code == 1
     assert "was gated against no champion, not the current champion (version 1)" in err
     assert "FORCE=1" in err and registry.champion() == "1"
-    code, out, err = registry.command("promote", "--version", "2", "--force", "--reason", "x" * 6000)
+    code, out, err = registry.command(
+        "promote", "--version", "2", "--force", "--reason", "x" * 6000
+    )
     assert code == 0, err
     reason = registry.client.get_model_version(registry.name, "2").tags["promotion_reason"]
     assert reason.startswith("[forced past the champion gate] xxx") and len(reason) == 1000

@@ -211,8 +211,11 @@ def regression_served(tmp_path_factory, splits):
     params = write_params(
         REPO_ROOT / "params.yaml",
         root / "params.yaml",
-        **{"monitor.min_rows": 20, "data.contract": str(root / "contract.yaml"),
-           "registry.model_name": "penguin-mass-regressor"},  # the export's name
+        **{
+            "monitor.min_rows": 20,
+            "data.contract": str(root / "contract.yaml"),
+            "registry.model_name": "penguin-mass-regressor",
+        },  # the export's name
     )
     argv = ["--params", str(params), "--predictions", str(logs / "predictions.jsonl"),
             "--feedback", str(logs / "feedback.jsonl"), "--reference", str(root / "train.parquet"),
