@@ -262,7 +262,10 @@ def _api_blueprint(state: ServingState) -> Blueprint:
                 return _error(champion_exc)
             store.inc(store.index(m.CANARY_FALLBACKS))
             model, variant = champion, CHAMPION
-        predictions, outputs = _score(store, model, feed)
+        try:
+            predictions, outputs = _score(store, model, feed)
+        except RequestError as exc:  # outputs that are not numbers (an overflowed input)
+            return _error(exc)
         logged = predictions_log is not None and predictions_log.wants(n)
         if logged:
             predictions_log.submit(

@@ -126,12 +126,15 @@ class LoadedModel:
     def predict(self, feed: dict[str, np.ndarray]) -> tuple[list[str], list[list[float]]]:
         """Classification: the label and the class probabilities of each row."""
         labels, probabilities = self.session.run(self.output_names, feed)
+        _require_finite(probabilities)
         return labels.reshape(-1).tolist(), probabilities.tolist()
 
     def predict_values(self, feed: dict[str, np.ndarray]) -> list[float]:
         """Regression: the predicted value of each row."""
         (values,) = self.session.run(self.output_names, feed)
-        return np.asarray(values, dtype=np.float64).reshape(-1).tolist()
+        values = np.asarray(values, dtype=np.float64).reshape(-1)
+        _require_finite(values)
+        return values.tolist()
 
     def outputs(self, feed: dict[str, np.ndarray]) -> list[dict[str, Any]]:
         """One output per row as the prediction log records it: ``{"label", "probabilities"}``
@@ -144,6 +147,21 @@ class LoadedModel:
             {"label": label, "probabilities": dict(zip(classes, probs, strict=False))}
             for label, probs in zip(labels, probabilities, strict=False)
         ]
+
+
+def _require_finite(outputs: np.ndarray) -> None:
+    """Refuse outputs that are not numbers: an input far beyond what the model was trained
+    on (``1e308`` under ``SERVING_OUT_OF_RANGE=accept``) overflows the graph's float32 and gave
+    null probabilities with a label, or a null value."""
+    finite = np.isfinite(outputs)
+    if not finite.all():
+        row = int(np.flatnonzero(~finite.reshape(len(outputs), -1).all(axis=1))[0])
+        raise RequestError(
+            422,
+            "model_output",
+            f"the model's output for row {row} is not a number: an input is too far outside "
+            "what the model was trained on (its graph computes in float32)",
+        )
 
 
 def load_model(
