@@ -249,24 +249,26 @@ def _api_blueprint(state: ServingState) -> Blueprint:
         try:
             body = read_body(environ)
             read = time.perf_counter()
-            n, feed = model.schema.feed_from_body(body)
+            # The API is the champion's (its OpenAPI document): every request is checked by its
+            # rules, whichever variant answers, so a challenger with wider rules never takes
+            # what the champion refuses.
+            n, feed = champion.schema.feed_from_body(body)
         except RequestError as exc:
-            if variant == CHAMPION:
-                return _error(exc)
-            # The API is the champion's (its OpenAPI document): a request it takes is answered
-            # by the champion when the challenger's narrower rules (a range, a category)
-            # refuse it; one it refuses gets the champion's error.
+            return _error(exc)
+        if variant == CHALLENGER:
             try:
-                n, feed = champion.schema.feed_from_body(body)
-            except RequestError as champion_exc:
-                return _error(champion_exc)
-            store.inc(store.index(m.CANARY_FALLBACKS))
-            model, variant = champion, CHAMPION
+                n, feed = model.schema.feed_from_body(body)
+            except RequestError:
+                # The challenger's narrower rules (a range, a category) refuse what the
+                # champion takes: the champion answers, and the fallback is counted.
+                store.inc(store.index(m.CANARY_FALLBACKS))
+                model, variant = champion, CHAMPION
         try:
             predictions, outputs = _score(store, model, feed)
         except RequestError as exc:  # outputs that are not numbers (an overflowed input)
             return _error(exc)
-        logged = predictions_log is not None and predictions_log.wants(n)
+        # A shadow challenger logs as many rows again: both count against the rate limit.
+        logged = predictions_log is not None and predictions_log.wants(2 * n if shadow else n)
         if logged:
             predictions_log.submit(
                 Prediction(
@@ -317,6 +319,19 @@ def _api_blueprint(state: ServingState) -> Blueprint:
             items = parse_feedback(read_body(environ), holder.model)
         except RequestError as exc:
             return _error(exc)
+        if feedback_log.room() < len(items):
+            # All or nothing, and said: a 202 for rows the full queue then dropped told the
+            # client its outcomes were kept.
+            feedback_log.on_count("dropped", len(items))
+            return _error(
+                RequestError(
+                    503,
+                    "feedback_queue_full",
+                    f"the feedback log's queue is full; none of the {len(items)} item(s) was "
+                    "kept: send them again in a moment",
+                ),
+                {"Retry-After": "1"},
+            )
         now = timestamp(time.time())
         for item in items:
             feedback_log.submit(orjson.dumps({"ts": now, **item}))
@@ -423,7 +438,7 @@ def _health_blueprint(state: ServingState) -> Blueprint:
             payload["challenger"] = (
                 {"status": "serving", "model": other.model_block}
                 if other is not None
-                else {"status": "not serving", "reason": public_reason(state.challenger.error)}
+                else {"status": "not serving", "reason": _challenger_reason(state.challenger.error)}
             )
         return _json(payload)
 
@@ -463,7 +478,29 @@ def public_reason(message: str | None) -> str:
     unauthenticated probes learn what is wrong (``model.json``) but not where it lives."""
     if not message:
         return "no model loaded yet"
+    # A quoted path (every path a model error names is quoted), relative ones included and
+    # whatever characters it holds, then any bare absolute path left.
+    message = _QUOTED_PATH.sub(lambda m: f"'{_last_component_of(m.group(1))}'", message)
     return _PATH.sub(_last_component, message)
+
+
+def _challenger_reason(message: str | None) -> str:
+    """Why the challenger is not served, for clients without a token: which versions, not
+    what differs (its inputs and classes are the challenger's descriptor; the log has them)."""
+    head, sep, _ = (message or "").partition(": ")
+    if sep and head.startswith("challenger ") and " cannot serve beside champion " in head:
+        return (
+            f"{head}: not the champion's kind of model (task, inputs or classes differ; the "
+            "server log says which)"
+        )
+    return public_reason(message)
+
+
+_QUOTED_PATH = re.compile(r"'([^'\n]*[\\/][^'\n]*)'")
+
+
+def _last_component_of(path: str) -> str:
+    return path.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def _last_component(match: re.Match) -> str:

@@ -10,7 +10,9 @@ image has no curl.
 
 from __future__ import annotations
 
+import http.client
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -23,14 +25,28 @@ def main() -> int:
         with open(address_file) as handle:
             bind = handle.read().strip() or bind
     port = bind.rsplit(":", 1)[-1]
-    url = f"http://127.0.0.1:{port}/health/ready"
+    # The server's own settings decide how it is asked: HTTPS when it serves TLS (its own
+    # certificate, so not verified: this is loopback), and a Host it answers when it has an
+    # allow-list (any other gets a 421).
+    tls = bool(os.environ.get("SERVING_TLS_CERT"))
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}/health/ready"
+    request = urllib.request.Request(url)
+    allowed = [h.strip() for h in os.environ.get("SERVING_ALLOWED_HOSTS", "").split(",")]
+    if any(allowed):
+        request.add_header("Host", next(h for h in allowed if h))
+    context = None
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    timeout = float(os.environ.get("HEALTHCHECK_TIMEOUT", "3"))
     try:
-        with urllib.request.urlopen(url, timeout=float(os.environ.get("HEALTHCHECK_TIMEOUT", "3"))):
+        with urllib.request.urlopen(request, timeout=timeout, context=context):
             return 0
     except urllib.error.HTTPError as exc:
         print(f"{url}: {exc.code} {exc.read()[:200].decode(errors='replace')}", file=sys.stderr)
-    except OSError as exc:
-        print(f"{url}: {exc}", file=sys.stderr)
+    except (OSError, http.client.HTTPException) as exc:
+        print(f"{url}: {type(exc).__name__}: {exc}", file=sys.stderr)
     return 1
 
 

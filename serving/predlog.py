@@ -192,6 +192,10 @@ class JsonLinesWriter:
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ request side
+    def room(self) -> int:
+        """How many more records the queue takes now."""
+        return self.queue_size - len(self._pending)
+
     def submit(self, record: Any) -> bool:
         """Queue ``record`` (something with ``lines()``, or bytes); False when dropped."""
         if self._pid != os.getpid():

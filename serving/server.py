@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import ipaddress
 import json
 import math
 import os
@@ -30,6 +31,7 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -106,7 +108,14 @@ def parse_bind(bind: str) -> tuple[str, int]:
     host, sep, port = bind.strip().rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise ConfigError(f"SERVING_BIND must be host:port, not {bind!r}.")
-    return host.strip("[]"), int(port)
+    host = host.strip("[]")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:  # granian binds addresses only, and died on a name with a traceback
+        raise ConfigError(
+            f"SERVING_BIND's host must be an IP address (127.0.0.1, 0.0.0.0, [::1]), not {host!r}."
+        ) from None
+    return host, int(port)
 
 
 def check_port_free(host: str, port: int) -> None:
@@ -196,6 +205,12 @@ def granian_command(env: Mapping[str, str]) -> list[str]:
     if cert and key:
         _check_pem("SERVING_TLS_CERT", cert, "CERTIFICATE")
         _check_pem("SERVING_TLS_KEY", key, "PRIVATE KEY")
+        try:  # a key of another certificate: granian's workers die on it with a traceback
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            raise ConfigError(
+                f"SERVING_TLS_KEY does not go with SERVING_TLS_CERT ({exc.reason or exc})."
+            ) from None
         command += [
             "--ssl-certificate",
             cert,

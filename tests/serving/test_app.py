@@ -754,4 +754,3 @@ def test_host_allow_list_from_the_environment():
 
     with pytest.raises(ConfigError, match="'a.example:http' is not a host name"):
         ServingConfig.from_env({"SERVING_ALLOWED_HOSTS": "a.example:http"})
-

@@ -362,3 +362,34 @@ def test_a_torn_last_line_is_ended_before_the_next_write(logged, golden, tmp_pat
     torn, written = log.read_text().split("\n")[:2]
     assert torn == '{"ts": "2026-12-01T09:00:00.000000Z", "requ'
     assert json.loads(written)["request_id"] == response.get_json()["request_id"]
+
+
+def test_feedback_that_does_not_fit_the_queue_is_refused_not_dropped(make_app, tmp_path):
+    """A batch larger than the queue's room was answered 202 "accepted" and half dropped."""
+    app = make_app(feedback_log=tmp_path / "feedback.jsonl", prediction_log_queue=5)
+    client = app.test_client()
+    items = [{"request_id": f"r{i}", "actual": "Adelie"} for i in range(10)]
+    response = client.post("/feedback", json={"items": items})
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response.get_json()["error"]["rule"] == "feedback_queue_full"
+    assert client.post("/feedback", json={"items": items[:5]}).get_json() == {"accepted": 5}
+    flush(app)
+    assert len(lines(tmp_path / "feedback.jsonl")) == 5
+    samples = metric_samples(client.get("/metrics").get_data(as_text=True))
+    assert samples[("serving_feedback_rows_total", (("outcome", "dropped"),))] == 10
+
+
+def test_shadow_rows_count_against_the_rate_limit(make_app, exported_model, golden, tmp_path):
+    """The challenger's rows were logged free of the limit: twice the rows a second."""
+    log = tmp_path / "predictions.jsonl"
+    app = make_app(prediction_log=log, rollout="shadow", challenger_dir=exported_model,
+                   prediction_log_rate_limit=4)  # fmt: skip
+    client = app.test_client()
+    rows = [r["inputs"] for r in golden["rows"][:2]]
+    for _ in range(2):  # 4 tokens: the first request's 2 + 2 shadow rows, then none left
+        response = client.post("/predict", json={"instances": rows})
+        assert response.status_code == 200
+        response.close()
+    flush(app)
+    variants = [r["variant"] for r in lines(log)]
+    assert sorted(variants) == ["challenger", "challenger", "champion", "champion"]

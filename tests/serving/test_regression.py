@@ -65,9 +65,7 @@ def test_prediction_log_records_the_value(regression, tmp_path):
     assert record["output"] == {"value": pytest.approx(expected_value(ROW), rel=1e-6)}
 
 
-def test_an_input_that_overflows_the_graph_gets_a_422_not_a_null_value(
-    make_app, regression_model
-):
+def test_an_input_that_overflows_the_graph_gets_a_422_not_a_null_value(make_app, regression_model):
     """Under SERVING_OUT_OF_RANGE=accept, 1e308 overflows the graph's float32: the answer was
     a null value (a label with null probabilities for a classifier), logged as such."""
     client = make_app(model_dir=regression_model, out_of_range="accept").test_client()

@@ -88,6 +88,25 @@ def test_granian_command_from_settings(tmp_path):
         granian_command({"SERVING_LOOP": "trio"})
     with pytest.raises(ConfigError, match="set both SERVING_TLS_CERT and SERVING_TLS_KEY"):
         granian_command({"SERVING_TLS_CERT": str(tmp_path / "c.pem")})
+    # granian binds addresses only: a name died in granian with a traceback.
+    with pytest.raises(ConfigError, match="host must be an IP address .*not 'localhost'"):
+        granian_command({"SERVING_BIND": "localhost:8000"})
+    assert "::1" in granian_command({"SERVING_BIND": "[::1]:8000"})
+
+
+def test_a_key_of_another_certificate_is_refused_before_granian_starts(tmp_path):
+    def pair(stem):
+        cert, key = tmp_path / f"{stem}-cert.pem", tmp_path / f"{stem}-key.pem"
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+             "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return cert, key
+
+    (cert, _), (_, other_key) = pair("a"), pair("b")
+    with pytest.raises(ConfigError, match="SERVING_TLS_KEY does not go with SERVING_TLS_CERT"):
+        granian_command({"SERVING_TLS_CERT": str(cert), "SERVING_TLS_KEY": str(other_key)})
 
 
 def test_tls_files_granian_cannot_read_are_refused_before_it_starts(tmp_path):
@@ -450,6 +469,37 @@ def test_https_with_a_self_signed_certificate(live_server, exported_model, row, 
         requests.get(server.url + "/health/live", timeout=5)  # not trusted without the cert
     plain = raw_exchange(server, b"GET /health/live HTTP/1.1\r\nHost: t\r\n\r\n", timeout=5)
     assert b'"alive"' not in plain  # no plain HTTP on the TLS port
+    # The image's HEALTHCHECK asks the way the server serves: it spoke plain HTTP to the TLS
+    # port and died on the reply (a traceback, an unhealthy container).
+    healthcheck = subprocess.run(
+        [sys.executable, "-m", "serving.healthcheck"],
+        env={**os.environ, "SERVING_BIND": f"127.0.0.1:{server.port}",
+             "SERVING_TLS_CERT": str(cert)},
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert healthcheck.returncode == 0, healthcheck.stderr
+
+
+def test_the_healthcheck_sends_a_host_the_allow_list_takes(live_server, exported_model):
+    """Under SERVING_ALLOWED_HOSTS the check asked with Host 127.0.0.1 and got a 421."""
+    import time
+
+    server = live_server(
+        wait=False, SERVING_MODEL_DIR=str(exported_model), SERVING_ALLOWED_HOSTS="api.example.com"
+    )
+    env = {**os.environ, "SERVING_BIND": f"127.0.0.1:{server.port}",
+           "SERVING_ALLOWED_HOSTS": "api.example.com"}  # fmt: skip
+
+    def check(environ):
+        return subprocess.run([sys.executable, "-m", "serving.healthcheck"], env=environ,
+                              capture_output=True, text=True, timeout=30)  # fmt: skip
+
+    deadline = time.monotonic() + 60
+    while (result := check(env)).returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert result.returncode == 0, result.stderr
+    without = check({**env, "SERVING_ALLOWED_HOSTS": ""})
+    assert without.returncode == 1 and ": 421 " in without.stderr
 
 
 def test_hostile_headers_are_named_and_never_logged_whole(live_server, exported_model, row):
