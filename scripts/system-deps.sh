@@ -24,7 +24,7 @@ while IFS= read -r line || [ -n "$line" ]; do
     exit 1
   fi
   if [[ $check == /* ]]; then
-    [ -e "$check" ] && continue
+    compgen -G "$check" >/dev/null && continue  # a path, or a glob (any version)
   else
     command -v "$check" >/dev/null 2>&1 && continue
   fi
@@ -64,7 +64,7 @@ apt=(-o DPkg::Lock::Timeout=600 -qq)
 
 still=()
 for check in "${missing_checks[@]}"; do
-  if [[ $check == /* ]]; then [ -e "$check" ] || still+=("$check")
+  if [[ $check == /* ]]; then compgen -G "$check" >/dev/null || still+=("$check")
   else command -v "$check" >/dev/null 2>&1 || still+=("$check"); fi
 done
 if [ ${#still[@]} -gt 0 ]; then

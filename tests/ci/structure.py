@@ -32,7 +32,12 @@ PREREQUISITES: dict[str, tuple[frozenset[str], ...]] = {
     # each tuple item is a set of alternatives: at least one of them must come first
     "push-image": (frozenset({"gate"}), frozenset({"image-test"})),
     "retag-image": (REGISTRY_MOVES,),
+    # Production runs the champion: its image after a promotion or rollback retagged it.
+    "deploy-champion": (frozenset({"retag-image"}),),
 }
+#: Targets no CI definition calls: ``deploy`` rolls out the build's own image, which holds the
+#: new @challenger (promotion, a person's decision, is what deploys).
+NEVER_IN_CI = {"deploy": "deploys the build's image, the new @challenger, past promotion"}
 
 MAIN_REF = "github.ref == 'refs/heads/main'"
 #: A status function in an ``if:`` lets a job or step run after something it depends on failed.
@@ -327,6 +332,10 @@ def check_workflow(path: Path, makefile: Makefile) -> list[str]:
         for target in step.targets:
             if target not in makefile.targets:
                 problems.append(f"{where}: {step} calls `make {target}`, not a Makefile target")
+            if target in NEVER_IN_CI:
+                problems.append(
+                    f"{where}: {step} calls `make {target}`, which {NEVER_IN_CI[target]}"
+                )
     for step in workflow.steps_in_order():
         job = workflow.jobs[step.job]
         for target in step.targets:
@@ -522,9 +531,12 @@ def _stage_on_main(stage: Stage) -> bool:
     """True when the stage, or a stage it is nested in, runs only for the main branch."""
     for candidate in [stage, *stage.parents]:
         when = _when_block(candidate)
-        if re.search(r"\bbranch\s*\(?\s*['\"]main['\"]", when) and not re.search(
-            r"\b(anyOf|not)\b", when
-        ):
+        on_main = re.search(r"\bbranch\s*\(?\s*['\"]main['\"]", when) or re.search(
+            # a plain Pipeline job has no BRANCH_NAME (its SCM names the branch): main
+            r"\(\s*env\.BRANCH_NAME\s*\?:\s*'main'\s*\)\s*==\s*'main'",
+            when,
+        )
+        if on_main and not re.search(r"\b(anyOf|not)\b", when):
             return True
     return False
 
@@ -548,6 +560,10 @@ def check_jenkinsfile(path: Path, makefile: Makefile) -> list[str]:
             if target not in makefile.targets:
                 problems.append(
                     f"{where}: {call.label} calls `make {target}`, not a Makefile target"
+                )
+            if target in NEVER_IN_CI:
+                problems.append(
+                    f"{where}: {call.label} calls `make {target}`, which {NEVER_IN_CI[target]}"
                 )
     for call in jenkins.calls:
         for target in call.targets:

@@ -116,6 +116,18 @@ def test_push_without_the_gate_is_caught(ci_yaml, write_yaml, called_targets):
     assert problems == [GATE_MISSING.format(job="release", n=push)]
 
 
+def test_deploying_the_builds_own_image_is_caught(ci_yaml, write_yaml, called_targets):
+    """The release job ended with `make deploy`: every push to main put the new @challenger
+    in production, past the promotion a person decides."""
+    release = ci_yaml["jobs"]["release"]["steps"]
+    release.append({"name": "Deploy to Kubernetes", "run": "make deploy"})
+    problems = check_workflow(write_yaml(ci_yaml), called_targets)
+    assert (
+        f"ci.yml: job 'release' step {len(release)} (Deploy to Kubernetes) calls `make deploy`, "
+        "which deploys the build's image, the new @challenger, past promotion"
+    ) in problems
+
+
 def test_push_in_a_job_that_needs_neither_gate_nor_smoke_test_is_caught(
     ci_yaml, write_yaml, called_targets
 ):

@@ -53,6 +53,16 @@ def test_nothing_to_do_when_commands_and_paths_are_there(tmp_path):
     assert proc.stdout == "" and proc.stderr == ""
 
 
+def test_a_path_check_is_a_glob_over_versions(tmp_path):
+    """PostgreSQL's initdb lives under its major version: Debian 12 has 15, Ubuntu 24.04 (a
+    GitHub runner) 16. A check naming 15 failed there after apt had installed 16."""
+    initdb = tmp_path / "postgresql" / "16" / "bin" / "initdb"
+    initdb.parent.mkdir(parents=True)
+    initdb.write_text("")
+    proc = _run(f"{tmp_path}/postgresql/*/bin/initdb postgresql\n", tmp_path)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+
+
 def test_without_root_or_sudo_it_names_what_to_install(tmp_path):
     listing = "no-such-tool-1 pkg-one\n/no/such/initdb pkg-two\nno-such-tool-2 pkg-one\n"
     proc = _run(listing, tmp_path, uid=1000)

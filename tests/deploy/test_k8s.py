@@ -158,6 +158,16 @@ def test_a_misspelt_or_mistyped_field_fails_the_kubernetes_schema(rendered):
         validate(wrong_type)
 
 
+def test_the_autoscaler_alone_sets_the_replica_count(rendered):
+    """`replicas: 2` in the Deployment reset the HPA's count on every apply."""
+    for target in ("overlays/directory", "overlays/registry"):
+        deployment = by_kind(rendered[target], "Deployment")
+        assert "replicas" not in deployment["spec"]
+        hpa = by_kind(rendered[target], "HorizontalPodAutoscaler")
+        assert hpa["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+        assert hpa["spec"]["minReplicas"] >= 2
+
+
 def test_a_broken_inference_service_fails_its_crd_schema(rendered):
     service = by_kind(rendered["kserve"], "InferenceService")
     validate(service)
