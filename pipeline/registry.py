@@ -653,6 +653,7 @@ def serving_source(
         return {"SERVING_MODEL_URI": uri, "MLFLOW_TRACKING_URI": store}, (
             f"serve: {uri} (SERVING_MODEL_URI) from the registry at {store}."
         )
+    version = None
     try:
         d = ModelDescriptor.read(model_dir)
     except DescriptorError as exc:
@@ -670,7 +671,7 @@ def serving_source(
             )
         why = f"it FAILED its gate ({failed})"
     store = tracking_uri()
-    version = _local_champion(name)
+    version = version or _local_champion(name)
     if version is None:
         raise PipelineError(
             f"there is no model to serve: {why}, and '{name}' has no @{CHAMPION} in the "

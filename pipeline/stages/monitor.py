@@ -807,7 +807,8 @@ def _main_monitor(argv: list[str]) -> None:
     task = task_of(contract)
     damage = Damage()
     records = read_jsonl(files, start, end, damage=damage)
-    window = to_window(records, contract, task, model_name(params, contract.task))
+    name = model_name(params, contract.task)
+    window = to_window(records, contract, task, name)
     feedback_damage = Damage()
     feedback = read_jsonl(
         log_files(args.feedback or m.feedback_log), None, math.inf,
@@ -820,12 +821,12 @@ def _main_monitor(argv: list[str]) -> None:
         others = ", ".join(f"{n} ({c} rows)" for n, c in sorted(window.other_models.items()))
         print(
             f"monitor: left out rows of other models: {others}; this monitor reads "
-            f"'{model_name(params, contract.task)}' (registry.model_name).",
+            f"'{name}' (registry.model_name).",
             file=sys.stderr,
         )
         if not len(window.inputs) and not window.shadow_rows:
             raise PipelineError(
-                f"the window holds no row of '{model_name(params, contract.task)}', only of "
+                f"the window holds no row of '{name}', only of "
                 f"{others}: point monitor.prediction_log at this model's log, or set "
                 "registry.model_name to the model that wrote it."
             )

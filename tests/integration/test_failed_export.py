@@ -128,22 +128,28 @@ def test_a_failed_export_keeps_the_last_good_one_and_voids_the_gate_report(
     assert not (project.root / "mlflow.db").exists()
 
 
+def _rerun_against_another_store(project: Project, stage: str, tmp_path: Path):
+    """A passing pipeline, then ``stage`` forced again against a store without its train run
+    (what DVC's run cache restoring a train made elsewhere leads to)."""
+    project.set_params(**{"train.estimator": "logistic_regression"})
+    project.dvc("repro")
+    assert project.read_json("reports/gate.json")["passed"] is True
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "repro", "--force", "--single-item", stage],
+        cwd=project.root,
+        env={**project.env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"},
+        capture_output=True,
+        text=True,
+    )
+
+
 def test_an_export_whose_run_is_not_in_the_store_leaves_the_failure_record(
     project: Project, tmp_path
 ):
     """The train stage's run is missing from the store export logs to (DVC's run cache
     restored a train made against another store): the gate report still said PASSED, for the
     previous export, and parity.json was gone, since that failure came before the record."""
-    project.set_params(**{"train.estimator": "logistic_regression"})
-    project.dvc("repro")
-    assert project.read_json("reports/gate.json")["passed"] is True
-    failed = subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), "repro", "--force", "--single-item", "export"],
-        cwd=project.root,
-        env={**project.env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"},
-        capture_output=True,
-        text=True,
-    )
+    failed = _rerun_against_another_store(project, "export", tmp_path)
     assert failed.returncode != 0
     assert "is not in the store" in failed.stderr and "make retrain" in failed.stderr
     gate = project.read_json("reports/gate.json")
@@ -158,16 +164,7 @@ def test_a_gate_whose_verdict_cannot_be_recorded_leaves_no_passed_report(
 ):
     """The gate wrote PASSED, then failed to log it to the train run (here a run missing from
     the store); `make register` read the PASSED file. The report is voided instead."""
-    project.set_params(**{"train.estimator": "logistic_regression"})
-    project.dvc("repro")
-    assert project.read_json("reports/gate.json")["passed"] is True
-    failed = subprocess.run(
-        [str(Path(sys.executable).parent / "dvc"), "repro", "--force", "--single-item", "gate"],
-        cwd=project.root,
-        env={**project.env(), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'other.db'}"},
-        capture_output=True,
-        text=True,
-    )
+    failed = _rerun_against_another_store(project, "gate", tmp_path)
     assert failed.returncode != 0
     assert "is not in the store" in failed.stderr and "Traceback" not in failed.stderr
     gate = project.read_json("reports/gate.json")
