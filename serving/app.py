@@ -70,6 +70,8 @@ ENDPOINTS = (
 )
 #: The POST endpoints that need the token: the HTTP edge checks it before reading the body.
 PROTECTED_POSTS = frozenset(("/predict", "/feedback"))
+#: The routes that read a request body (POST): the edge reads no other request's body.
+BODY_PATHS = PROTECTED_POSTS
 #: How often a worker looks at the published model pointer (a stat call).
 POINTER_CHECK_SECONDS = 1.0
 

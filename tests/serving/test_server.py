@@ -634,6 +634,38 @@ def test_a_post_without_the_token_is_refused_before_its_body(live_server, export
     assert samples[(total, (("endpoint", "/predict"), ("status", "200")))] == 1
 
 
+def test_no_body_is_read_where_no_route_takes_one(live_server, exported_model, row):
+    # A POST to a path with no POST route (or a PUT, a GET with a body) had its body read, and
+    # waited for, before the app answered 404 or 405: without a token, a client could make a
+    # worker buffer a megabyte and hold a connection for SERVING_BODY_TIMEOUT on any path.
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_API_TOKEN=TOKEN,
+        SERVING_WORKERS="1",
+        SERVING_BODY_TIMEOUT="30",
+    )
+    promised = b"Content-Type: application/json\r\nContent-Length: 900000\r\n\r\n{"  # never comes
+    for request, status, rule in (
+        (b"POST /nowhere", 404, "not_found"),
+        (b"PUT /predict", 405, "method_not_allowed"),
+        (b"DELETE /feedback", 405, "method_not_allowed"),
+        (b"GET /health/live", 200, None),
+    ):
+        answer = raw_exchange(server, request + b" HTTP/1.1\r\nHost: t\r\n" + promised, timeout=10)
+        got, payload = status_and_json(answer)
+        assert got == status, (request, payload)
+        if rule is not None:
+            assert payload["error"]["rule"] == rule
+        # What follows the headers is not read as another request: the connection is closed.
+        assert b"\r\nconnection: close\r\n" in answer.lower().partition(b"\r\n\r\n")[0] + b"\r\n"
+    # The routes that take a body still read it.
+    body = json.dumps({"instances": [row]}).encode()
+    ok = raw_exchange(server, b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json"
+                      b"\r\nAuthorization: Bearer " + TOKEN.encode()
+                      + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)  # fmt: skip
+    assert status_and_json(ok)[0] == 200
+
+
 def test_second_round_of_hostile_requests(live_server, exported_model, row, tmp_path):
     predictions = tmp_path / "predictions.jsonl"
     server = live_server(
