@@ -43,7 +43,9 @@ from serving.model import LoadedModel, ModelError, ModelHolder, load_model
 from serving.openapi import build_openapi
 from serving.predlog import JsonLinesWriter, Prediction, PredictionLog, timestamp
 from serving.registry import (
+    CHALLENGER,
     CHALLENGER_PREFIX,
+    CHAMPION,
     POINTER,
     RegistryWatcher,
     read_pointer,
@@ -56,8 +58,6 @@ log = logging.getLogger("serving")
 
 JSON = "application/json"
 #: The variant that answers when no rollout is configured (and the registry alias it follows).
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 #: Paths the metrics name; anything else is counted as ``other`` (bounded label values).
 ENDPOINTS = (
     "/predict",
@@ -718,7 +718,7 @@ def _install(state: ServingState, model: LoadedModel, variant: str = CHAMPION) -
     old = _holder(state, variant).swap(model)
     if old is not None:
         store.set(info_of(old), 0.0)
-        store.inc(store.index(m.RELOADS))
+        store.inc(store.index(m.RELOADS, (("variant", variant),)))
         log.info(
             "%s %s version %s replaced version %s",
             variant,
@@ -750,7 +750,7 @@ def _incompatible(challenger: LoadedModel, champion: LoadedModel) -> str | None:
 def _failed(
     state: ServingState, step: str, message: str, *, startup: bool, variant: str = CHAMPION
 ) -> None:
-    state.store.inc(state.store.index(m.RELOAD_FAILURES, (("step", step),)))
+    state.store.inc(state.store.index(m.RELOAD_FAILURES, (("step", step), ("variant", variant))))
     holder = _holder(state, variant)
     if startup or holder.model is None:
         holder.error = message
@@ -761,9 +761,11 @@ def _failed(
 
 def _start_model(state: ServingState) -> None:
     config, store = state.config, state.store
-    for step in ("load", "golden"):  # the failure series exist from the start, at 0
-        store.index(m.RELOAD_FAILURES, (("step", step),))
-    store.index(m.RELOADS)
+    variants = (CHAMPION,) if config.rollout == "off" else (CHAMPION, CHALLENGER)
+    for variant in variants:  # the series exist from the start, at 0
+        for step in ("load", "golden"):
+            store.index(m.RELOAD_FAILURES, (("step", step), ("variant", variant)))
+        store.index(m.RELOADS, (("variant", variant),))
     store.set(store.index(m.READY), 0.0)
     _start_variant(state, CHAMPION, config.model_uri or config.model_dir)
     if config.rollout != "off":

@@ -73,8 +73,11 @@ FAMILIES = {
         "Canary requests the challenger refused and the champion answered (its rules are the API).",
     ),
     MODEL_INFO: ("gauge", "Processes serving each model version (name, version, source, variant)."),
-    RELOADS: ("counter", "Model versions swapped in by a reload."),
-    RELOAD_FAILURES: ("counter", "Reload attempts that kept the old model, by failed step."),
+    RELOADS: ("counter", "Model versions swapped in by a reload, by variant."),
+    RELOAD_FAILURES: (
+        "counter",
+        "Load and reload attempts that failed (a reload keeps the old model), by step and variant.",
+    ),
     READY: ("gauge", "Worker processes with a loaded, golden-checked model."),
 }
 _CAPACITY = 4096

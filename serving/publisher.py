@@ -20,7 +20,13 @@ from pathlib import Path
 from serving import metrics as m
 from serving.config import ServingConfig
 from serving.metrics import MetricsStore
-from serving.registry import RegistryWatcher, write_pointer, write_refusal
+from serving.registry import (
+    CHALLENGER,
+    CHAMPION,
+    RegistryWatcher,
+    write_pointer,
+    write_refusal,
+)
 from serving.verify import EXIT_GOLDEN
 
 log = logging.getLogger("serving.publisher")
@@ -49,10 +55,11 @@ class Publisher:
         self.config = config
         self.uri = uri or config.model_uri
         self.prefix = prefix
+        self.variant = CHALLENGER if prefix else CHAMPION
         self.runtime_dir = Path(runtime_dir)
         self.store = store or MetricsStore(self.runtime_dir / "metrics")
         for step in ("resolve", "download", "load", "golden"):
-            self.store.index(m.RELOAD_FAILURES, (("step", step),))
+            self.store.index(m.RELOAD_FAILURES, (("step", step), ("variant", self.variant)))
         cache = config.model_cache_dir or self.runtime_dir / "models"
         self.watcher = RegistryWatcher(
             self.uri,
@@ -76,7 +83,8 @@ class Publisher:
         log.info("published version %s of %s: %s", version, self.uri, proc.stdout.strip())
 
     def _failure(self, step: str, message: str) -> None:
-        self.store.inc(self.store.index(m.RELOAD_FAILURES, (("step", step),)))
+        labels = (("step", step), ("variant", self.variant))
+        self.store.inc(self.store.index(m.RELOAD_FAILURES, labels))
         write_refusal(self.runtime_dir, self.uri, step, message, self.prefix)
         log.error("registry %s failed, serving what we have: %s", step, message)
 

@@ -27,6 +27,8 @@ POINTER = "current.json"
 REFUSED = "refused.json"
 #: The challenger's (``SERVING_ROLLOUT``): the same files with this prefix.
 CHALLENGER_PREFIX = "challenger-"
+#: The two variants a server holds: the ``variant`` of its responses, logs and metrics.
+CHAMPION, CHALLENGER = "champion", "challenger"
 _URI = REGISTRY_URI
 
 

@@ -139,11 +139,14 @@ ROWS: list[tuple[str, list[tuple[str, str, str, list[tuple[str, str]]]]]] = [
                 "timeseries",
                 "short",
                 [
-                    (f"sum(increase(serving_model_reloads_total{{{SEL}}}[1h]))", "reloads"),
                     (
-                        "sum by (step) "
+                        f"sum by (variant) (increase(serving_model_reloads_total{{{SEL}}}[1h]))",
+                        "{{variant}} reloads",
+                    ),
+                    (
+                        "sum by (variant, step) "
                         f"(increase(serving_model_reload_failures_total{{{SEL}}}[1h]))",
-                        "failed at {{step}}",
+                        "{{variant}} failed at {{step}}",
                     ),
                 ],
             ),

@@ -500,7 +500,12 @@ def test_not_ready_when_golden_examples_do_not_reproduce(make_app, exported_mode
     message = error_of(predict(client, {"instances": [row]}), 503, "model_not_loaded")
     assert "golden row 1" in message
     samples = metric_samples(client.get("/metrics").get_data(as_text=True))
-    assert samples[("serving_model_reload_failures_total", (("step", "golden"),))] == 1.0
+    assert (
+        samples[
+            ("serving_model_reload_failures_total", (("step", "golden"), ("variant", "champion")))
+        ]
+        == 1.0
+    )
     assert samples[("serving_ready_workers", ())] == 0.0
 
 
@@ -642,8 +647,13 @@ def test_metrics_count_requests_latency_classes_and_version(client, golden, row,
     )
     assert samples[("serving_model_info", info)] == 1.0
     assert samples[("serving_ready_workers", ())] == 1.0
-    assert samples[("serving_model_reload_failures_total", (("step", "load"),))] == 0.0
-    assert samples[("serving_model_reloads_total", ())] == 0.0
+    assert (
+        samples[
+            ("serving_model_reload_failures_total", (("step", "load"), ("variant", "champion")))
+        ]
+        == 0.0
+    )
+    assert samples[("serving_model_reloads_total", (("variant", "champion"),))] == 0.0
 
 
 # ---------------------------------------------------------------------- defects of issue 10

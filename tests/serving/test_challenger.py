@@ -28,7 +28,15 @@ def test_a_challenger_of_another_task_is_refused_and_said(make_app, regression_m
     body = response.get_json()
     assert body["variant"] == "champion" and "label" in body["predictions"][0]
     samples = metric_samples(client.get("/metrics").get_data(as_text=True))
-    assert samples[("serving_model_reload_failures_total", (("step", "compatible"),))] == 1
+    assert (
+        samples[
+            (
+                "serving_model_reload_failures_total",
+                (("step", "compatible"), ("variant", "challenger")),
+            )
+        ]
+        == 1
+    )
 
 
 def test_canary_requests_the_challenger_refuses_are_answered_by_the_champion(

@@ -57,8 +57,13 @@ def test_in_process_registry_start_reload_and_refusal(
     assert client.get("/health/ready").status_code == 200
 
     samples = metric_samples(client.get("/metrics").get_data(as_text=True))
-    assert samples[("serving_model_reload_failures_total", (("step", "golden"),))] == 1.0
-    assert samples[("serving_model_reloads_total", ())] == 1.0
+    assert (
+        samples[
+            ("serving_model_reload_failures_total", (("step", "golden"), ("variant", "champion")))
+        ]
+        == 1.0
+    )
+    assert samples[("serving_model_reloads_total", (("variant", "champion"),))] == 1.0
     info = (("name", "penguins-classifier"), ("source", "registry"), ("variant", "champion"),
             ("version", v2))  # fmt: skip
     assert samples[("serving_model_info", info)] == 1.0
@@ -78,7 +83,12 @@ def test_unknown_alias_leaves_the_server_live_but_not_ready(
     assert ready.status_code == 503
     assert ready.get_json()["reason"].startswith(f"models:/{name}@nobody: ")
     samples = metric_samples(client.get("/metrics").get_data(as_text=True))
-    assert samples[("serving_model_reload_failures_total", (("step", "resolve"),))] == 1.0
+    assert (
+        samples[
+            ("serving_model_reload_failures_total", (("step", "resolve"), ("variant", "champion")))
+        ]
+        == 1.0
+    )
 
 
 class Hammer:
@@ -151,7 +161,10 @@ def test_server_follows_the_alias_without_failing_requests(live_server, registry
         seen_v2 = len(hammer.results)
         wait_for(lambda: len(hammer.results) > seen_v2 + 20, "requests on v2")
         registry.point(name, "champion", v3)
-        failures = ("serving_model_reload_failures_total", (("step", "golden"),))
+        failures = (
+            "serving_model_reload_failures_total",
+            (("step", "golden"), ("variant", "champion")),
+        )
         wait_for(lambda: metrics().get(failures, 0) >= 1.0, "v3 refused")
         refused_at = len(hammer.results)
         wait_for(lambda: len(hammer.results) > refused_at + 20, "requests after the refusal")
@@ -256,7 +269,12 @@ def test_server_started_on_an_unservable_champion_says_why(live_server, registry
     )
     assert "/tmp" not in body["reason"] and "serving-" not in body["reason"]
     samples = metric_samples(requests.get(server.url + "/metrics").text)
-    assert samples[("serving_model_reload_failures_total", (("step", "golden"),))] >= 1.0
+    assert (
+        samples[
+            ("serving_model_reload_failures_total", (("step", "golden"), ("variant", "champion")))
+        ]
+        >= 1.0
+    )
     assert samples[("serving_ready_workers", ())] == 0.0
     registry.point(name, "champion", v2)  # fixed: the server becomes ready on its own
     server.wait_ready()
