@@ -41,15 +41,17 @@ def column_schema(rule: Rule) -> dict[str, Any]:
     types = [
         "string",
         *(["boolean"] if rule.booleans else []),
+        *(["integer"] if rule.integers else []),
         *(["null"] if rule.nullable else []),
     ]
     if rule.allowed is not None:
         # A nullable column also takes "" (how the graph encodes a missing string).
         missing = list(rule.missing) if rule.nullable else []
         flags = [b for b in (True, False) if rule.booleans and str(b) in rule.allowed]
+        codes = [int(c) for c in rule.allowed] if rule.integers else []
         return {
             "type": types if len(types) > 1 else "string",
-            "enum": [*rule.allowed, *flags, *missing],
+            "enum": [*rule.allowed, *flags, *codes, *missing],
         }
     schema = {"type": types if len(types) > 1 else "string"}
     if not rule.nullable:

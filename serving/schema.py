@@ -15,12 +15,15 @@ cross-field: the column arrays of a columnar ``inputs`` body must have equal len
 from __future__ import annotations
 
 import math
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from model_spec.feed import category_text
 
 #: Row layouts of a request body: an array of ``{column: value}`` objects, MLflow's
 #: ``{"columns": [...], "data": [[...], ...]}``, an object of column arrays.
@@ -123,6 +126,8 @@ class Column:
 
 #: How a boolean column's values read as categories (``str(True)``, as training writes them).
 BOOLEAN_CATEGORIES = frozenset({"False", "True"})
+#: How an integer code reads as a category (``str(3)``, as training writes it; ``1.0`` too).
+_INTEGER_TEXT = re.compile(r"-?(0|[1-9][0-9]*)")
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,10 @@ class Rule:
     #: A boolean column as training wrote it (categories ``False``/``True``): JSON ``true`` and
     #: ``false`` are taken for those strings, as a client holding the table's rows sends them.
     booleans: bool = False
+    #: A column of integer codes (categories ``1``, ``2``, ...): JSON integers are taken for
+    #: those strings (``3`` for ``"3"``, and ``3.0``, as pandas reads a code column with gaps),
+    #: as a client holding the table's rows sends them.
+    integers: bool = False
 
     @classmethod
     def of(cls, column: Column, *, reject_unknown_categories: bool, reject_out_of_range: bool):
@@ -154,7 +163,8 @@ class Rule:
         known = tuple(c for c in column.categories if c != MISSING_STRING)
         closed = reject_unknown_categories and bool(known)
         booleans = bool(known) and set(known) <= BOOLEAN_CATEGORIES
-        return cls(column, allowed=known if closed else None, booleans=booleans)
+        integers = bool(known) and all(_INTEGER_TEXT.fullmatch(k) for k in known)
+        return cls(column, allowed=known if closed else None, booleans=booleans, integers=integers)
 
     @property
     def name(self) -> str:
@@ -436,7 +446,10 @@ class InputSchema:
         allowed = frozenset(rule.allowed or ())
         allowed_text = ", ".join(rule.allowed or ())
 
-        booleans = rule.booleans
+        booleans, integers = rule.booleans, rule.integers
+        wanted = "a string" + (
+            " or a boolean" if booleans else " or an integer" if integers else ""
+        )
 
         def convert(values: list, prefix: str) -> np.ndarray:
             if (
@@ -450,6 +463,8 @@ class InputSchema:
             for i, v in enumerate(values):
                 if booleans and type(v) is bool:
                     v = values[i] = "True" if v else "False"
+                elif integers and (type(v) is int or (type(v) is float and v.is_integer())):
+                    v = values[i] = category_text(v)
                 if type(v) is str:
                     if v in allowed:
                         continue
@@ -466,7 +481,7 @@ class InputSchema:
                     raise RequestError(
                         422,
                         "type",
-                        f"must be a string, got {_type_name(v)}",
+                        f"must be {wanted}, got {_type_name(v)}",
                         f"{prefix}{i}].{name}",
                     )
                 # null or "" (the graph's missing string)

@@ -325,3 +325,50 @@ def test_a_boolean_column_takes_json_booleans_on_both_sides(policy):
             assert (served, documented) == (200, True)
         else:
             assert served == 422 and documented is False, bad
+
+
+@pytest.mark.parametrize("policy", ["reject", "accept"])
+def test_an_integer_coded_column_takes_json_integers_on_both_sides(policy):
+    """A column of integer codes is drafted as categories '1', '2', '3' (training writes
+    ``str(code)``); ``{"grade": 3}``, as a client holding the table's rows sends it, got 422
+    "must be a string, got an integer" and only the string "3" worked."""
+    from serving.schema import Column
+
+    columns = [
+        Column("grade", "categorical", nullable=True, categories=("1", "2", "3", "10")),
+        Column("x", "numeric", nullable=False, min=0.0, max=1.0),
+        Column("colour", "categorical", nullable=False, categories=("blue", "red")),
+    ]
+    schema = InputSchema(columns, max_rows=20, reject_unknown_categories=policy == "reject")
+    document = {**request_schema(schema), "$schema": "https://json-schema.org/draft/2020-12/schema"}
+    validators = (Draft202012Validator(document), jsonschema_rs.validator_for(document))
+
+    def verdict(rows):
+        body = {"instances": rows}
+        try:
+            _, feed = schema.feed_from_body(json.loads(json.dumps(body)))
+        except RequestError as exc:
+            served, feed = exc.status, None
+        else:
+            served = 200
+        documented = {v.is_valid(body) for v in validators}
+        assert len(documented) == 1, rows  # the two JSON Schema validators agree
+        return served, documented.pop(), feed
+
+    row = {"grade": 3, "x": 0.5, "colour": "red"}
+    for rows, code in (([row], "3"), ([row] * 12, "3"), ([{**row, "grade": 10}], "10"),
+                       ([{**row, "grade": 2.0}], "2"), ([{**row, "grade": "1"}], "1"),
+                       ([{**row, "grade": None}], "")):  # fmt: skip
+        served, documented, feed = verdict(rows)
+        assert (served, documented) == (200, True), rows
+        assert feed["grade"][0, 0] == code
+    # Codes are integers only in an integer-coded column; 2.5 and true are not codes.
+    for bad in ({**row, "colour": 1}, {**row, "grade": 2.5}, {**row, "grade": True},
+                {**row, "grade": 7}, {**row, "grade": float("inf")}):  # fmt: skip
+        served, documented, _ = verdict([bad])
+        if policy == "accept" and bad["grade"] == 7:
+            assert (served, documented) == (200, True)
+        else:
+            assert served == 422 and documented is False, bad
+    with pytest.raises(RequestError, match="must be a string or an integer, got a number"):
+        schema.feed_from_body({"instances": [{**row, "grade": 2.5}]})
