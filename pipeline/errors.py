@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable
 
 
@@ -14,6 +16,13 @@ class PipelineError(Exception):
 
     Stage CLIs print it as one paragraph on stderr and exit with status 1, without a traceback.
     """
+
+
+class Terminated(BaseException):
+    """SIGTERM (a cancelled CI job, ``timeout``, a pod stopped) raised in the stage's main
+    thread, so that ``with`` blocks unwind: an MLflow run ends, a half-written output is
+    discarded. By default the signal ended the process where it stood, and the run stayed
+    RUNNING in the store for ever."""
 
 
 def cli(stage: str) -> Callable[[Callable[..., None]], Callable[..., int]]:
@@ -28,8 +37,18 @@ def cli(stage: str) -> Callable[[Callable[..., None]], Callable[..., int]]:
         @functools.wraps(main)
         def wrapper(*args, **kwargs) -> int:
             quiet_process()
+            if threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, _raise_terminated)
             try:
                 main(*args, **kwargs)
+            except Terminated:
+                _mark_run_killed()
+                print(
+                    f"{stage} stopped by SIGTERM; its outputs were not written (the MLflow run, "
+                    "if one started, is marked KILLED).",
+                    file=sys.stderr,
+                )
+                return 128 + signal.SIGTERM
             except PipelineError as exc:
                 print(f"{stage} failed: {exc}", file=sys.stderr)
                 return 1
@@ -58,6 +77,24 @@ def cli(stage: str) -> Callable[[Callable[..., None]], Callable[..., int]]:
 #: OS errors that are the environment's, not a bug: a path that cannot be written (a read-only
 #: or immutable file, a full disk).
 ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _raise_terminated(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+    raise Terminated(signum)
+
+
+def _mark_run_killed() -> None:
+    """The run the stage started (ended FAILED by its ``with`` block) is KILLED: stopped."""
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None:
+        return
+    try:
+        run = mlflow.active_run() or mlflow.last_active_run()
+        if run is not None:
+            mlflow.tracking.MlflowClient().set_terminated(run.info.run_id, "KILLED")
+    except Exception:  # the store is what failed, or is gone: the message still goes out
+        pass
 
 
 def _is_store_error(exc: Exception) -> bool:
