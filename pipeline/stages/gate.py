@@ -120,6 +120,8 @@ class GateReport:
     champion: dict[str, Any] | None
     note: str
     failed: list[str] = field(default_factory=list)
+    #: Said with the verdict, pass or fail (a test split too small to judge on), else "".
+    warning: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -131,6 +133,7 @@ class GateReport:
             "note": self.note,
             "checks": [asdict(c) for c in self.checks],
             "failed": self.failed,
+            "warning": self.warning,
             "candidate": self.candidate,
             "champion": self.champion,
         }
@@ -458,6 +461,22 @@ def leakage_checks(validation: Mapping[str, Any]) -> list[Check]:
     return [Check("leakage", False, worst, threshold, "<", detail)]
 
 
+#: Below this many test rows the gate's verdict comes with a warning: one row moves accuracy by
+#: more than 3 points, and the floors and the champion comparison measure luck as much as skill.
+SMALL_TEST_ROWS = 30
+
+
+def small_test_warning(rows: int | None) -> str:
+    """The note's warning for a test split too small to judge a model on, else ``""``."""
+    if rows is None or rows >= SMALL_TEST_ROWS:
+        return ""
+    return (
+        f"Warning: the test split holds only {rows} row{'s' if rows != 1 else ''}, so each "
+        f"metric moves by about {100 / max(rows, 1):.0f} points per row: the verdict says "
+        "little. Give the test split more rows (more data, or a larger preprocess.test_size)."
+    )
+
+
 def decide(
     metrics: Mapping[str, float],
     parity: Mapping[str, Any],
@@ -473,6 +492,7 @@ def decide(
     suggested_name: str = "",
     task: Task | None = None,
     baseline: Mapping[str, float] | None = None,
+    test_rows: int | None = None,
 ) -> GateReport:
     """Run every check; pure, so each rule is testable on plain dicts.
 
@@ -508,6 +528,7 @@ def decide(
         note = registry_note or f"No champion of '{model_name}' in the registry yet."
         note += " Absolute thresholds only."
         champion_info = None
+    warning = small_test_warning(test_rows)
     failed = [c.name for c in checks if not c.passed]
     return GateReport(
         passed=not failed,
@@ -517,6 +538,7 @@ def decide(
         champion=champion_info,
         note=note,
         failed=failed,
+        warning=warning,
     )
 
 
@@ -527,6 +549,7 @@ def failure_message(report: GateReport) -> str:
     return (
         f"{len(failed)} of {len(report.checks)} checks failed for '{report.model_name}': "
         + " ".join(parts)
+        + (f" {report.warning}" if report.warning else "")
         + " See reports/gate.md."
     )
 
@@ -543,6 +566,7 @@ def render_markdown(report: GateReport) -> str:
         "",
         report.note,
         "",
+        *([f"**{report.warning}**", ""] if report.warning else []),
         "| check | value | threshold | result | detail |",
         "|---|---|---|---|---|",
     ]
@@ -767,15 +791,15 @@ def main(argv: list[str] | None = None) -> None:
     configure(params.mlflow.experiment)
     champion_version, registry_note = champion_of(name)
     champion = onnx_metrics = None
+    test = _test(args.test)
     if champion_version is not None:
-        test = _test(args.test)
         champion = score_champion(name, champion_version, test, descriptor)
         if not champion.skipped:
             onnx_metrics = score_export(model_dir, test)
     baseline = None
     if args.train:
         train = _table(args.train, "training split")
-        baseline = baseline_metrics(descriptor, train, _test(args.test))
+        baseline = baseline_metrics(descriptor, train, test)
     golden_path = model_dir / GOLDEN_FILE
     golden = read_json(golden_path) if golden_path.is_file() else {}
     if parity.get("run_id") not in (None, run_id):
@@ -800,6 +824,7 @@ def main(argv: list[str] | None = None) -> None:
         golden=golden,
         suggested_name=suggest_name(params, name, descriptor),
         baseline=baseline,
+        test_rows=len(test),
     )
     write_json(args.out, report.to_dict())
     with atomic_path(args.report) as tmp:
@@ -817,7 +842,8 @@ def main(argv: list[str] | None = None) -> None:
 
     if not report.passed:
         raise PipelineError(failure_message(report))
-    print(f"gate: all {len(report.checks)} checks passed. {report.note} -> {args.report}")
+    warning = f" {report.warning}" if report.warning else ""
+    print(f"gate: all {len(report.checks)} checks passed. {report.note}{warning} -> {args.report}")
 
 
 if __name__ == "__main__":

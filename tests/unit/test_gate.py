@@ -523,3 +523,22 @@ def test_the_learnt_little_hint_comes_once_and_names_the_mean_for_regression():
     assert [c.name for c in checks if not c.passed] == ["vs_baseline.rmse", "vs_baseline.mae"]
     assert len(hinted) == 1
     assert "beyond the training mean" in hinted[0].detail
+
+
+def test_a_test_split_too_small_to_judge_on_is_said_with_the_verdict():
+    # On longley (16 rows) the test split held 4: the gate passed, and nothing said that each
+    # metric was measured on 4 rows.
+    small = decide(GOOD, PARITY_OK, VALID, GATE, "m", CANDIDATE, None, test_rows=4)
+    assert small.passed
+    assert small.warning == (
+        "Warning: the test split holds only 4 rows, so each metric moves by about 25 points "
+        "per row: the verdict says little. Give the test split more rows (more data, or a "
+        "larger preprocess.test_size)."
+    )
+    assert small.to_dict()["warning"] == small.warning
+    assert f"**{small.warning}**" in render_markdown(small)
+    failing = decide({**GOOD, "f1_macro": 0.1}, PARITY_OK, VALID, GATE, "m", CANDIDATE, None,
+                     test_rows=4)  # fmt: skip
+    assert not failing.passed and failing.warning in failure_message(failing)
+    enough = decide(GOOD, PARITY_OK, VALID, GATE, "m", CANDIDATE, None, test_rows=30)
+    assert enough.warning == "" and "Warning" not in render_markdown(enough)
