@@ -39,6 +39,37 @@ PREREQUISITES: dict[str, tuple[frozenset[str], ...]] = {
 #: new @challenger (promotion, a person's decision, is what deploys).
 NEVER_IN_CI = {"deploy": "deploys the build's image, the new @challenger, past promotion"}
 
+_MLFLOW = frozenset({"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"})
+_S3 = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"})
+_REGISTRY = frozenset({"REGISTRY_USER", "REGISTRY_PASSWORD"})
+#: The credential variables a target reads, from its recipe in the Makefile: the MLflow server
+#: for anything that logs runs or reads the registry (``image`` asks it for the model version
+#: it labels the image with, ``image-test`` rebuilds the image first, ``push-image`` tags
+#: ``model-<version>``, ``retag-image`` looks up @champion), the S3 keys for the DVC remote and
+#: the log store, the container registry's login for pushes and pulls.
+CREDENTIALS_NEEDED: dict[str, frozenset[str]] = {
+    "ci-dvc-pull": _S3,
+    "ci-dvc-push": _S3,
+    "monitor-fetch": _S3,
+    "repro": _MLFLOW,
+    "gate": _MLFLOW,
+    "register": _MLFLOW,
+    "promote": _MLFLOW,
+    "rollback": _MLFLOW,
+    "monitor": _MLFLOW,
+    "retrain": _MLFLOW,
+    "image": _MLFLOW,
+    "image-test": _MLFLOW,
+    "push-image": _MLFLOW | _REGISTRY,
+    "retag-image": _MLFLOW | _REGISTRY,
+    "deploy-champion": _REGISTRY | {"KUBECONFIG"},
+}
+#: The Jenkinsfiles' steps that bind credentials: ``withSecrets``, their own helper, binds them
+#: with ``withCredentials`` only for a build that is not a fork's pull request.
+_BINDERS = ("withSecrets", "withCredentials")
+_NOT_A_FORK = re.compile(r"\bif\s*\(\s*!\s*env\.CHANGE_FORK\s*\)\s*\{")
+_BOUND_VARIABLE = re.compile(r"\b(?:usernameVariable|passwordVariable|variable)\s*:\s*'([^']+)'")
+
 MAIN_REF = "github.ref == 'refs/heads/main'"
 #: A status function in an ``if:`` lets a job or step run after something it depends on failed.
 _STATUS_OVERRIDE = re.compile(r"\b(always|failure|cancelled)\s*\(")
@@ -431,6 +462,30 @@ class Jenkinsfile:
                 return True
         return False
 
+    def bound_variables(self, offset: int) -> set[str]:
+        """The credential variables bound around ``offset``: the ``usernameVariable``,
+        ``passwordVariable`` and ``variable`` of every enclosing ``withSecrets([...]) {`` or
+        ``withCredentials([...]) {``."""
+        bound: set[str] = set()
+        for keyword in _BINDERS:
+            for match in re.finditer(rf"\b{keyword}\b", self.code):
+                brace = self.code.find("{", match.end())
+                if brace >= 0 and brace < offset < _matching_brace(self.code, brace):
+                    bound |= set(_BOUND_VARIABLE.findall(self.text[match.end() : brace]))
+        return bound
+
+    def unguarded_bindings(self) -> list[int]:
+        """Offsets of the ``withCredentials`` calls not inside ``if (!env.CHANGE_FORK) {``."""
+        guards = [
+            (m.end() - 1, _matching_brace(self.code, m.end() - 1))
+            for m in _NOT_A_FORK.finditer(self.code)
+        ]
+        return [
+            m.start()
+            for m in re.finditer(r"\bwithCredentials\b", self.code)
+            if not any(lo < m.start() < hi for lo, hi in guards)
+        ]
+
 
 _QUOTES = ("'''", '"""', "'", '"')
 
@@ -565,6 +620,12 @@ def check_jenkinsfile(path: Path, makefile: Makefile) -> list[str]:
                 problems.append(
                     f"{where}: {call.label} calls `make {target}`, which {NEVER_IN_CI[target]}"
                 )
+    for offset in jenkins.unguarded_bindings():
+        line = jenkins.code.count("\n", 0, offset) + 1
+        problems.append(
+            f"{where}: line {line} binds credentials outside `if (!env.CHANGE_FORK)`, so a "
+            "fork's pull request would get them (use `withSecrets`)"
+        )
     for call in jenkins.calls:
         for target in call.targets:
             if target in MAIN_ONLY and not (call.stage and _stage_on_main(call.stage)):
@@ -577,11 +638,13 @@ def check_jenkinsfile(path: Path, makefile: Makefile) -> list[str]:
                     f"{where}: {call.label} calls `make {target}` in a `post` block, which runs "
                     "whatever the stages' result"
                 )
-            if target in ("push-image", "retag-image") and not jenkins.inside(
-                "withCredentials", call.offset
-            ):
+            missing = CREDENTIALS_NEEDED.get(target, frozenset()) - jenkins.bound_variables(
+                call.offset
+            )
+            if missing:
                 problems.append(
-                    f"{where}: {call.label} calls `make {target}` outside `withCredentials`"
+                    f"{where}: {call.label} calls `make {target}` without "
+                    f"{', '.join(sorted(missing))} bound (`withSecrets`)"
                 )
             for alternatives in PREREQUISITES.get(target, ()):
                 problems.extend(_check_jenkins_prerequisite(jenkins, call, target, alternatives))

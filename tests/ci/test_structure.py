@@ -367,13 +367,74 @@ def test_jenkins_any_branch_condition_is_caught(jenkins_copy, called_targets):
 def test_jenkins_push_without_credentials_block_is_caught(jenkins_copy, called_targets):
     text = JENKINSFILE.read_text()
     publish = _stage_block(text, "Publish")
-    bare = publish.replace("                    sh 'make push-image'\n", "").replace(
+    bare = publish.replace("                        sh 'make push-image'\n", "").replace(
         "            steps {\n", "            steps {\n                sh 'make push-image'\n"
     )
     problems = check_jenkinsfile(jenkins_copy(text.replace(publish, bare)), called_targets)
     assert problems == [
-        "Jenkinsfile: stage 'Publish' calls `make push-image` outside `withCredentials`"
+        "Jenkinsfile: stage 'Publish' calls `make push-image` without MLFLOW_TRACKING_PASSWORD, "
+        "MLFLOW_TRACKING_USERNAME, REGISTRY_PASSWORD, REGISTRY_USER bound (`withSecrets`)"
     ]
+
+
+def _strip_bindings(text: str, target: str) -> str:
+    """The Jenkinsfile with the `withSecrets` around `sh 'make TARGET'` gone (the step kept)."""
+    call = text.index(f"sh 'make {target}'")
+    start = text.rindex("withSecrets(", 0, call)
+    body = text.index("{\n", start) + 2
+    end = text.index("}\n", call) + 2
+    return text[:start] + text[body:end].replace("}\n", "") + text[end:]
+
+
+@pytest.mark.parametrize(
+    ("target", "stage", "missing"),
+    [
+        ("image", "Image", "MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME"),
+        ("image-test", "Smoke test", "MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME"),
+        ("gate", "Gate", "MLFLOW_TRACKING_PASSWORD, MLFLOW_TRACKING_USERNAME"),
+        ("ci-dvc-pull", "Pipeline", "AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY"),
+    ],
+)
+def test_jenkins_make_call_without_the_credentials_it_needs_is_caught(
+    target, stage, missing, jenkins_copy, called_targets
+):
+    """`make image` asks the MLflow registry for the version it labels the image with, and
+    `make image-test` rebuilds the image first: without the MLflow login both got an image
+    labelled with the ONNX hash, and Publish pushed that one as model-<version>."""
+    text = _strip_bindings(JENKINSFILE.read_text(), target)
+    problems = check_jenkinsfile(jenkins_copy(text), called_targets)
+    assert problems == [
+        f"Jenkinsfile: stage '{stage}' calls `make {target}` without {missing} bound "
+        "(`withSecrets`)"
+    ]
+
+
+def test_jenkins_credentials_bound_for_a_forks_pull_request_are_caught(
+    jenkins_copy, called_targets
+):
+    """A fork's pull request runs the Pipeline and Gate stages with its own Makefile: a
+    `withCredentials` there handed it the DVC remote's keys and the MLflow login."""
+    text = JENKINSFILE.read_text()
+    gate = _stage_block(text, "Gate")
+    exposed = gate.replace("withSecrets(", "withCredentials(")
+    text = text.replace(gate, exposed)
+    line = text[: text.index("withCredentials(", text.index("stage('Gate')"))].count("\n") + 1
+    problems = check_jenkinsfile(jenkins_copy(text), called_targets)
+    assert problems == [
+        f"Jenkinsfile: line {line} binds credentials outside `if (!env.CHANGE_FORK)`, so a "
+        "fork's pull request would get them (use `withSecrets`)"
+    ]
+
+
+def test_the_jenkins_helper_binds_nothing_for_a_fork():
+    helper = JENKINSFILE.read_text().split("pipeline {", 1)[0]
+    assert "def withSecrets(List bindings, Closure body)" in helper
+    assert re.search(
+        r"if \(!env\.CHANGE_FORK\) \{\n\s+withCredentials\(bindings\) \{ body\(\) \}\n"
+        r"\s+\} else \{\n(?:(?!withCredentials).)*\n\s+\}\n\}",
+        helper,
+        re.S,
+    ), helper
 
 
 def test_jenkins_gate_that_may_fail_is_caught(jenkins_copy, called_targets):
