@@ -348,11 +348,29 @@ def check_permissions(workflow: Workflow) -> list[str]:
     return problems
 
 
+#: Triggers that run with the base repository's secrets and write token whatever the event's
+#: source: with a checkout of a fork's code they hand it both.
+PRIVILEGED_TRIGGERS = ("pull_request_target", "workflow_run")
+
+
+def check_triggers(path: Path) -> list[str]:
+    """No workflow runs on a privileged trigger: a fork's PR gets secrets only that way."""
+    raw = yaml.safe_load(path.read_text())
+    triggers = raw.get("on", raw.get(True)) or {}  # YAML 1.1 reads the key `on` as True
+    names = [triggers] if isinstance(triggers, str) else list(triggers)
+    return [
+        f"{path.name}: runs on `{name}`, which gives a fork's pull request the repository's "
+        "secrets; use `pull_request`"
+        for name in names
+        if name in PRIVILEGED_TRIGGERS
+    ]
+
+
 def check_workflow(path: Path, makefile: Makefile) -> list[str]:
     """Every rule for one GitHub Actions workflow; an empty list when it follows them all."""
     workflow = load_workflow(path)
     where = path.name
-    problems: list[str] = check_permissions(workflow)
+    problems: list[str] = check_triggers(path) + check_permissions(workflow)
     for step in workflow.steps_in_order():
         problems.extend(check_uses(f"{where}: {step}", step.uses))
     for step in workflow.steps_in_order():

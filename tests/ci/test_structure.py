@@ -257,6 +257,15 @@ def test_write_permissions_where_nothing_needs_them_are_caught(ci_yaml, write_ya
     ]
 
 
+@pytest.mark.parametrize("trigger", ["pull_request_target", "workflow_run"])
+def test_a_privileged_trigger_is_caught(trigger, ci_yaml, write_yaml, called_targets):
+    ci_yaml[True][trigger] = {"types": ["opened"]}
+    assert check_workflow(write_yaml(ci_yaml), called_targets) == [
+        f"ci.yml: runs on `{trigger}`, which gives a fork's pull request the repository's "
+        "secrets; use `pull_request`"
+    ]
+
+
 def test_an_unpinned_action_is_caught(ci_yaml, write_yaml, called_targets):
     ci_yaml["jobs"]["checks"]["steps"][0]["uses"] = "actions/checkout@main"
     assert check_workflow(write_yaml(ci_yaml), called_targets) == [
