@@ -166,6 +166,9 @@ serve: env ## Serve MODEL_DIR (no export there: the registry's @champion) on 127
 image: ## Build the serving image IMAGE:IMAGE_TAG with MODEL_DIR baked in (CONTAINER_TOOL)
 	@test -f $(MODEL_DIR)/model.json || \
 	  { echo "image: no $(MODEL_DIR)/model.json; run the pipeline (make run) first"; exit 1; }
+	@# The build context holds only exports under models/ (.dockerignore).
+	@case "$(MODEL_DIR)" in models/*|./models/*) ;; *) \
+	  echo "image: MODEL_DIR must be a directory under models/ in this repository (the image's build context, see .dockerignore), not $(MODEL_DIR)"; exit 1;; esac
 	@# The image reports MODEL_VERSION; by default the registry version of this export, if any
 	@# (after `make register`), else the server falls back to the ONNX file's hash.
 	version='$(MODEL_VERSION)'; \
