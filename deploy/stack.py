@@ -488,7 +488,7 @@ class Stack:
     def up(self, prometheus: bool = True) -> str:
         state = self.state()
         if self._running(state) and _http_ok(f"http://127.0.0.1:{state.ports['mlflow']}/health"):
-            return f"team stack already running: MLflow at {self.urls()['mlflow']}"
+            return f"team stack already running: {self._where(state)}"
         self.down()  # a half-started or crashed stack: stop what is left, keep the data
         self.root.mkdir(parents=True, exist_ok=True)
         creds = self.credentials()
@@ -510,7 +510,14 @@ class Stack:
         except BaseException:
             self.down()
             raise
-        return f"team stack up: MLflow at {self.urls()['mlflow']} (state in {self.root})"
+        return f"team stack up: {self._where(state)} (state in {self.root})"
+
+    def _where(self, state: State) -> str:
+        """The URLs a person opens: MLflow, and Prometheus when this stack started one."""
+        where = f"MLflow at {self.urls()['mlflow']}"
+        if state.pids.get("prometheus"):
+            where += f", Prometheus at http://127.0.0.1:{state.ports['prometheus']}"
+        return where
 
     def down(self, purge: bool = False) -> str:
         state = self.state()
