@@ -31,9 +31,11 @@ export GIT_PYTHON_REFRESH := quiet
         bench-pipeline bench-validate bench-model bench-serve bench-serve-log bench-serve-loop compare ci clean system-deps dvc mlflow \
         test-readme ci-act jenkins-lint-deps
 
+# In the Makefile's order (related targets stay together); coloured only on a terminal.
 help: ## List the targets
-	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | sort | \
-	  awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
+	@if [ -t 1 ]; then on=$$'\033[36m' off=$$'\033[0m'; else on='' off=''; fi; \
+	grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "}; {printf "  %s%-16s%s %s\n", on, $$1, off, $$2}'
 
 # ---------------------------------------------------------------- environment
 $(UV):

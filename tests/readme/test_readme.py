@@ -89,3 +89,22 @@ def test_a_block_stops_at_its_first_failing_command(tmp_path):
     with pytest.raises(AssertionError, match=r"README command failed \(exit 1\): false"):
         run_blocks([block], tmp_path, home, timeout=60)
     assert not (tmp_path / "ran-after-failure").exists()
+
+
+def test_make_help_piped_is_plain_text_in_the_makefiles_order():
+    """`make help | less` showed raw escape codes, and `sort` scattered related targets."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    shown = subprocess.run(
+        ["make", "--no-print-directory", "help"], cwd=root, capture_output=True, text=True,
+        check=True,
+    ).stdout  # fmt: skip
+    assert "\x1b" not in shown
+    documented = re.findall(
+        r"^([a-zA-Z0-9_ -]+):.*## ", (root / "Makefile").read_text(), re.M
+    )  # fmt: skip
+    listed = [line.split("  ")[1] for line in shown.splitlines()]
+    assert [name.split()[0] for name in documented] == [name.split()[0] for name in listed]
+    assert listed[:3] == ["help", "env", "run"]
