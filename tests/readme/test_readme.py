@@ -108,3 +108,17 @@ def test_make_help_piped_is_plain_text_in_the_makefiles_order():
     listed = [line.split("  ")[1] for line in shown.splitlines()]
     assert [name.split()[0] for name in documented] == [name.split()[0] for name in listed]
     assert listed[:3] == ["help", "env", "run"]
+
+
+def test_the_registry_block_says_rollback_refuses_after_the_first_promotion(readme_text):
+    """The block promotes once, then rolls back: as written, rollback fails. The README says
+    so, quoting the registry's own message."""
+    from tests.conftest import REPO_ROOT
+
+    (block,) = [
+        b for b in bash_blocks(readme_text) if any("make rollback" in c for c in b.commands)
+    ]
+    assert [c.split()[1] for c in block.commands if c.startswith("make ")].count("promote") == 1
+    quoted = "has no previous\nchampion to roll back to"
+    assert quoted in readme_text
+    assert " ".join(quoted.split()) in (REPO_ROOT / "pipeline/registry.py").read_text()
