@@ -122,3 +122,22 @@ def test_the_registry_block_says_rollback_refuses_after_the_first_promotion(read
     quoted = "has no previous\nchampion to roll back to"
     assert quoted in readme_text
     assert " ".join(quoted.split()) in (REPO_ROOT / "pipeline/registry.py").read_text()
+
+
+def test_the_readmes_metrics_command_prints_a_readable_table(readme_text):
+    """`dvc metrics show` with no target put the gate's and parity's keys in one row, 2,119
+    characters wide on the default data."""
+    import shlex
+    import subprocess
+
+    from tests.conftest import REPO_ROOT
+
+    (command,) = [
+        c for b in bash_blocks(readme_text) for c in b.commands if "dvc metrics show" in c
+    ]  # fmt: skip
+    shown = subprocess.run(
+        shlex.split(command, comments=True), cwd=REPO_ROOT, capture_output=True, text=True,
+        check=True, timeout=120,
+    ).stdout  # fmt: skip
+    assert "accuracy" in shown
+    assert max(len(line) for line in shown.splitlines()) <= 160, shown
