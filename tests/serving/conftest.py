@@ -256,6 +256,17 @@ class ServerProcess:
         granian = _children(self.proc.pid)
         return [pid for main in granian for pid in _children(main)]
 
+    def kill_worker(self, victim: int, timeout: float = 60) -> None:
+        """SIGKILL worker ``victim``; return once granian has replaced it and all are ready."""
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pids = self.worker_pids()
+            if len(pids) == self.workers and victim not in pids:
+                break
+            time.sleep(0.2)
+        self.wait_ready()
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

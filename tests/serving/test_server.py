@@ -425,14 +425,7 @@ def test_killed_worker_is_replaced(live_server, exported_model, row):
     threads = run_callers(4, caller, server.host, server.port, body, headers, stop, tally)
     time.sleep(1)
     victim = server.worker_pids()[0]
-    os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        pids = server.worker_pids()
-        if len(pids) == 2 and victim not in pids:
-            break
-        time.sleep(0.2)
-    server.wait_ready()
+    server.kill_worker(victim)
     seen = tally.ok
     time.sleep(1)
     stop.set()
