@@ -57,7 +57,6 @@ from serving.schema import RequestError
 log = logging.getLogger("serving")
 
 JSON = "application/json"
-#: The variant that answers when no rollout is configured (and the registry alias it follows).
 #: Paths the metrics name; anything else is counted as ``other`` (bounded label values).
 ENDPOINTS = (
     "/predict",

@@ -27,7 +27,8 @@ POINTER = "current.json"
 REFUSED = "refused.json"
 #: The challenger's (``SERVING_ROLLOUT``): the same files with this prefix.
 CHALLENGER_PREFIX = "challenger-"
-#: The two variants a server holds: the ``variant`` of its responses, logs and metrics.
+#: The two variants a server holds: the ``variant`` of its responses, logs and metrics (and the
+#: registry aliases they follow). The champion answers when no rollout is configured.
 CHAMPION, CHALLENGER = "champion", "challenger"
 _URI = REGISTRY_URI
 
