@@ -410,6 +410,9 @@ class KerasMLPEstimator(Estimator):
         # Fixed layer names and a fresh session: Keras numbers unnamed layers per process
         # ("dense_2_1"), which would end up in the ONNX graph and change its bytes.
         keras.backend.clear_session()
+        # clear_session resets Keras's global state, its quiet mode included: without this,
+        # MLflow's check of the logged model's input example printed a progress bar.
+        keras.utils.disable_interactive_logging()
         layers: list[Any] = [keras.Input(shape=(x_train.shape[1],), name="features")]
         for i, units in enumerate(p.hidden_units):
             layers.append(keras.layers.Dense(units, activation="relu", name=f"hidden_{i}"))

@@ -83,3 +83,15 @@ def test_one_class_target_is_a_paragraph_not_a_traceback(data, train_params):
     for estimator in ("logistic_regression", "keras_mlp"):
         with pytest.raises(PipelineError, match="holds only 'Adelie'.*at least two classes"):
             train_model(estimator, train_params, x_tr, np.array(["Adelie"] * len(x_tr)), x_va, y_va)
+
+
+def test_keras_prints_no_progress_bar_after_training(data, train_params, capsys):
+    # MLflow's log_model checks its input example with model.predict; a progress bar there
+    # landed in the train stage's output (clear_session had reset Keras's quiet mode).
+    _, _, _, (x_tr, y_tr), (x_va, y_va) = data
+    result = train_model("keras_mlp", train_params, x_tr, y_tr, x_va, y_va)
+    capsys.readouterr()
+    result.model.predict(x_va.astype("float32"))
+    out = capsys.readouterr()
+    assert "step" not in out.out + out.err
+    assert "\x1b[" not in out.out + out.err
