@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
             save_native_model(native, tmp)
             write_run_file(tmp / RUN_FILE, run.info.run_id, experiment_id, estimator=estimator.name)
         _write_csv(args.history, result.history)
-    shown = ", ".join(f"{k} {v:.4f}" for k, v in result.val_metrics.items())
+    shown = ", ".join(
+        f"{k} {v}" if isinstance(v, int) else f"{k} {v:.4f}" for k, v in result.val_metrics.items()
+    )  # an epoch or iteration count reads as a count
     print(
         f"train: {estimator.name} ({result.family}, {task.value}); validation {shown}; "
         f"MLflow run {run.info.run_id}"

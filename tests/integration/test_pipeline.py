@@ -33,6 +33,10 @@ def built(tmp_path_factory) -> tuple[Project, object]:
 def test_full_repro_runs_every_stage_and_writes_every_output(built):
     project, proc = built
     assert _ran(proc) == STAGES
+    # One line per stage: no Keras progress bar, and the best epoch reads as a count.
+    (train_line,) = [line for line in proc.stdout.splitlines() if line.startswith("train: ")]
+    assert re.search(r"best_epoch \d+[,;]", train_line), train_line
+    assert "\u2501" not in proc.stdout + (proc.stderr or "")
     root = project.root
     for rel in (
         "data/raw/dataset.parquet",
