@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Roll the serving image out to a Kubernetes cluster (`make deploy`, `make deploy-champion`).
 #
-#   deploy.sh render OVERLAY IMAGE DIGEST   print OVERLAY's manifests with the image pinned
+#   deploy.sh render OVERLAY IMAGE DIGEST   print OVERLAY's manifests with the image pinned,
+#                                           in namespace K8S_NAMESPACE
 #   deploy.sh apply  OVERLAY IMAGE DIGEST   apply them, then wait for the rollout
 #   deploy.sh digest IMAGE:TAG              print the registry digest (sha256:...) of IMAGE:TAG
 #
@@ -25,12 +26,19 @@ render() {
     echo "deploy.sh: '$overlay' is not a kustomize overlay (no kustomization.yaml)" >&2
     exit 2
   fi
+  local namespace=${K8S_NAMESPACE:-tabular-mlops}
+  if [[ ! $namespace =~ ^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$ ]]; then
+    echo "deploy.sh: K8S_NAMESPACE must be a DNS label (a-z, 0-9, '-', at most 63), not '$namespace'" >&2
+    exit 2
+  fi
   local work
   work=$(mktemp -d)
-  # a throw-away kustomization on top of the overlay: the checked-in files stay untouched
+  # a throw-away kustomization on top of the overlay: the checked-in files stay untouched, and
+  # K8S_NAMESPACE replaces the overlay's namespace (apply -n then agrees with every object)
   cat > "$work/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
+namespace: $namespace
 resources:
   - $(realpath --relative-to="$work" "$overlay")
 images:

@@ -39,11 +39,11 @@ SCHEMAS = {
 TARGETS = ("overlays/directory", "overlays/registry", "kserve", "monitoring")
 
 
-def render(target: str) -> list[dict]:
+def render(target: str, **env: str) -> list[dict]:
     """What `make deploy` applies: the overlay with the image pinned to a digest."""
     proc = subprocess.run(
         [str(K8S / "deploy.sh"), "render", str(K8S / target), IMAGE, DIGEST],
-        env={"KUBECTL": kubectl(), "PATH": "/usr/bin:/bin"},
+        env={"KUBECTL": kubectl(), "PATH": "/usr/bin:/bin", **env},
         capture_output=True,
         text=True,
         check=False,
@@ -199,6 +199,30 @@ def test_a_privileged_root_container_fails_checkov(rendered, tmp_path):
     failed = {c["check_id"] for c in checkov(tmp_path)["results"]["failed_checks"]}
     # privileged, may run as root, no liveness probe
     assert {"CKV_K8S_16", "CKV_K8S_23", "CKV_K8S_8"} <= failed
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_k8s_namespace_places_every_object(target, rendered):
+    # deploy.sh applies with -n K8S_NAMESPACE: an object rendered into the overlay's own
+    # namespace made kubectl refuse the whole apply ("does not match the namespace").
+    moved = render(target, K8S_NAMESPACE="team-a")
+    assert len(moved) == len(rendered[target])
+    namespaced = [d for d in moved if d["kind"] != "Namespace"]
+    assert namespaced
+    assert {d["metadata"].get("namespace") for d in namespaced} == {"team-a"}
+    assert {d["metadata"].get("namespace") for d in rendered[target]} == {"tabular-mlops"}
+
+
+def test_k8s_namespace_must_be_a_dns_label():
+    proc = subprocess.run(
+        [str(K8S / "deploy.sh"), "render", str(K8S / "overlays/directory"), IMAGE, DIGEST],
+        env={"KUBECTL": kubectl(), "PATH": "/usr/bin:/bin", "K8S_NAMESPACE": "Team_A"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "K8S_NAMESPACE must be a DNS label" in proc.stderr and "'Team_A'" in proc.stderr
 
 
 def test_deploy_refuses_a_tag_in_place_of_a_digest_and_skips_without_a_cluster():
