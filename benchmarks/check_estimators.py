@@ -94,7 +94,8 @@ def env_for(venv: Path, base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     env.pop("MLFLOW_TRACKING_URI", None)
     env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # The Makefile's level (3: TF's harmless E0000 notes hidden) unless the caller set one.
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["GIT_PYTHON_REFRESH"] = "quiet"
     return env
 

@@ -88,6 +88,12 @@ def test_the_environment_puts_the_venv_first_and_drops_the_tracking_uri(tmp_path
     env = ce.env_for(tmp_path, {"PATH": "/usr/bin", "MLFLOW_TRACKING_URI": "http://x"})
     assert env["PATH"] == f"{tmp_path / 'bin'}:/usr/bin"
     assert "MLFLOW_TRACKING_URI" not in env
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "3"  # the Makefile's level: no E0000 notes
+
+
+def test_the_environment_keeps_a_tf_log_level_the_caller_chose(tmp_path):
+    env = ce.env_for(tmp_path, {"PATH": "/usr/bin", "TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "0"
 
 
 def test_the_table_has_one_row_per_pair_and_names_the_failure():
