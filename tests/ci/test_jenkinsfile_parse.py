@@ -2,8 +2,9 @@
 Java 17), installed under tests/ci/jenkins by `make jenkins-lint-deps`, offline.
 
 Jenkins itself cannot run here; tests/ci/structure.py reads the stages and steps, and this
-checks that Groovy accepts the file at all, so a syntax error fails `make test`, not the first
-Jenkins build. Both files go through one JVM run (about 40 s on the shared 2-core machine).
+checks that Groovy accepts the files at all (the pipeline's Jenkinsfile and the monitoring
+loop's monitoring/Jenkinsfile), so a syntax error fails `make test`, not the first Jenkins build.
+All files go through one JVM run (about 40 s on the shared 2-core machine).
 """
 
 from __future__ import annotations
@@ -18,19 +19,23 @@ import pytest
 from tests.ci.conftest import JENKINSFILE
 from tests.conftest import REPO_ROOT
 
+MONITORING_JENKINSFILE = REPO_ROOT / "monitoring" / "Jenkinsfile"
+
 LINT = REPO_ROOT / "tests" / "ci" / "jenkins" / "node_modules" / ".bin" / "npm-groovy-lint"
 PARSE_ERROR = "NglParseError"
 
 
 @pytest.fixture(scope="module")
 def lint_results(tmp_path_factory) -> dict[str, list[dict]]:
-    """npm-groovy-lint's findings for the real Jenkinsfile and for a copy missing a brace."""
+    """npm-groovy-lint's findings for both real Jenkinsfiles and for a copy missing a brace."""
     assert LINT.exists(), f"{LINT} is missing: run `make jenkins-lint-deps` (make test does)"
     root = tmp_path_factory.mktemp("jenkinsfile")
-    real, broken = root / "real" / "Jenkinsfile", root / "broken" / "Jenkinsfile"
-    real.parent.mkdir()
-    broken.parent.mkdir()
+    real, monitoring = root / "real" / "Jenkinsfile", root / "monitoring" / "Jenkinsfile"
+    broken = root / "broken" / "Jenkinsfile"
+    for path in (real, monitoring, broken):
+        path.parent.mkdir()
     shutil.copy(JENKINSFILE, real)
+    shutil.copy(MONITORING_JENKINSFILE, monitoring)
     text = JENKINSFILE.read_text()
     cut = text.rindex("}")
     broken.write_text(text[:cut] + text[cut + 1 :])  # the pipeline block's closing brace
@@ -46,6 +51,7 @@ def lint_results(tmp_path_factory) -> dict[str, list[dict]]:
             "--failon",
             "error",
             str(real),
+            str(monitoring),
             str(broken),
         ],
         cwd=root,
@@ -56,14 +62,16 @@ def lint_results(tmp_path_factory) -> dict[str, list[dict]]:
     assert proc.returncode in (0, 1), proc.stderr[-3000:]
     report = json.loads(proc.stdout)
     files = {str(Path(name).resolve()): found["errors"] for name, found in report["files"].items()}
-    return {
-        "real": files.get(str(real.resolve()), []),
-        "broken": files.get(str(broken.resolve()), []),
-    }
+    named = {"real": real, "monitoring": monitoring, "broken": broken}
+    # Every file must be in the report: one left out would pass as "no errors".
+    missing = [key for key, path in named.items() if str(path.resolve()) not in files]
+    assert not missing, f"npm-groovy-lint did not report on {missing}: {sorted(files)}"
+    return {key: files[str(path.resolve())] for key, path in named.items()}
 
 
-def test_groovy_parses_the_jenkinsfile(lint_results):
-    errors = [e for e in lint_results["real"] if e["severity"] == "error"]
+@pytest.mark.parametrize("which", ["real", "monitoring"])
+def test_groovy_parses_the_jenkinsfiles(lint_results, which):
+    errors = [e for e in lint_results[which] if e["severity"] == "error"]
     assert errors == []
 
 
