@@ -839,8 +839,11 @@ def verdict(report: Report) -> list[str]:
     lying = report.lying_length
     if lying and (lying["status"] not in ("408", "closed") or lying["seconds"] > 10):
         failures.append(f"lying Content-Length: {lying}")
-    if report.sigterm and report.sigterm["reset_lb"]:
-        failures.append(f"SIGTERM: {report.sigterm['reset_lb']} requests reset")
+    if report.sigterm and (report.sigterm["reset_lb"] or report.sigterm["reset_reconnecting"]):
+        failures.append(
+            f"SIGTERM: {report.sigterm['reset_lb']} load-balancer-style and "
+            f"{report.sigterm['reset_reconnecting']} reconnecting requests reset"
+        )
     if report.kill9 and report.kill9["reset"] > 1:
         failures.append(f"kill -9 of a worker: {report.kill9['reset']} requests failed")
     soak = report.soak
