@@ -33,7 +33,7 @@ def summarize(root: Path) -> list[str]:
             for k in ("accuracy", "f1_macro", "roc_auc_ovr", "log_loss", "rmse", "mae", "r2")
             if k in metrics
         )
-        lines.append(f"Test metrics: {shown}")
+        lines.append(f"{'Test metrics:':34} {shown}")
     export_dir = root / "models/export"
     if export_dir.exists():
         try:

@@ -25,7 +25,11 @@ def test_the_summary_names_the_model_and_a_gate_report_voided_by_a_failed_export
     gate = {"passed": False, "invalidated": True, "note": "Not judged: the export failed."}
     (tmp_path / "reports/gate.json").write_text(json.dumps(gate))
     lines = summarize(tmp_path)
-    assert lines[0] == "Test metrics: rmse 53.1000, r2 0.4500"
+    assert lines[0] == f"{'Test metrics:':34} rmse 53.1000, r2 0.4500"
+    # every label is padded to one column, so the values line up under each other
+    assert all(
+        line[:34].rstrip().endswith(":") and line[34:36].strip() == line[35] for line in lines
+    ), lines
     assert "diabetes-regressor (regression, ridge, 1 inputs -> prediction)" in lines[1]
     assert lines[2].split(maxsplit=1) == ["Gate:", "not judged: Not judged: the export failed."]
 
