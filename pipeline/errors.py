@@ -52,6 +52,12 @@ def cli(stage: str) -> Callable[[Callable[..., None]], Callable[..., int]]:
             except PipelineError as exc:
                 print(f"{stage} failed: {exc}", file=sys.stderr)
                 return 1
+            except BrokenPipeError:
+                # The reader went away (`... | head`): stop quietly, as a command-line tool
+                # does, and keep Python's exit-time flush from failing on the closed pipe.
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                return 128 + signal.SIGPIPE
             except OSError as exc:
                 if exc.errno not in ENVIRONMENT_ERRNOS:
                     raise

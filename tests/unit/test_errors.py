@@ -55,3 +55,33 @@ def test_sigterm_ends_the_run_killed_and_keeps_no_output(tmp_path):
     run = mlflow.tracking.MlflowClient(store).get_run(run_file.read_text())
     assert run.info.status == "KILLED"
     assert run.info.end_time is not None
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    # `python -m pipeline.summary | head -1`: the pipe closes while the command still prints.
+    script = textwrap.dedent(
+        """
+        from pipeline.errors import cli
+
+        @cli("summary")
+        def main():
+            for n in range(100_000):
+                print(f"line {n}")
+
+        raise SystemExit(main())
+        """
+    )
+    proc = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f'"{sys.executable}" -c "$0" | head -1; echo "exit ${{PIPESTATUS[0]}}"',
+            script,
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.stdout.splitlines() == ["line 0", "exit 141"]
+    assert proc.stderr == ""
