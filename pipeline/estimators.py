@@ -448,6 +448,13 @@ class KerasMLPEstimator(Estimator):
             verbose=0,
         )
         history = pd.DataFrame(fit.history)
+        if not np.isfinite(history["val_loss"]).any():
+            raise PipelineError(
+                f"keras_mlp did not train: its validation loss was NaN or infinite in every one "
+                f"of {len(history)} epoch(s), so the network diverged. Lower "
+                f"train.params.learning_rate (now {p.learning_rate}), or look for extreme "
+                "values in the features or the target."
+            )
         history.insert(0, "step", range(len(history)))
         if task.is_regression:
             variance = float(np.var(y_check)) or 1.0

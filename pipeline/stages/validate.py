@@ -87,6 +87,10 @@ _RULES = (
 #: frame (they are in result.json, not in the Data Docs).
 PANDAS_CHECK = "pipeline.stages.validate (pandas)"
 
+#: The largest magnitude a numeric cell may have: float32's, the precision the exported ONNX
+#: graphs compute in. A larger number becomes infinite there.
+LARGEST_NUMBER = float(np.finfo(np.float32).max)
+
 
 @dataclass(frozen=True)
 class Check:
@@ -565,17 +569,25 @@ def _table_checks(
     return checks
 
 
+def _unusable(values: pd.Series) -> pd.Series:
+    """The numbers no model here can use: infinite, or beyond :data:`LARGEST_NUMBER`."""
+    return values[np.isinf(values) | (values.abs() > LARGEST_NUMBER)]
+
+
 def _finite(column: pd.Series, name: str, rows: int) -> Check:
-    """No infinite number in a numeric column, whatever its range says: no imputer, scaler or
-    model takes one (scikit-learn refuses the whole table), and a CSV's ``inf`` reads as one."""
+    """No infinite or overflowing number in a numeric column, whatever its range says: no
+    imputer, scaler or model takes an infinite one (scikit-learn refuses the whole table; a
+    CSV's ``inf`` reads as one), and one beyond float32 becomes infinite in the exported graph
+    (a Keras loss turned NaN, a regression's metrics infinite, a parity failure at export)."""
     values = pd.to_numeric(column, errors="coerce").astype(float)
-    infinite = values[np.isinf(values)]
+    infinite = _unusable(values)
+    infinite = pd.concat([infinite[~np.isinf(infinite)], infinite[np.isinf(infinite)]])
     return Check(
         column=name,
         rule="finite",
         expectation=PANDAS_CHECK,
         success=infinite.empty,
-        threshold={"infinite": 0},
+        threshold={"infinite": 0, "max_abs": LARGEST_NUMBER},
         observed=len(infinite),
         unexpected_count=len(infinite),
         unexpected_percent=100 * len(infinite) / rows if rows else 0.0,
@@ -955,9 +967,15 @@ def _sentence(check: Check) -> str:
         hint = f"; {check.hint}" if check.hint else ""
         return f"{col}: expected numeric, but {values} {verb}{eg}{hint}"
     if check.rule == "finite":
+        if all(math.isinf(float(v)) for v in check.examples):
+            return (
+                f"{col}: {values} infinite{eg}, which no model can use; write them as empty "
+                "cells (missing values) or as numbers at the source"
+            )
         return (
-            f"{col}: {values} infinite{eg}, which no model can use; write them as empty cells "
-            "(missing values) or as numbers at the source"
+            f"{col}: {values} infinite or beyond +-{LARGEST_NUMBER:.1e}{eg}, which the exported "
+            "model cannot compute with (its graph works in float32); write them as empty cells "
+            "(missing values), or rescale the column at the source"
         )
     if check.rule == "missing":
         return f"{col}: {values} missing (allowed {_pct(t['max_missing_percent'])})"
@@ -1068,15 +1086,23 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
             )
         if kind == "numeric" and role != "ignored" and len(present):
             values = pd.to_numeric(present, errors="coerce").astype(float)
-            finite = values[np.isfinite(values)]
-            infinite = values[np.isinf(values)]
-            if len(infinite):
+            infinite = _unusable(values)
+            finite = values[np.isfinite(values) & (values.abs() <= LARGEST_NUMBER)]
+            if len(infinite) and np.isinf(infinite).all():
                 notes[name] = _join_notes(
                     notes.get(name),
                     f"{len(infinite)} infinite value(s) ({_listed(infinite.map(str))}): the "
                     "range is drafted from the finite values, and validate refuses infinite "
                     "ones (no model can use them); write them as empty cells (missing) or as "
                     "numbers at the source",
+                )
+            elif len(infinite):
+                notes[name] = _join_notes(
+                    notes.get(name),
+                    f"{len(infinite)} value(s) infinite or beyond +-{LARGEST_NUMBER:.1e} "
+                    f"({_listed(infinite.map(str))}): the range is drafted from the others, "
+                    "and validate refuses these (the exported model computes in float32); "
+                    "write them as empty cells (missing) or rescale the column at the source",
                 )
             if len(finite):
                 spec["min"], spec["max"] = _widen(

@@ -95,3 +95,13 @@ def test_keras_prints_no_progress_bar_after_training(data, train_params, capsys)
     out = capsys.readouterr()
     assert "step" not in out.out + out.err
     assert "\x1b[" not in out.out + out.err
+
+
+def test_a_diverging_keras_network_is_a_paragraph_not_a_traceback(data, train_params):
+    # Features of 1e30 after scaling stand for what a value beyond float32 did: the loss is NaN
+    # from the first epoch, and picking the best epoch died on "Encountered all NA values".
+    _, _, _, (x_tr, y_tr), (x_va, y_va) = data
+    params = replace(train_params, keras_mlp=replace(train_params.keras_mlp, epochs=3))
+    huge = np.full_like(x_tr, 1e30)
+    with pytest.raises(PipelineError, match=r"keras_mlp did not train: .* every one of \d epoch"):
+        train_model("keras_mlp", params, huge, y_tr, np.full_like(x_va, 1e30), y_va)

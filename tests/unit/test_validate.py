@@ -719,6 +719,36 @@ def test_infinite_numbers_are_refused_with_or_without_a_range(penguins, contract
     assert finite.unexpected_count == 2
 
 
+def test_numbers_beyond_float32_are_refused_without_a_range(penguins, contract):
+    """1e308 (or 1e200) passes a contract without min/max, then overflows: a Keras loss turned
+    NaN and train died with a traceback; a ridge regression's metrics went infinite and export
+    failed parity. The largest float32 itself is still accepted."""
+    frame = penguins.copy()
+    frame.loc[[3, 7, 9], "bill_length_mm"] = [1e308, -1e200, np.inf]
+    frame.loc[11, "bill_length_mm"] = float(np.finfo(np.float32).max)
+    no_range = _with_column(contract, "bill_length_mm", min=None, max=None)
+    assert validate_table(frame, no_range).failures == (
+        "column 'bill_length_mm': 3 values (0.9%) infinite or beyond +-3.4e+38, e.g. '1e+308', "
+        "'-1e+200', 'inf', which the exported model cannot compute with (its graph works in "
+        "float32); write them as empty cells (missing values), or rescale the column at the "
+        "source",
+    )
+    frame.loc[[3, 7, 9], "bill_length_mm"] = np.nan
+    assert validate_table(frame, no_range).success
+
+
+def test_infer_drafts_no_range_from_numbers_beyond_float32(penguins):
+    frame = penguins.copy()
+    frame.loc[3, "body_mass_g"] = 1e308
+    draft = draft_contract(frame, "species")
+    spec = draft.contract.column("body_mass_g")
+    assert spec.max is not None and spec.max < 10_000
+    assert draft.notes["body_mass_g"].startswith(
+        "1 value(s) infinite or beyond +-3.4e+38 ('1e+308'): the range is drafted from the others"
+    )
+    assert not validate_table(frame, draft.contract).success
+
+
 def test_out_of_range_values_beside_infinite_ones_are_still_named(penguins, contract):
     frame = penguins.copy()
     frame.loc[[3, 7], "bill_length_mm"] = [np.inf, 999.0]
@@ -1004,9 +1034,15 @@ def test_numbers_near_the_largest_float_get_a_draft_not_an_overflow():
         }
     )
     draft = draft_contract(frame, "y")
-    assert (draft.contract.column("x").min, draft.contract.column("x").max) == (-1e308, 1e308)
-    assert 1.7e308 <= draft.contract.column("big").max < float("inf")
-    assert list(validate_table(frame, draft.contract).failures) == []
+    # Such numbers overflow the exported model's float32: the draft leaves them out of the
+    # range and says so, and validate refuses them (tests above).
+    assert (draft.contract.column("x").min, draft.contract.column("x").max) == (0.0, 65.0)
+    assert draft.contract.column("big").min is None and draft.contract.column("big").max is None
+    assert draft.notes["big"].startswith("62 value(s) infinite or beyond +-3.4e+38")
+    assert [f.split(":")[0] for f in validate_table(frame, draft.contract).failures] == [
+        "column 'x'",
+        "column 'big'",
+    ]
 
 
 def test_a_missing_ignored_column_is_named_in_plain_words(penguins, contract):
