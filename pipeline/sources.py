@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,14 +67,27 @@ def _read_csv(
             f"data.decimal is '{decimal}', but '{sep}' also separates its fields; a file with "
             "decimal commas separates fields with ';' (or a tab), or keep data.decimal: '.'"
         )
-    return pd.read_csv(
-        source,
-        sep=sep,
-        na_values=list(missing_values) or None,
-        decimal=decimal,
-        thousands=thousands,
-        **text,
-    )
+    # index_col=False: rows that end in one more, empty, field (a trailing delimiter) are read
+    # as the header says; by default pandas took their first column as the row index and
+    # shifted every name one column to the left, silently.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", pd.errors.ParserWarning)
+        frame = pd.read_csv(
+            source,
+            sep=sep,
+            na_values=list(missing_values) or None,
+            decimal=decimal,
+            thousands=thousands,
+            index_col=False,
+            **text,
+        )
+    if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
+        raise _HeaderError(
+            f"its data rows have more fields than the {len(header.columns)} names of its "
+            "header line, and not only a trailing empty one; the extra values would be lost "
+            "or every column shifted, so give each field a name in the header at the source."
+        )
+    return frame
 
 
 def _refuse_repeated(names: list[str]) -> None:

@@ -162,6 +162,34 @@ def test_a_comma_csv_with_semicolons_in_its_values_stays_comma_delimited(tmp_pat
     assert frame["note"].tolist() == ["a;b", "c"]
 
 
+def test_rows_with_a_trailing_delimiter_are_read_as_the_header_says(tmp_path, tiny):
+    """Every data row ending in ',' made pandas take the first column as the row index and
+    shift each name one column left: 'species' held the islands, validate blamed 9 rules."""
+    lines = tiny.to_csv(index=False).splitlines()
+    (tmp_path / "d.csv").write_text("\n".join([lines[0]] + [f"{r}," for r in lines[1:]]) + "\n")
+    frame = ingest(str(tmp_path / "d.csv"))
+    assert list(frame.columns) == list(tiny.columns)
+    assert frame["species"].tolist() == tiny["species"].tolist()
+    pd.testing.assert_frame_equal(frame, ingest(str(tiny_csv(tmp_path, tiny))))
+
+
+def tiny_csv(tmp_path, tiny):
+    path = tmp_path / "plain.csv"
+    tiny.to_csv(path, index=False)
+    return path
+
+
+def test_rows_with_more_values_than_the_header_are_refused(tmp_path):
+    (tmp_path / "d.csv").write_text("a,b,y\n1,2,p,9\n3,4,q,8\n")
+    with pytest.raises(PipelineError) as caught:
+        load_source(str(tmp_path / "d.csv"))
+    assert str(caught.value) == (
+        f"data.source '{tmp_path / 'd.csv'}': its data rows have more fields than the 3 names "
+        "of its header line, and not only a trailing empty one; the extra values would be lost "
+        "or every column shifted, so give each field a name in the header at the source."
+    )
+
+
 def test_a_header_naming_a_column_twice_is_refused(tmp_path):
     (tmp_path / "d.csv").write_text("age,income,age,y\n1,2,3,p\n")
     with pytest.raises(PipelineError) as caught:
