@@ -172,8 +172,9 @@ def main(argv: list[str] | None = None) -> None:
         raise PipelineError(f"'{args.validation}' records a failed validation; fix the data.")
     contract = load_contract(params.data.contract)
     p = params.preprocess
+    raw = read_table(args.data)
     splits = split_data(
-        read_table(args.data),
+        raw,
         contract.target,
         p.seed,
         p.test_size,
@@ -188,8 +189,20 @@ def main(argv: list[str] | None = None) -> None:
         write_table(out_dir / f"{name}.parquet", getattr(splits, name))
     with atomic_path(args.preprocessor) as tmp:
         joblib.dump(preprocessor, tmp)
+    print(summary(splits, len(preprocessor.get_feature_names_out()), raw, contract.target))
+
+
+def summary(splits: Splits, features: int, raw: pd.DataFrame, target: str) -> str:
+    """The stage's one line: split sizes, model features, and the rows left out for want of a
+    target (the contract's ``max_missing`` may allow some; they are not silently lost)."""
     sizes = ", ".join(f"{n} {len(getattr(splits, n))}" for n in ("train", "val", "test"))
-    print(f"preprocess: {sizes} rows; {len(preprocessor.get_feature_names_out())} model features")
+    line = f"preprocess: {sizes} rows; {features} model features"
+    unlabelled = int(raw[target].isna().sum())
+    if unlabelled:
+        line += (
+            f"; {unlabelled} of {len(raw)} rows have no '{target}' and are left out of every split"
+        )
+    return line
 
 
 if __name__ == "__main__":

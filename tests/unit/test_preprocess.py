@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.stages.preprocess import fit_preprocessor, split_data, to_model_frame
+from pipeline.stages.preprocess import fit_preprocessor, split_data, summary, to_model_frame
 
 
 def test_model_frame_types_and_missing_values(tiny, contract):
@@ -171,3 +171,17 @@ def test_a_split_that_would_leave_a_class_out_is_refused_by_name():
     with pytest.raises(PipelineError, match=r"the validation split holds no row of class\(es\) "
                        r"'yes'\. The table has 12 distinct inputs"):  # fmt: skip
         split_data(frame, "t", 0, 0.2, 0.2, True, ["x"])
+
+
+def test_rows_without_a_target_are_counted_in_the_summary(penguins):
+    frame = penguins.copy()
+    frame.loc[:9, "species"] = None
+    splits = split_data(frame, "species", 42, 0.2, 0.2)
+    assert sum(len(s) for s in (splits.train, splits.val, splits.test)) == len(frame) - 10
+    assert summary(splits, 9, frame, "species") == (
+        f"preprocess: train {len(splits.train)}, val {len(splits.val)}, test "
+        f"{len(splits.test)} rows; 9 model features; 10 of 344 rows have no 'species' and are "
+        "left out of every split"
+    )
+    full = split_data(penguins, "species", 42, 0.2, 0.2)
+    assert summary(full, 9, penguins, "species").endswith("rows; 9 model features")
