@@ -1075,7 +1075,9 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
         if note:
             notes[name] = note
         spec: dict[str, Any] = {"name": name, "type": kind, "role": role}
-        spec["max_missing"] = _missing_allowance(column.isna().mean())
+        # An ignored column never reaches the model: empty cells in it (an id, a signup date
+        # not always known) must not stop the pipeline.
+        spec["max_missing"] = 1.0 if role == "ignored" else _missing_allowance(column.isna().mean())
         present = column.dropna()
         if role == "feature" and len(present) and present.nunique() == 1:
             notes[name] = _join_notes(
@@ -1429,7 +1431,8 @@ _INFERRED_HEADER = """\
 #    are classification with the codes as labels, other numbers regression (see its NOTE);
 #  - min/max are the observed range widened by 10% of its span, rounded outward;
 #  - categories are the values seen; max_unknown is 0 (raise it to tolerate new values);
-#  - max_missing is 1.5x the share seen, rounded up to a percent (0 where none were missing);
+#  - max_missing is 1.5x the share seen, rounded up to a percent (0 where none were missing),
+#    and 1.0 for an ignored column (the model never reads it);
 #  - rows allow from half to ten times the rows seen.
 #
 {format}

@@ -470,6 +470,11 @@ def test_infer_ignores_dates_free_text_and_empty_columns_and_says_why(penguins):
     # next year's rows pass: the date is not a category with max_unknown 0
     next_year = frame.assign(model_year="2010-01-01", seen_at=pd.Timestamp("2010-06-30"))
     assert validate_table(next_year, contract).success
+    # nor do empty cells in them: the model never reads an ignored column
+    assert {contract.column(n).max_missing for n in ("model_year", "seen_at", "comment")} == {1.0}
+    unknown = next_year.copy()
+    unknown.loc[:9, ["model_year", "seen_at", "comment"]] = None
+    assert validate_table(unknown, contract).success
 
 
 def test_infer_refuses_a_table_with_no_usable_feature():
