@@ -21,6 +21,7 @@ import logging
 import math
 import re
 import sys
+import unicodedata
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -887,13 +888,41 @@ def _look_alike(name: str, checks: list[Check]) -> str:
     """For a missing column: the undeclared columns whose name differs from it only in case
     or surrounding spaces (a header's ``'age '``, a BOM-less ``'Age'``), as a clause."""
     (columns,) = (c for c in checks if c.rule == "columns")
-    key = name.strip().casefold()
-    alike = [c for c in _undeclared(columns) if c.strip().casefold() == key]
+    key = _fold(name)
+    alike = [c for c in _undeclared(columns) if _fold(c) == key]
     if not alike:
         return ""
     return (
-        f"; the data has {', '.join(repr(c) for c in alike)}, which differs only in case or "
-        "surrounding spaces (rename the column at the source or in the contract)"
+        f"; the data has {', '.join(repr(c) for c in alike)}, which differs only in "
+        f"{_how_alike(name, alike[0])} (rename the column at the source or in the contract)"
+    )
+
+
+def _fold(text: str) -> str:
+    """``text`` without what a reader cannot see or does not notice: surrounding spaces, case,
+    and Unicode form (an accent stored as a separate mark, NFD, as macOS names files)."""
+    return unicodedata.normalize("NFC", text).strip().casefold()
+
+
+def _how_alike(expected: str, found: str) -> str:
+    if unicodedata.normalize("NFC", expected) == unicodedata.normalize("NFC", found):
+        return (
+            "Unicode form: the same letters, with an accent stored as a separate mark in one "
+            "of them (NFD against NFC); normalise the text to NFC"
+        )
+    return "case or surrounding spaces"
+
+
+def _category_look_alike(check: Check) -> str:
+    """For unknown categories: the examples that equal an allowed category once case,
+    surrounding spaces and Unicode form are set aside, as a clause."""
+    known = {_fold(c): c for c in check.threshold["categories"]}
+    pairs = [(e, known[_fold(e)]) for e in check.examples if _fold(e) in known]
+    if not pairs:
+        return ""
+    found, expected = pairs[0]
+    return (
+        f"; {found!r} differs from the category {expected!r} only in {_how_alike(expected, found)}"
     )
 
 
@@ -990,7 +1019,10 @@ def _sentence(check: Check) -> str:
         listed = [_clip(c) for c in t["categories"][:_LISTED]]
         more = len(t["categories"]) - len(listed)
         allowed = ", ".join(listed) + (f", ... ({len(t['categories'])} in all)" if more else "")
-        return f"{col}: {values} not in [{allowed}] (allowed {_pct(t['max_unknown_percent'])}){eg}"
+        return (
+            f"{col}: {values} not in [{allowed}] (allowed {_pct(t['max_unknown_percent'])}){eg}"
+            + _category_look_alike(check)
+        )
     raise ValueError(check.rule)
 
 

@@ -924,6 +924,50 @@ def test_a_missing_column_names_its_look_alike_with_other_spaces_or_case(penguin
     )
 
 
+def test_names_and_categories_in_another_unicode_form_are_named_as_such(penguins, contract):
+    """A decomposed 'é' (NFD, as macOS writes file names) looks the same as the contract's
+    composed one: the messages read "column 'étage' is missing; undeclared 'étage'"."""
+    import unicodedata
+
+    def nfd(text):
+        return unicodedata.normalize("NFD", text)
+
+    accented = _with_column(contract, "island", categories=("Biscoe", "Dréam", "Torgersen"))
+    accented = dataclasses.replace(
+        accented,
+        columns=tuple(
+            dataclasses.replace(c, name="îsland") if c.name == "island" else c
+            for c in accented.columns
+        ),
+    )
+    frame = penguins.replace({"island": {"Dream": "Dréam"}}).rename(columns={"island": "îsland"})
+    assert validate_table(frame, accented).success
+    failures = validate_table(frame.rename(columns={"îsland": nfd("îsland")}), accented).failures
+    assert failures[1] == (
+        f"column 'îsland' is missing; the data has {nfd('îsland')!r}, which differs only in "
+        "Unicode form: the same letters, with an accent stored as a separate mark in one of them "
+        "(NFD against NFC); normalise the text to NFC (rename the column at the source or in the "
+        "contract)"
+    )
+    values = frame.assign(îsland=frame["îsland"].map(nfd))
+    (failure,) = validate_table(values, accented).failures
+    assert failure.endswith(
+        f"e.g. {nfd('Dréam')!r}; {nfd('Dréam')!r} differs from the category 'Dréam' only in "
+        "Unicode form: the same letters, with an accent stored as a separate mark in one of them "
+        "(NFD against NFC); normalise the text to NFC"
+    )
+
+
+def test_a_category_with_other_case_or_spaces_names_the_category_it_resembles(penguins, contract):
+    frame = penguins.replace({"island": {"Biscoe": " biscoe"}})
+    (failure,) = validate_table(frame, contract).failures
+    assert failure.startswith("column 'island': 168 values (48.8%) not in [Biscoe, Dream, ")
+    assert failure.endswith(
+        "e.g. ' biscoe'; ' biscoe' differs from the category 'Biscoe' only in case or "
+        "surrounding spaces"
+    )
+
+
 def test_a_missing_value_marker_in_a_number_column_says_which_setting_reads_it(penguins, contract):
     """Heart disease's '?' cells: the message names the cells and data.missing_values."""
     column = penguins["bill_depth_mm"].astype(object)
