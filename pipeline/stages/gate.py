@@ -216,7 +216,7 @@ def baseline_checks(
     the gap between the baseline and a perfect score. Higher-is-better metrics (perfect 1):
     at least ``b + m * (1 - b)``; lower-is-better ones (perfect 0): at most ``b * (1 - m)``. So
     0.1 asks for a tenth of the way from "knows nothing" to "perfect", on any data."""
-    checks = []
+    checks, improved = [], set()
     for metric, margin in margins.items():
         name = f"vs_baseline.{metric}"
         higher = higher_is_better(metric)
@@ -243,21 +243,25 @@ def baseline_checks(
             f"{_fmt(margin)} of the gap to perfect (needs {op} {_fmt(required)})."
         )
         checks.append(Check(name, passed, float(value), float(required), op, detail))
+        if not passed and (value > base if higher else value < base):
+            improved.add(name)
     # Where the labels or the ranking beat the baseline but the probabilities do not, the model
     # has learnt something: its probabilities are too sure (exact 0 or 1 from deep trees,
     # min_samples_leaf: 1). "Learnt little" sent the user to the features instead.
     learnt = any(c.passed and _metric(c) not in _PROBABILITY_METRICS for c in checks)
+    # The reverse: the probabilities beat it but the labels do not (imbalanced classes).
+    ranked = any(c.passed and _metric(c) in _PROBABILITY_METRICS + _RANKING_METRICS for c in checks)
     out, hinted = [], False
     for c in checks:
         if c.passed or c.threshold is None:
             out.append(c)
             continue
-        overconfident = learnt and _metric(c) in _PROBABILITY_METRICS
-        if not overconfident and hinted:  # "learnt little" once, not once per metric
+        hint = _hint(c, learnt, ranked, c.name in improved)
+        if hint.startswith(_ONCE) and hinted:  # "learnt little" once, not once per metric
             out.append(c)
             continue
-        hinted = hinted or not overconfident
-        out.append(replace(c, detail=c.detail + _hint(c, learnt)))
+        hinted = hinted or hint.startswith(_ONCE)
+        out.append(replace(c, detail=c.detail + hint))
     return out
 
 
@@ -269,16 +273,37 @@ def _metric(check: Check) -> str:
     return check.name.removeprefix("vs_baseline.")
 
 
-def _hint(check: Check, learnt: bool) -> str:
-    """What a failed baseline check suggests, given whether another metric beat it."""
+#: Metrics of the ranking: a model can rank well and still label every row the majority class.
+_RANKING_METRICS = ("roc_auc", "roc_auc_ovr", "average_precision")
+
+#: The start of the hints given once per gate report, not once per failed metric.
+_ONCE = " The model has learnt"
+
+
+def _hint(check: Check, learnt: bool, ranked: bool, improved: bool) -> str:
+    """What a failed baseline check suggests: ``learnt``, whether a label or ranking metric
+    beat the baseline; ``ranked``, whether a probability or ranking metric did; ``improved``,
+    whether this metric is better than the baseline's, only not by the margin."""
     metric = _metric(check)
-    if learnt and metric in _PROBABILITY_METRICS:
+    if learnt and metric in _PROBABILITY_METRICS and not improved:
         return (
             f" Its labels or ranking beat the baseline, but {metric} does not: the "
-            "probabilities are overconfident (near 0 or 1 where the model is wrong, as deep "
-            "trees with min_samples_leaf: 1 give). Regularise the estimator in "
-            "train.<estimator> (e.g. min_samples_leaf, max_depth), or lower "
-            "gate.baseline_margin."
+            "probabilities are overconfident (near 0 or 1 where the model is wrong; deep trees "
+            "with min_samples_leaf: 1 do that). Regularise the estimator in train.<estimator> "
+            "(for trees min_samples_leaf, max_depth), or lower gate.baseline_margin."
+        )
+    if improved:
+        return (
+            f" The model has learnt something ({metric} is better than the baseline's), but "
+            "less than the margin asks: the features carry a weak signal. Add more informative "
+            "features, or lower gate.baseline_margin if this is as good as the problem allows."
+        )
+    if ranked and metric not in _PROBABILITY_METRICS + _RANKING_METRICS:
+        return (
+            f" Its probabilities or ranking beat the baseline, but its labels ({metric}) do "
+            "not: with imbalanced classes the most likely class is nearly always the majority "
+            "one. Gate on log_loss or roc_auc in gate.baseline_margin instead, or balance the "
+            "classes in the data."
         )
     beyond = "the training mean" if metric in metric_names(Task.REGRESSION) else "the class shares"
     return (

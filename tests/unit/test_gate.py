@@ -448,7 +448,8 @@ def test_the_candidate_must_beat_the_trivial_baseline_by_a_share_of_the_gap_to_p
     assert checks["vs_baseline.rmse"].threshold == pytest.approx(0.9)  # 1.0 * (1 - 0.1)
     assert checks["vs_baseline.rmse"].detail.startswith(
         "rmse 0.9500 does not beat the trivial baseline's 1.0000 by the margin 0.1000 of the gap "
-        "to perfect (needs <= 0.9000). The model has learnt little"
+        "to perfect (needs <= 0.9000). The model has learnt something (rmse is better than "
+        "the baseline's), but less than the margin asks"
     )
     assert checks["vs_baseline.r2"].passed
     assert checks["vs_baseline.r2"].threshold == pytest.approx(-0.01 + 0.1 * 1.01)
@@ -506,6 +507,42 @@ def test_overconfident_probabilities_are_named_when_labels_beat_the_baseline():
     # Nothing beats the baseline: it has learnt little, as before.
     (alone,) = baseline_checks({"log_loss": 1.458}, baseline, {"log_loss": 0.1})
     assert "The model has learnt little" in alone.detail
+
+
+def test_a_probability_metric_better_than_the_baseline_is_not_called_overconfident():
+    """A weak-signal churn table under logistic regression: log_loss 0.2734 against the
+    baseline's 0.2868, not by the margin, while f1 passed. The hint blamed deep trees'
+    overconfident probabilities, on a model that is neither."""
+    baseline = {"log_loss": 0.2868, "f1_macro": 0.48}
+    checks = _by_name(
+        baseline_checks({"log_loss": 0.2734, "f1_macro": 0.6}, baseline,
+                        {"log_loss": 0.1, "f1_macro": 0.1})
+    )  # fmt: skip
+    detail = checks["vs_baseline.log_loss"].detail
+    assert "overconfident" not in detail
+    assert detail.endswith(
+        "The model has learnt something (log_loss is better than the baseline's), but less "
+        "than the margin asks: the features carry a weak signal. Add more informative features, "
+        "or lower gate.baseline_margin if this is as good as the problem allows."
+    )
+
+
+def test_labels_that_fail_beside_probabilities_that_pass_are_named_as_imbalance():
+    """Imbalanced classes under keras_mlp: ROC AUC 0.88 and log_loss beating the baseline, but
+    every row labelled the majority class. "Learnt little beyond the class shares" was wrong."""
+    baseline = {"log_loss": 0.30, "f1_macro": 0.48}
+    checks = _by_name(
+        baseline_checks({"log_loss": 0.22, "f1_macro": 0.48}, baseline,
+                        {"log_loss": 0.1, "f1_macro": 0.1})
+    )  # fmt: skip
+    assert checks["vs_baseline.log_loss"].passed
+    detail = checks["vs_baseline.f1_macro"].detail
+    assert "learnt little" not in detail
+    assert detail.endswith(
+        "Its probabilities or ranking beat the baseline, but its labels (f1_macro) do not: with "
+        "imbalanced classes the most likely class is nearly always the majority one. Gate on "
+        "log_loss or roc_auc in gate.baseline_margin instead, or balance the classes in the data."
+    )
 
 
 def test_an_undefined_metric_is_not_blamed_on_the_bound():
