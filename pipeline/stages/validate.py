@@ -456,7 +456,14 @@ def _name_non_numbers(check: Check, frame: pd.DataFrame) -> Check:
     numbers = pd.to_numeric(present.map(str), errors="coerce")
     bad = present[numbers.isna()]
     if bad.empty:  # numbers stored as text: the dtype is the problem, as GX says
-        return check
+        return dataclasses.replace(
+            check,
+            hint=(
+                "every value is a number written as text (a string column in a Parquet file): "
+                "store the column as numbers at the source, e.g. pandas' "
+                "pd.to_numeric(df[column]) before writing it"
+            ),
+        )
     if check.unexpected_count is not None:  # GX counted the values itself
         return dataclasses.replace(check, hint=reading_hint(bad.map(str).tolist()))
     return dataclasses.replace(
@@ -991,7 +998,8 @@ def _sentence(check: Check) -> str:
         }.get(role, "")
     if check.rule == "type":
         if check.unexpected_count is None:  # decided from the column's dtype
-            return f"{col}: expected numeric, found values of type '{check.observed}'"
+            hint = f"; {check.hint}" if check.hint else ""
+            return f"{col}: expected numeric, found values of type '{check.observed}'{hint}"
         verb = "is not a number" if check.unexpected_count == 1 else "are not numbers"
         hint = f"; {check.hint}" if check.hint else ""
         return f"{col}: expected numeric, but {values} {verb}{eg}{hint}"

@@ -87,8 +87,17 @@ def test_missing_feature_column(penguins, contract):
 def test_numeric_column_of_text_is_named(penguins, contract):
     frame = penguins.assign(body_mass_g=penguins["body_mass_g"].astype(str))
     report = validate_table(frame, contract)
-    assert report.failures == (
-        "column 'body_mass_g': expected numeric, found values of type 'str'",
+    (failure,) = report.failures
+    assert failure.startswith("column 'body_mass_g': expected numeric, found values of type 'str'")
+
+
+def test_numbers_stored_as_text_are_named_as_such(penguins, contract):
+    frame = penguins.dropna(subset=["body_mass_g"])
+    frame = frame.assign(body_mass_g=frame["body_mass_g"].map(lambda v: f"{v:.0f}"))
+    assert validate_table(frame, contract).failures == (
+        "column 'body_mass_g': expected numeric, found values of type 'str'; every value is a "
+        "number written as text (a string column in a Parquet file): store the column as "
+        "numbers at the source, e.g. pandas' pd.to_numeric(df[column]) before writing it",
     )
 
 
