@@ -579,7 +579,7 @@ def _table_checks(
 
 def _unusable(values: pd.Series) -> pd.Series:
     """The numbers no model here can use: infinite, or beyond :data:`LARGEST_NUMBER`."""
-    return values[np.isinf(values) | (values.abs() > LARGEST_NUMBER)]
+    return values[values.abs() > LARGEST_NUMBER]  # inf included; NaN (missing) is not
 
 
 def _finite(column: pd.Series, name: str, rows: int) -> Check:
@@ -997,11 +997,10 @@ def _sentence(check: Check) -> str:
             "source no longer has it)",
         }.get(role, "")
     if check.rule == "type":
+        hint = f"; {check.hint}" if check.hint else ""
         if check.unexpected_count is None:  # decided from the column's dtype
-            hint = f"; {check.hint}" if check.hint else ""
             return f"{col}: expected numeric, found values of type '{check.observed}'{hint}"
         verb = "is not a number" if check.unexpected_count == 1 else "are not numbers"
-        hint = f"; {check.hint}" if check.hint else ""
         return f"{col}: expected numeric, but {values} {verb}{eg}{hint}"
     if check.rule == "finite":
         if all(math.isinf(float(v)) for v in check.examples):
@@ -1129,7 +1128,7 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
         if kind == "numeric" and role != "ignored" and len(present):
             values = pd.to_numeric(present, errors="coerce").astype(float)
             infinite = _unusable(values)
-            finite = values[np.isfinite(values) & (values.abs() <= LARGEST_NUMBER)]
+            finite = values[values.abs() <= LARGEST_NUMBER]
             if len(infinite) and np.isinf(infinite).all():
                 notes[name] = _join_notes(
                     notes.get(name),

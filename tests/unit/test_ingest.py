@@ -170,13 +170,8 @@ def test_rows_with_a_trailing_delimiter_are_read_as_the_header_says(tmp_path, ti
     frame = ingest(str(tmp_path / "d.csv"))
     assert list(frame.columns) == list(tiny.columns)
     assert frame["species"].tolist() == tiny["species"].tolist()
-    pd.testing.assert_frame_equal(frame, ingest(str(tiny_csv(tmp_path, tiny))))
-
-
-def tiny_csv(tmp_path, tiny):
-    path = tmp_path / "plain.csv"
-    tiny.to_csv(path, index=False)
-    return path
+    tiny.to_csv(tmp_path / "plain.csv", index=False)
+    pd.testing.assert_frame_equal(frame, ingest(str(tmp_path / "plain.csv")))
 
 
 def test_rows_with_more_values_than_the_header_are_refused(tmp_path):
