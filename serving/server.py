@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from serving.config import DRAIN_FILE, PUBLISHED_ENV, ConfigError, ServingConfig
+from serving.listener import Door
 from serving.registry import CHALLENGER_PREFIX
 
 #: Checked once, as the first thing a misconfigured server says.
@@ -374,12 +375,22 @@ class Launcher:
         if proc.poll() is None and self.drain_seconds:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=self.drain_seconds)
+        door = Door(*parse_bind(self.env.get("SERVING_BIND", "127.0.0.1:8000")))
         if proc.poll() is None:
+            # New clients are refused from here on; none the kernel accepted is reset.
+            if not door.shut() and door.refused:
+                print(
+                    f"serving: new connections cannot be held off before the stop "
+                    f"({door.refused}); one made in the last instant may be reset",
+                    file=sys.stderr,
+                )
             proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=self.graceful + 2)
         except subprocess.TimeoutExpired:
             proc.kill()
+        finally:
+            door.close()
 
     def _cleanup(self) -> None:
         if self.challenger is not None:

@@ -16,6 +16,7 @@ import pytest
 import requests
 
 from benchmarks.load import SlowClients, Tally, caller, run_callers
+from serving.listener import LISTEN, sockets_at
 from serving.server import ConfigError, default_max_connections, granian_command
 from tests.serving.conftest import is_unseen, metric_samples
 
@@ -415,6 +416,59 @@ def test_sigterm_turns_ready_503_then_finishes_every_request(live_server, export
     assert server.proc.wait(timeout=30) == 0
     assert tally.reset == 0, tally
     assert tally.ok > before and dict(tally.status) == {}
+
+
+def test_after_the_drain_the_listeners_take_no_new_connection(live_server, exported_model):
+    """A client that ignores readiness and connects in the last moment before granian's
+    listeners close was accepted by the kernel into a listener's queue, then reset when it
+    closed (``make bench-serve``'s SIGTERM line, ``benchmarks/sigterm_window.py``). From the
+    end of the drain, the launcher's door (``serving/listener.py``) takes every new
+    connection and drops it, so such a client is refused, never reset. That moment is
+    widened here: the one worker holds its 4 connections at once
+    (``SERVING_MAX_CONNECTIONS``), so a connection made during the drain stays queued and the
+    launcher waits (up to 1 s) for the queue to empty before it stops granian. That one is
+    lost either way (a server at its connection limit); one made in that second must not be
+    accepted while the worker still listens."""
+    server = live_server(
+        SERVING_MODEL_DIR=str(exported_model),
+        SERVING_WORKERS="1",
+        SERVING_MAX_CONNECTIONS="4",
+        SERVING_HEADER_TIMEOUT="30",
+        SERVING_DRAIN_SECONDS="0.5",
+    )
+    held = [socket.create_connection((server.host, server.port)) for _ in range(4)]
+    try:
+        server.proc.send_signal(signal.SIGTERM)
+        time.sleep(0.2)
+        held.append(socket.create_connection((server.host, server.port), timeout=5))
+        time.sleep(0.6)  # the drain is over, the launcher waits for the queue
+        listening = [
+            queued for state, queued in sockets_at(server.host, server.port) if state == LISTEN
+        ]
+        assert sorted(listening) == [0, 1], listening  # the worker (1 queued) and the door
+        late = socket.socket()
+        late.settimeout(0.3)
+        try:
+            late.connect((server.host, server.port))
+        except TimeoutError:
+            outcome = "not accepted"  # the SYN was dropped: the client's kernel retries
+        else:
+            late.settimeout(10)
+            try:
+                late.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+                outcome = late.recv(64)[:12].decode() or "closed unanswered"
+            except OSError as exc:
+                outcome = f"accepted, then {exc}"
+        finally:
+            late.close()
+        assert outcome == "not accepted"
+        assert server.proc.wait(timeout=30) == 0
+        # Every listener gone: the retry of such a client is refused, at once.
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((server.host, server.port), timeout=5)
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_killed_worker_is_replaced(live_server, exported_model, row):
