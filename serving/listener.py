@@ -9,11 +9,11 @@ turns 503, but a client that connects directly keeps connecting until it is refu
 Before granian is told to stop, the launcher joins the same ``SO_REUSEPORT`` group with a
 socket of its own that drops every packet it is given (a classic BPF socket filter), and
 attaches a reuseport program to the group that hands every new connection to that socket.
-From then on a new client's SYN is dropped: its kernel retries after one second, and by then
-every listener is gone and the retry is refused, which tells the client at once to go
-elsewhere. The workers finish the connections they hold; their queues, watched through the
-kernel's socket diagnostics, are empty before the stop. Linux only, best effort: where any
-step is refused, the server stops as before.
+From then on a new client's SYN is dropped: its kernel retries after one second (then
+after two and four more), and once every listener is gone the retry is refused, which tells
+the client to go elsewhere. The workers finish the connections they hold; their queues,
+watched through the kernel's socket diagnostics, are empty before the stop. Linux only, best
+effort: where any step is refused, the server stops as before.
 """
 
 from __future__ import annotations
