@@ -434,18 +434,21 @@ def test_after_the_drain_the_listeners_take_no_new_connection(live_server, expor
         SERVING_WORKERS="1",
         SERVING_MAX_CONNECTIONS="4",
         SERVING_HEADER_TIMEOUT="30",
-        SERVING_DRAIN_SECONDS="0.5",
+        SERVING_DRAIN_SECONDS="1",
     )
     held = [socket.create_connection((server.host, server.port)) for _ in range(4)]
     try:
         server.proc.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
         held.append(socket.create_connection((server.host, server.port), timeout=5))
-        time.sleep(0.6)  # the drain is over, the launcher waits for the queue
-        listening = [
-            queued for state, queued in sockets_at(server.host, server.port) if state == LISTEN
-        ]
-        assert sorted(listening) == [0, 1], listening  # the worker (1 queued) and the door
+        # After the drain the door joins the worker's listener, which still holds the queued
+        # connection; it stays for the launcher's wait (1 s).
+        deadline, listening = time.monotonic() + 10, []
+        while time.monotonic() < deadline and len(listening) < 2:
+            listening = [
+                queued for state, queued in sockets_at(server.host, server.port) if state == LISTEN
+            ]
+            time.sleep(0.005)
+        assert sorted(listening) == [0, 1], listening  # the door and the worker (1 queued)
         late = socket.socket()
         late.settimeout(0.3)
         try:
