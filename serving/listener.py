@@ -36,6 +36,11 @@ NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY = 4, 20
 NLM_F_REQUEST, NLM_F_DUMP, NLMSG_ERROR, NLMSG_DONE = 0x1, 0x300, 2, 3
 
 
+def family_of(host: str) -> socket.AddressFamily:
+    """The socket family of an IP address: ``AF_INET6`` for IPv6, else ``AF_INET``."""
+    return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+
+
 def _attach(sock: socket.socket, option: int, value: int) -> None:
     """Attach the one-instruction classic BPF program ``ret #value`` with ``option``."""
     program = ctypes.create_string_buffer(struct.pack("=HBBI", BPF_RET_K, 0, 0, value))
@@ -49,9 +54,8 @@ def sockets_at(host: str, port: int) -> list[tuple[int, int]]:
     diagnostics (what ``ss -lnt`` reads; unprivileged). The kernel leaves out every other
     state, so thousands of TIME_WAIT connections cost nothing here."""
     packed = ipaddress.ip_address(host).packed
-    family = socket.AF_INET6 if len(packed) == 16 else socket.AF_INET
     request = struct.pack(
-        "=BBBxI48x", family, socket.IPPROTO_TCP, 0, (1 << LISTEN) | (1 << SYN_RECV)
+        "=BBBxI48x", family_of(host), socket.IPPROTO_TCP, 0, (1 << LISTEN) | (1 << SYN_RECV)
     )
     header = struct.pack(
         "=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST | NLM_F_DUMP, 1, 0
@@ -93,12 +97,11 @@ class Door:
         """Steer new connections to the dropping socket, then wait (at most ``settle``
         seconds) until the workers' accept queues and pending handshakes are empty. False
         when this kernel or these sockets do not allow it (the stop goes on as before)."""
-        family = socket.AF_INET6 if ipaddress.ip_address(self.host).version == 6 else socket.AF_INET
         try:
             listeners = sum(1 for state, _ in sockets_at(self.host, self.port) if state == LISTEN)
             if not listeners:
                 return False
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock = socket.socket(family_of(self.host), socket.SOCK_STREAM)
             self.sock = sock
             _attach(sock, SO_ATTACH_FILTER, 0)  # every packet dropped, before it can listen
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

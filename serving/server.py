@@ -40,7 +40,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from serving.config import DRAIN_FILE, PUBLISHED_ENV, ConfigError, ServingConfig
-from serving.listener import Door
+from serving.listener import Door, family_of
 from serving.registry import CHALLENGER_PREFIX
 
 #: Checked once, as the first thing a misconfigured server says.
@@ -124,8 +124,7 @@ def check_port_free(host: str, port: int) -> None:
     second server on a busy port started without a word and the kernel split the clients
     between the two (two different models on one address). A bind without that option
     fails while any socket listens there."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    probe = socket.socket(family, socket.SOCK_STREAM)
+    probe = socket.socket(family_of(host), socket.SOCK_STREAM)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
         probe.bind((host, port))
@@ -269,7 +268,8 @@ class Launcher:
         self.env = dict(env)
         self.drain_seconds = _float(env, "SERVING_DRAIN_SECONDS", 2.0)
         self.graceful = _float(env, "SERVING_GRACEFUL_TIMEOUT", 6.0)
-        self.command = granian_command(env)
+        self.command = granian_command(env)  # refuses a bad SERVING_BIND, among others
+        self.bind = parse_bind(env.get("SERVING_BIND", "127.0.0.1:8000"))
         self.owned_runtime: Path | None = None
         if not self.env.get("SERVING_RUNTIME_DIR"):
             self.owned_runtime = Path(tempfile.mkdtemp(prefix="serving-"))
@@ -286,7 +286,7 @@ class Launcher:
         self.env.setdefault("SERVING_ORT_INTER_OP_THREADS", "1")
         try:
             self.config = ServingConfig.from_env(self.env)  # refuse bad settings before starting
-            check_port_free(*parse_bind(self.env.get("SERVING_BIND", "127.0.0.1:8000")))
+            check_port_free(*self.bind)
         except ConfigError:
             if self.owned_runtime is not None:  # a refused start leaves nothing in the temp dir
                 shutil.rmtree(self.owned_runtime, ignore_errors=True)
@@ -352,7 +352,7 @@ class Launcher:
         # Where the image's HEALTHCHECK (serving/healthcheck.py) finds the port actually bound.
         path = self.env.get("SERVING_ADDRESS_FILE")
         if path:
-            host, port = parse_bind(self.env.get("SERVING_BIND", "127.0.0.1:8000"))
+            host, port = self.bind
             Path(path).write_text(f"{host}:{port}\n")
 
     def _on_hup(self, signum, frame) -> None:
@@ -375,7 +375,7 @@ class Launcher:
         if proc.poll() is None and self.drain_seconds:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=self.drain_seconds)
-        door = Door(*parse_bind(self.env.get("SERVING_BIND", "127.0.0.1:8000")))
+        door = Door(*self.bind)
         if proc.poll() is None:
             # New clients are refused from here on; none the kernel accepted is reset.
             if not door.shut() and door.refused:
