@@ -46,6 +46,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.ports import free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 TOKEN = "bench-token-" + os.urandom(6).hex()
@@ -147,10 +149,6 @@ def run_wrk(
 
 
 # ---------------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http(url: str, timeout: float = 2.0) -> tuple[int, str]:

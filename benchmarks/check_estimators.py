@@ -36,7 +36,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pipeline.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 VENV = Path(sys.executable).parent.parent
@@ -176,12 +177,6 @@ def bad_row(row: dict[str, Any], descriptor: dict[str, Any]) -> tuple[dict[str, 
         raise CheckFailure("the model has no numeric input to send a bad value for")
     name = numeric[0]
     return {**row["inputs"], name: "not a number"}, name
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http(url: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:

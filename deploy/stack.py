@@ -45,6 +45,8 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from pipeline.ports import free_port
+
 BUCKETS = ("mlflow", "dvc")
 ARTIFACTS = "s3://mlflow/artifacts"
 #: The DVC remote's URL inside the S3 server.
@@ -74,12 +76,6 @@ class StackError(RuntimeError):
 class State:
     ports: dict[str, int] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _port_open(port: int) -> bool:
@@ -201,7 +197,7 @@ class Stack:
                 ports[name] = int(os.environ[var])
         for name in (*wanted, *WEED_PORTS):
             if name not in ports or (not self._running(state) and _port_open(ports[name])):
-                ports[name] = _free_port()
+                ports[name] = free_port()
         return ports
 
     def _running(self, state: State) -> bool:

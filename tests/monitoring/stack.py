@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,11 @@ from typing import Any
 import requests
 import yaml
 
+from pipeline.ports import free_port
 from tests.conftest import REPO_ROOT
 from tests.monitoring.conftest import MONITORING, RULES, system_tool
 
 SCRAPE_CONFIG = MONITORING / "prometheus" / "prometheus.yml"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def render_rules(source: Path, dest: Path, hold: str) -> Path:

@@ -465,7 +465,7 @@ def test_fetch_from_nowhere_names_the_uri(tmp_path, capsys):
 
 
 def test_push_to_an_unreachable_gateway_is_one_clear_line(tmp_path, capsys):
-    from tests.monitoring.stack import free_port
+    from pipeline.ports import free_port
 
     summary = tmp_path / "summary.json"
     summary.write_text(json.dumps({

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from pipeline.ports import free_port
 from pipeline.stages.monitor import main as monitor_main
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import write_params
@@ -41,7 +42,6 @@ from tests.monitoring.stack import (
     Prometheus,
     Pushgateway,
     Server,
-    free_port,
     wait_for_lines,
 )
 from tests.serving.conftest import build_export, build_regression_export, tamper_golden

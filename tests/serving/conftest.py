@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from pipeline.ports import free_port
 from pipeline.stages.export import UNSEEN_CATEGORY
 from tests.conftest import REPO_ROOT
 
@@ -187,12 +187,6 @@ def client(make_app):
 
 
 # ---------------------------------------------------------------------- real server
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:

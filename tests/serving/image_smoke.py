@@ -26,6 +26,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pipeline.ports import free_port
+
 
 class SmokeFailure(Exception):
     pass
@@ -34,12 +36,6 @@ class SmokeFailure(Exception):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise SmokeFailure(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Container:

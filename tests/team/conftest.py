@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from deploy.stack import ADMIN, Stack, _alive, _free_port, _port_open
+from deploy.stack import ADMIN, Stack, _alive, _port_open
+from pipeline.ports import free_port
 from tests.conftest import REPO_ROOT
 from tests.integration.conftest import Project, make_project
 from tests.readme.readme import bash_blocks, fresh_shell_env
@@ -144,7 +145,7 @@ class Server:
     """A README command that serves (``... make serve``), in the background on a free port."""
 
     def __init__(self, clone: Clone, commands: list[str], log_path: Path, **extra: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()

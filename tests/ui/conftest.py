@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import mlflow
 import pytest
 import requests
 
+from pipeline.ports import free_port
 from tests.conftest import REPO_ROOT
 from tests.integration.chain import new_chain
 
@@ -97,16 +97,10 @@ def store(tmp_path_factory) -> Store:
     )  # fmt: skip
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ui_url(store: Store):
     """``python -m pipeline.ui`` (what ``make ui`` runs) in the project, on a free port."""
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     log = open(store.root / "ui.log", "w")  # noqa: SIM115 - closed after the server stops
     proc = subprocess.Popen(

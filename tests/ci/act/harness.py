@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -29,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline.ports import free_port
 from tests.conftest import REPO_ROOT
 from tests.readme.readme import clone_working_tree
 
@@ -50,12 +50,6 @@ def container_tool() -> str:
     if docker and subprocess.run([docker, "info"], capture_output=True).returncode == 0:
         return docker
     return str(OCI)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for(url: str, timeout: float) -> None:
