@@ -72,15 +72,18 @@ def _read_csv(
     # shifted every name one column to the left, silently.
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", pd.errors.ParserWarning)
-        frame = pd.read_csv(
-            source,
-            sep=sep,
-            na_values=list(missing_values) or None,
-            decimal=decimal,
-            thousands=thousands,
-            index_col=False,
-            **text,
-        )
+        try:
+            frame = pd.read_csv(
+                source,
+                sep=sep,
+                na_values=list(missing_values) or None,
+                decimal=decimal,
+                thousands=thousands,
+                index_col=False,
+                **text,
+            )
+        except pd.errors.ParserError as exc:
+            raise _ragged(exc, sep, len(header.columns)) from None
     if any(issubclass(w.category, pd.errors.ParserWarning) for w in caught):
         raise _HeaderError(
             f"its data rows have more fields than the {len(header.columns)} names of its "
@@ -88,6 +91,24 @@ def _read_csv(
             "or every column shifted, so give each field a name in the header at the source."
         )
     return frame
+
+
+def _ragged(exc: Exception, sep: str, names: int) -> Exception:
+    """pandas' "Expected 3 fields in line 12, saw 4" as a sentence that says the likely cause
+    (a text value holding the delimiter, unquoted); any other parser error is kept as it is."""
+    found = re.search(r"Expected \d+ fields in line (\d+), saw (\d+)", str(exc))
+    if not found:
+        return exc
+    line, saw = found.groups()
+    invisible = {"\t": "a tab", " ": "a space"}
+    if sep in invisible:
+        holds = f"{invisible[sep]} needs double quotes around it"
+    else:
+        holds = f"'{sep}' needs double quotes around it (as in \"Smith{sep} John\")"
+    return _HeaderError(
+        f"line {line} has {saw} fields, but the header line names {names} columns. A text "
+        f"value that holds {holds}; otherwise the row has a field too many at the source."
+    )
 
 
 def _refuse_repeated(names: list[str]) -> None:

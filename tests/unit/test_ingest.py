@@ -369,3 +369,23 @@ def test_a_tsv_file_is_read_by_tabs_even_with_commas_in_its_header(tmp_path):
     assert frame["score"].tolist() == [3.5, 4.0]
     frame.to_csv(tmp_path / "e.tsv.gz", sep="\t", index=False)
     assert ingest(str(tmp_path / "e.tsv.gz")).equals(frame)
+
+
+def test_a_row_with_an_unquoted_delimiter_is_named_by_its_line(tmp_path):
+    """A ',' inside a text value, unquoted, is one field too many on that line; pandas said
+    "Error tokenizing data. C error: Expected 3 fields in line 4, saw 4"."""
+    (tmp_path / "d.csv").write_text('name,age,y\n"Smith, John",3,p\nAda,5,q\nDoe, Jane,4,q\n')
+    with pytest.raises(PipelineError) as caught:
+        load_source(str(tmp_path / "d.csv"))
+    assert str(caught.value) == (
+        f"data.source '{tmp_path / 'd.csv'}': line 4 has 4 fields, but the header line names 3 "
+        "columns. A text value that holds ',' needs double quotes around it (as in \"Smith, "
+        'John"); otherwise the row has a field too many at the source.'
+    )
+    (tmp_path / "t.tsv").write_text("name\tage\ty\nAda\t5\tq\nDoe\tJane\t4\tq\n")
+    with pytest.raises(
+        PipelineError,
+        match="line 3 has 4 fields, but the header line names 3 "
+        "columns. A text value that holds a tab needs double quotes around it;",
+    ):
+        load_source(str(tmp_path / "t.tsv"))
