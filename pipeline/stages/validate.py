@@ -23,7 +23,7 @@ import re
 import sys
 import unicodedata
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,6 +82,7 @@ _RULES = (
     "range",
     "categories",
     "classes",
+    "class_spelling",
     "class_rows",
 )
 #: The ``expectation`` of checks GX has no expectation for, computed with pandas on the same
@@ -559,6 +560,10 @@ def _table_checks(
     ).value_counts()
     observed = {str(k): int(v) for k, v in counts.sort_index().items()}
     checks.append(_check(target, "classes", len(counts) >= 2, {"min_classes": 2}, observed))
+    # ' yes', 'Yes' and 'yes' (adult census: ' >50K' and ' >50K.') trained as classes of their
+    # own: the gate then failed on metrics and blamed the model.
+    spelt = _spelt_groups(observed)
+    checks.append(_check(target, "class_spelling", not spelt, {"distinct_spellings": True}, spelt))
     if len(counts) >= 2:  # classes outside the contract's categories are reported there
         known = set(contract.target_spec.categories or observed)
         rare = {k: v for k, v in observed.items() if v < min_class_rows and k in known}
@@ -973,6 +978,13 @@ def _sentence(check: Check) -> str:
             f"{col}: the target has {len(check.observed)} class ({only}); a classifier needs "
             "at least two"
         )
+    if check.rule == "class_spelling":
+        return (
+            f"{col}: the target's classes {_spelt_apart(sum(check.observed, []))} differ only "
+            "in case, surrounding spaces or a final dot, so a classifier would learn each "
+            "spelling as a class of its own; write each class one way at the source (strip "
+            "the spaces, one case, no final dot)"
+        )
     if check.rule == "class_rows":
         need = t["min_distinct_rows_per_class"]
         rare = ", ".join(f"'{k}' ({v})" for k, v in _rare(check).items())
@@ -1219,14 +1231,18 @@ def _ordered(labels: set[str]) -> tuple[str, ...]:
     return tuple(sorted(labels))
 
 
-def _spelt_apart(categories: tuple[str, ...]) -> str:
+def _spelt_groups(categories: Iterable[str]) -> list[list[str]]:
     """Groups of categories equal once case, surrounding spaces and a final dot are dropped
-    (``' >50K'`` and ``' >50K.'``, ``'Male'`` and ``'male'``), quoted, or ``''``."""
+    (``' >50K'`` and ``' >50K.'``, ``'Male'`` and ``'male'``)."""
     groups: dict[str, list[str]] = {}
     for category in categories:
         groups.setdefault(category.strip().rstrip(".").strip().casefold(), []).append(category)
-    alike = [g for g in groups.values() if len(g) > 1]
-    return "; ".join(" and ".join(repr(_clip(c)) for c in g) for g in alike[:3])
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _spelt_apart(categories: Iterable[str]) -> str:
+    """:func:`_spelt_groups`, quoted (at most three groups), or ``''``."""
+    return "; ".join(" and ".join(repr(_clip(c)) for c in g) for g in _spelt_groups(categories)[:3])
 
 
 def _join_notes(first: str | None, second: str) -> str:

@@ -61,9 +61,9 @@ def test_penguins_pass_the_repo_contract(penguins, contract):
     assert report.rows == 344
     assert all(c.success and c.error is None for c in report.checks)
     # three table checks, then per column: present, missing, and type+range or categories;
-    # "empty" for the 7 used columns, "finite" for the 4 numeric ones, "classes" and
-    # "class_rows" for the target
-    assert len(report.checks) == 3 + 8 * 2 + 5 * 2 + 3 + 7 + 4 + 2
+    # "empty" for the 7 used columns, "finite" for the 4 numeric ones, "classes",
+    # "class_spelling" and "class_rows" for the target
+    assert len(report.checks) == 3 + 8 * 2 + 5 * 2 + 3 + 7 + 4 + 3
     bill = {c.rule: c for c in report.checks if c.column == "bill_length_mm"}
     assert list(bill) == ["present", "type", "finite", "empty", "missing", "range"]
     assert bill["missing"].unexpected_count == 2
@@ -290,7 +290,7 @@ def test_cli_writes_result_and_docs(penguins, tmp_path, monkeypatch, repo_root, 
     assert sorted(p.name for p in out.iterdir()) == ["data_docs", "result.json"]
     assert not (tmp_path / "gx").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml", "raw.parquet", "reports"]
-    assert "344 rows pass 45 checks" in capsys.readouterr().out
+    assert "344 rows pass 46 checks" in capsys.readouterr().out
 
 
 def test_cli_failure_writes_result_then_exits_1(penguins, tmp_path, monkeypatch, repo_root, capsys):
@@ -1121,3 +1121,24 @@ def test_an_integer_target_whose_values_are_too_rare_for_classes_is_drafted_as_r
     assert contract.column("TOTEMP").type == "numeric"
     codes = pd.DataFrame({"x": range(30), "grade": [1, 2, 10] * 10})
     assert infer_contract(codes, "grade").column("grade").categories == ("1", "2", "10")
+
+
+def test_classes_spelt_several_ways_are_refused(penguins):
+    """' Adelie' and 'Adelie' trained as two classes: the draft noted it, validate passed, and
+    the gate failed on f1 with a hint about the model, not the labels."""
+    frame = penguins.copy()
+    frame.loc[frame.index[:30], "species"] = " Adelie"
+    frame.loc[frame["species"].eq("Gentoo").to_numpy().nonzero()[0][:40], "species"] = "gentoo"
+    contract = infer_contract(frame, "species")  # the draft lists every spelling
+    assert set(contract.target_spec.categories) == {" Adelie", "Adelie", "Chinstrap", "Gentoo",
+                                                    "gentoo"}  # fmt: skip
+    report = validate_table(frame, contract)
+    assert report.failures == (
+        "column 'species': the target's classes ' Adelie' and 'Adelie'; 'Gentoo' and 'gentoo' "
+        "differ only in case, surrounding spaces or a final dot, so a classifier would learn "
+        "each spelling as a class of its own; write each class one way at the source (strip the "
+        "spaces, one case, no final dot)",
+    )
+    check = next(c for c in report.checks if c.rule == "class_spelling")
+    assert check.observed == [[" Adelie", "Adelie"], ["Gentoo", "gentoo"]]
+    assert validate_table(penguins, infer_contract(penguins, "species")).success
