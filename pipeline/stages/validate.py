@@ -1050,6 +1050,9 @@ def _sentence(check: Check) -> str:
 #: A text column with more distinct values than this is treated as an identifier or free
 #: text and drafted as ``role: ignored`` rather than as a categorical feature.
 MAX_CATEGORIES = 50
+#: A text target with more than MAX_CATEGORIES values is drafted as classes only when every
+#: one has this many rows, what the default split (0.2 / 0.2) needs of each class.
+MANY_CLASSES_MIN_ROWS = 5
 #: An integer-coded target with at most this many distinct values is drafted as class labels
 #: (classification); with more, as a quantity (regression).
 MAX_INTEGER_CLASSES = 20
@@ -1137,6 +1140,9 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
                 "model learns nothing from it, and the drafted range or categories admit little "
                 "else; set role: ignored if it is always constant",
             )
+        if role == "feature":
+            for note in _feature_notes(name, kind, column, present):
+                notes[name] = _join_notes(notes.get(name), note)
         if kind == "numeric" and role != "ignored" and len(present):
             values = pd.to_numeric(present, errors="coerce").astype(float)
             infinite = _unusable(values)
@@ -1169,8 +1175,12 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
                     notes.get(name),
                     f"{spelt} differ only in case, surrounding spaces or a final dot: probably "
                     "one value written several ways (the model takes each as a "
-                    f"{'class' if role == 'target' else 'category'} of its own); unify them at "
-                    "the source",
+                    + (
+                        "class of its own, so validate refuses them: rule class_spelling"
+                        if role == "target"
+                        else "category of its own"
+                    )
+                    + "); unify them at the source",
                 )
             markers = [c for c in spec["categories"] if looks_missing(c)]
             if markers:
@@ -1207,6 +1217,43 @@ def draft_contract(frame: pd.DataFrame, target: str) -> Draft:
     )
     contract = parse_contract(contract.to_dict(), Path("<inferred>"))  # the same checks as a file
     return Draft(contract, notes, table_notes)
+
+
+#: From this share of missing cells on, the draft says so (they are filled in at preprocess).
+NOTED_MISSING_SHARE = 0.10
+
+
+def _feature_notes(name: str, kind: str, column: pd.Series, present: pd.Series) -> list[str]:
+    """What a feature drafted as it is may hide: a column the header left without a name
+    (pandas names it ``Unnamed: 2``), whole numbers all distinct like an id, many missing
+    cells ('N/A' is one of pandas' missing markers)."""
+    notes = []
+    if re.fullmatch(r"Unnamed: \d+", name):
+        notes.append(
+            "the header line gives this column no name (pandas calls it so), and the model and "
+            "the server would take it under this one: name it in the header at the source"
+        )
+    if (
+        kind == "numeric"
+        and len(present) >= ROW_NUMBER_MIN_ROWS
+        and _integral(present)
+        and present.is_unique
+        and float(pd.to_numeric(present).abs().max()) < 2**53  # ids, not overflowing numbers
+    ):
+        notes.append(
+            f"a different whole number in each of its {len(present)} rows, like an identifier "
+            "(a customer or order id): if it is one, set role: ignored, since it says which row "
+            "it is, not anything about it"
+        )
+    share = float(column.isna().mean())
+    if share >= NOTED_MISSING_SHARE:
+        filled = "the median" if kind == "numeric" else "the most frequent category"
+        notes.append(
+            f"{share:.0%} of its values are missing in this sample (empty cells, and markers "
+            "such as 'NA' or 'N/A' that pandas reads as missing); preprocess fills them in "
+            f"with {filled} of the training rows"
+        )
+    return notes
 
 
 #: Fewer rows than this, and consecutive distinct integers may well be a real quantity.
@@ -1319,10 +1366,20 @@ def _infer_target(column: pd.Series, name: str) -> tuple[str, str | None]:
             "classify instead, set type: categorical and list the classes under categories"
         )
     if distinct > MAX_CATEGORIES:
-        raise PipelineError(
-            f"target column '{name}' holds text with {distinct} distinct values; a classifier "
-            f"takes at most {MAX_CATEGORIES} classes here. If it is a number stored as text, "
-            "convert it at the source."
+        counts = present.map(_label).value_counts()
+        rare = int((counts < MANY_CLASSES_MIN_ROWS).sum())
+        if rare:
+            raise PipelineError(
+                f"target column '{name}' holds text with {distinct} distinct values, {rare} of "
+                f"them in fewer than {MANY_CLASSES_MIN_ROWS} rows: more like free text or an "
+                "identifier than classes, so no contract is drafted for it. If it is a class "
+                "label, write its categories in the contract yourself (validate asks for "
+                f"{MANY_CLASSES_MIN_ROWS} distinct rows per class with the default split); if "
+                "it is a number stored as text, convert it at the source."
+            )
+        return "categorical", (
+            f"text target with {distinct} distinct values, each in at least "
+            f"{MANY_CLASSES_MIN_ROWS} rows: drafted as CLASSIFICATION with {distinct} classes"
         )
     return "categorical", None
 

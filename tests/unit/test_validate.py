@@ -832,7 +832,8 @@ def test_infer_notes_categories_spelt_several_ways():
     assert draft.notes["income"] == (
         "' <=50K' and ' <=50K.'; ' >50K' and ' >50K.' differ only in case, surrounding spaces "
         "or a final dot: probably one value written several ways (the model takes each as a "
-        "class of its own); unify them at the source"
+        "class of its own, so validate refuses them: rule class_spelling); unify them at the "
+        "source"
     )
     assert draft.notes["sex"].startswith("'Male' and 'male' differ only in case")
     constant = draft_contract(frame.assign(unit="kg"), "income")
@@ -1034,7 +1035,12 @@ def test_infer_notes_a_category_that_may_mark_a_missing_value():
     )
     assert "income" not in draft.notes
     read = draft_contract(frame.replace(" ?", None), "income")
-    assert "workclass" not in read.notes
+    # read as missing, ' ?' is no longer a category; the share of missing cells is noted
+    assert read.notes["workclass"] == (
+        "33% of its values are missing in this sample (empty cells, and markers such as 'NA' or "
+        "'N/A' that pandas reads as missing); preprocess fills them in with the most frequent "
+        "category of the training rows"
+    )
 
 
 def test_commas_between_thousands_are_drafted_as_numbers_with_the_setting_that_reads_them(
@@ -1142,3 +1148,64 @@ def test_classes_spelt_several_ways_are_refused(penguins):
     check = next(c for c in report.checks if c.rule == "class_spelling")
     assert check.observed == [[" Adelie", "Adelie"], ["Gentoo", "gentoo"]]
     assert validate_table(penguins, infer_contract(penguins, "species")).success
+
+
+def test_infer_notes_what_a_feature_may_hide():
+    """A nameless column, an id of random whole numbers, 30% 'N/A': drafted as features
+    without a word before."""
+    rng = np.random.default_rng(0)
+    n = 200
+    amount = rng.normal(50, 10, n)
+    amount[: n * 3 // 10] = np.nan  # 'N/A' in the CSV: pandas reads it as missing
+    frame = pd.DataFrame(
+        {
+            "Unnamed: 1": rng.normal(0, 1, n),
+            "customer_id": rng.choice(10**6, n, replace=False),
+            "amount": amount,
+            "plain": rng.normal(0, 1, n),
+            "y": ["a", "b"] * (n // 2),
+        }
+    )
+    draft = draft_contract(frame, "y")
+    assert {c.name: c.role for c in draft.contract.columns} == {
+        "Unnamed: 1": "feature", "customer_id": "feature", "amount": "feature",
+        "plain": "feature", "y": "target",
+    }  # fmt: skip
+    assert draft.notes["Unnamed: 1"] == (
+        "the header line gives this column no name (pandas calls it so), and the model and the "
+        "server would take it under this one: name it in the header at the source"
+    )
+    assert draft.notes["customer_id"] == (
+        "a different whole number in each of its 200 rows, like an identifier (a customer or "
+        "order id): if it is one, set role: ignored, since it says which row it is, not "
+        "anything about it"
+    )
+    assert draft.notes["amount"] == (
+        "30% of its values are missing in this sample (empty cells, and markers such as 'NA' or "
+        "'N/A' that pandas reads as missing); preprocess fills them in with the median of the "
+        "training rows"
+    )
+    assert "plain" not in draft.notes and "y" not in draft.notes
+
+
+def test_infer_drafts_many_text_classes_only_when_each_can_be_split():
+    n = 600
+    x = np.random.default_rng(1).normal(0, 1, n)
+    many = pd.DataFrame({"x": x, "y": [f"c{i % 60}" for i in range(n)]})
+    draft = draft_contract(many, "y")
+    assert len(draft.contract.target_spec.categories) == 60
+    assert draft.notes["y"] == (
+        "text target with 60 distinct values, each in at least 5 rows: drafted as "
+        "CLASSIFICATION with 60 classes"
+    )
+    assert validate_table(many, draft.contract).success
+    ids = many.assign(y=[f"c{i % 60}" for i in range(n - 3)] + ["x1", "x2", "x3"])
+    with pytest.raises(PipelineError) as caught:
+        draft_contract(ids, "y")
+    assert str(caught.value) == (
+        "target column 'y' holds text with 63 distinct values, 3 of them in fewer than 5 rows: "
+        "more like free text or an identifier than classes, so no contract is drafted for it. "
+        "If it is a class label, write its categories in the contract yourself (validate asks "
+        "for 5 distinct rows per class with the default split); if it is a number stored as "
+        "text, convert it at the source."
+    )
