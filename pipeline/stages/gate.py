@@ -209,14 +209,21 @@ def floor_checks(
 
 
 def baseline_checks(
-    metrics: Mapping[str, float], baseline: Mapping[str, float], margins: Mapping[str, float]
+    metrics: Mapping[str, float],
+    baseline: Mapping[str, float],
+    margins: Mapping[str, float],
+    estimator: str = "",
+    leaf: str = "",
 ) -> list[Check]:
     """The candidate must beat a model that ignores its inputs (the training prior or mean,
     ``pipeline.metrics.baseline_output``) on the test split, by ``margins[metric]``: a share of
     the gap between the baseline and a perfect score. Higher-is-better metrics (perfect 1):
     at least ``b + m * (1 - b)``; lower-is-better ones (perfect 0): at most ``b * (1 - m)``. So
-    0.1 asks for a tenth of the way from "knows nothing" to "perfect", on any data."""
-    checks, improved = [], set()
+    0.1 asks for a tenth of the way from "knows nothing" to "perfect", on any data.
+
+    ``estimator`` (its name) and ``leaf`` (its least-rows-per-leaf setting, as
+    ``train.lightgbm.min_child_samples is 20``) make the hints of a failure name its settings."""
+    checks, improved, tied = [], set(), set()
     for metric, margin in margins.items():
         name = f"vs_baseline.{metric}"
         higher = higher_is_better(metric)
@@ -243,7 +250,9 @@ def baseline_checks(
             f"{_fmt(margin)} of the gap to perfect (needs {op} {_fmt(required)})."
         )
         checks.append(Check(name, passed, float(value), float(required), op, detail))
-        if not passed and (value > base if higher else value < base):
+        if np.isclose(value, base, rtol=TIE_RTOL, atol=TIE_RTOL):
+            tied.add(name)  # a model that outputs the training prior or mean for every row
+        elif not passed and (value > base if higher else value < base):
             improved.add(name)
     # Where the labels or the ranking beat the baseline but the probabilities do not, the model
     # has learnt something: its probabilities are too sure (exact 0 or 1 from deep trees,
@@ -251,18 +260,71 @@ def baseline_checks(
     learnt = any(c.passed and _metric(c) not in _PROBABILITY_METRICS for c in checks)
     # The reverse: the probabilities beat it but the labels do not (imbalanced classes).
     ranked = any(c.passed and _metric(c) in _PROBABILITY_METRICS + _RANKING_METRICS for c in checks)
+    constant = bool(tied) and tied == {c.name for c in checks if c.threshold is not None}
     out, hinted = [], False
     for c in checks:
         if c.passed or c.threshold is None:
             out.append(c)
             continue
-        hint = _hint(c, learnt, ranked, c.name in improved)
+        if constant:
+            hint = _constant_hint(leaf)
+        else:
+            hint = _hint(c, learnt, ranked, c.name in improved, estimator)
         if hint.startswith(_ONCE) and hinted:  # "learnt little" once, not once per metric
             out.append(c)
             continue
         hinted = hinted or hint.startswith(_ONCE)
         out.append(replace(c, detail=c.detail + hint))
     return out
+
+
+#: A metric this close to the baseline's (relative, or absolute near 0) is the baseline's: the
+#: model gives every row the same output. Real improvements are orders of magnitude larger.
+TIE_RTOL = 1e-6
+
+#: Per estimator, the settings in ``train.<estimator>`` that make it less sure of itself.
+_REGULARISERS = {
+    "random_forest": "min_samples_leaf, max_depth",
+    "hist_gradient_boosting": "min_samples_leaf, max_leaf_nodes, l2_regularization",
+    "lightgbm": "min_child_samples, num_leaves, reg_lambda",
+    "xgboost": "max_depth, reg_lambda",
+    "keras_mlp": "dropout, epochs",
+    "logistic_regression": "a smaller C",
+}
+
+#: Per estimator, its setting for the least training rows a leaf holds: on a small table it can
+#: forbid every split, and the model is a constant.
+LEAF_SETTINGS = {
+    "lightgbm": "min_child_samples",
+    "hist_gradient_boosting": "min_samples_leaf",
+    "random_forest": "min_samples_leaf",
+}
+
+
+def leaf_setting(train: Any, estimator: str) -> str:
+    """``'train.lightgbm.min_child_samples is 20'`` for an estimator in LEAF_SETTINGS whose
+    setting is above 1, else ``''``."""
+    name = LEAF_SETTINGS.get(estimator)
+    try:
+        value = getattr(train.blocks[estimator], name) if name else None
+    except (KeyError, AttributeError):
+        return ""
+    if not isinstance(value, int | float) or value <= 1:
+        return ""
+    return f"train.{estimator}.{name} is {value}"
+
+
+def _constant_hint(leaf: str) -> str:
+    settings = (
+        f"{leaf}, so a split needs twice that many training rows: lower it in params.yaml"
+        if leaf
+        else "check the features and the target"
+    )
+    return (
+        f"{_ONCE} nothing: every metric equals the trivial baseline's, as when it gives every "
+        "row the same output (no split was allowed, or no feature varies). On a small table "
+        f"the estimator's least rows per leaf can forbid every split; {settings}, or add rows."
+    )
 
 
 #: Metrics of the probabilities themselves: a model can rank and label well and still fail them.
@@ -280,7 +342,7 @@ _RANKING_METRICS = ("roc_auc", "roc_auc_ovr", "average_precision")
 _ONCE = " The model has learnt"
 
 
-def _hint(check: Check, learnt: bool, ranked: bool, improved: bool) -> str:
+def _hint(check: Check, learnt: bool, ranked: bool, improved: bool, estimator: str = "") -> str:
     """What a failed baseline check suggests: ``learnt``, whether a label or ranking metric
     beat the baseline; ``ranked``, whether a probability or ranking metric did; ``improved``,
     whether this metric is better than the baseline's, only not by the margin."""
@@ -289,8 +351,13 @@ def _hint(check: Check, learnt: bool, ranked: bool, improved: bool) -> str:
         return (
             f" Its labels or ranking beat the baseline, but {metric} does not: the "
             "probabilities are overconfident (near 0 or 1 where the model is wrong; deep trees "
-            "with min_samples_leaf: 1 do that). Regularise the estimator in train.<estimator> "
-            "(for trees min_samples_leaf, max_depth), or lower gate.baseline_margin."
+            "with min_samples_leaf: 1 do that). Regularise the estimator in "
+            + (
+                f"train.{estimator} ({_REGULARISERS[estimator]})"
+                if estimator in _REGULARISERS
+                else "train.<estimator> (for trees min_samples_leaf, max_depth)"
+            )
+            + ", or lower gate.baseline_margin."
         )
     if improved:
         return (
@@ -518,6 +585,7 @@ def decide(
     task: Task | None = None,
     baseline: Mapping[str, float] | None = None,
     test_rows: int | None = None,
+    leaf: str = "",
 ) -> GateReport:
     """Run every check; pure, so each rule is testable on plain dicts.
 
@@ -528,7 +596,13 @@ def decide(
     task = task or (descriptor.task if descriptor is not None else Task.MULTICLASS)
     checks = floor_checks(metrics, task_block(gate, "min", task), task)
     if baseline is not None:
-        checks += baseline_checks(metrics, baseline, task_block(gate, "baseline_margin", task))
+        checks += baseline_checks(
+            metrics,
+            baseline,
+            task_block(gate, "baseline_margin", task),
+            estimator=str(candidate.get("estimator") or ""),
+            leaf=leaf,
+        )
     checks += status_checks(parity, validation)
     checks += leakage_checks(validation)
     if golden is not None and descriptor is not None:
@@ -850,6 +924,7 @@ def main(argv: list[str] | None = None) -> None:
         suggested_name=suggest_name(params, name, descriptor),
         baseline=baseline,
         test_rows=len(test),
+        leaf=leaf_setting(params.train, descriptor.estimator),
     )
     write_json(args.out, report.to_dict())
     with atomic_path(args.report) as tmp:

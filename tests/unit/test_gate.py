@@ -11,7 +11,7 @@ import pytest
 
 from model_spec.descriptor import InputSpec, Lineage, ModelDescriptor, OnnxSpec
 from model_spec.task import Task
-from pipeline.config import GateParams
+from pipeline.config import GateParams, load_params
 from pipeline.errors import PipelineError
 from pipeline.registry import default_model_name
 from pipeline.stages.gate import (
@@ -24,6 +24,7 @@ from pipeline.stages.gate import (
     failure_message,
     floor_checks,
     golden_checks,
+    leaf_setting,
     leakage_checks,
     main,
     render_markdown,
@@ -554,7 +555,7 @@ def test_an_undefined_metric_is_not_blamed_on_the_bound():
 
 def test_the_learnt_little_hint_comes_once_and_names_the_mean_for_regression():
     checks = baseline_checks(
-        {"rmse": 10.0, "mae": 8.0}, {"rmse": 10.0, "mae": 8.0}, {"rmse": 0.1, "mae": 0.1}
+        {"rmse": 10.5, "mae": 8.2}, {"rmse": 10.0, "mae": 8.0}, {"rmse": 0.1, "mae": 0.1}
     )
     hinted = [c for c in checks if "learnt little" in c.detail]
     assert [c.name for c in checks if not c.passed] == ["vs_baseline.rmse", "vs_baseline.mae"]
@@ -579,3 +580,48 @@ def test_a_test_split_too_small_to_judge_on_is_said_with_the_verdict():
     assert not failing.passed and failing.warning in failure_message(failing)
     enough = decide(GOOD, PARITY_OK, VALID, GATE, "m", CANDIDATE, None, test_rows=30)
     assert enough.warning == "" and "Warning" not in render_markdown(enough)
+
+
+def test_a_model_that_scores_exactly_the_baseline_is_told_what_forbids_its_splits():
+    """spector (32 rows) under lightgbm's min_child_samples 20: no split, every row the class
+    shares. It was told "has learnt something (log_loss is better than the baseline's)" with
+    0.6035 against 0.6035: a difference in the 10th digit counted as better."""
+    baseline = {"log_loss": 0.603510, "f1_macro": 0.4}
+    margins = {"log_loss": 0.1, "f1_macro": 0.1}
+    metrics = {"log_loss": 0.603510 - 3e-10, "f1_macro": 0.4}
+    leaf = "train.lightgbm.min_child_samples is 20"
+    checks = baseline_checks(metrics, baseline, margins, "lightgbm", leaf)
+    assert [c.passed for c in checks] == [False, False]
+    assert "learnt something" not in checks[0].detail
+    assert checks[0].detail.endswith(
+        "The model has learnt nothing: every metric equals the trivial baseline's, as when it "
+        "gives every row the same output (no split was allowed, or no feature varies). On a "
+        "small table the estimator's least rows per leaf can forbid every split; "
+        "train.lightgbm.min_child_samples is 20, so a split needs twice that many training "
+        "rows: lower it in params.yaml, or add rows."
+    )
+    assert checks[1].detail.endswith("(needs >= 0.4600).")  # the hint comes once
+    # one metric really better: the weak-signal hint, as before
+    better = baseline_checks({**metrics, "log_loss": 0.59}, baseline, margins, "lightgbm", leaf)
+    assert "The model has learnt something (log_loss is better" in better[0].detail
+
+
+def test_the_leaf_setting_is_named_only_where_it_can_forbid_a_split():
+    train = load_params(REPO_ROOT / "params.yaml").train
+    assert leaf_setting(train, "lightgbm") == "train.lightgbm.min_child_samples is 20"
+    assert leaf_setting(train, "hist_gradient_boosting") == (
+        "train.hist_gradient_boosting.min_samples_leaf is 20"
+    )
+    assert leaf_setting(train, "random_forest") == ""  # min_samples_leaf: 1 forbids nothing
+    assert leaf_setting(train, "keras_mlp") == ""
+
+
+def test_the_overconfidence_hint_names_the_estimators_own_settings():
+    baseline = {"log_loss": 0.693, "f1_macro": 0.33}
+    metrics, margins = {"log_loss": 1.458, "f1_macro": 0.73}, {"log_loss": 0.1, "f1_macro": 0.1}
+    (loss, _) = baseline_checks(metrics, baseline, margins, "lightgbm")
+    assert "Regularise the estimator in train.lightgbm (min_child_samples, num_leaves, " in (
+        loss.detail
+    )
+    (loss, _) = baseline_checks(metrics, baseline, margins, "random_forest")
+    assert "in train.random_forest (min_samples_leaf, max_depth)" in loss.detail
