@@ -1239,6 +1239,7 @@ def _feature_notes(name: str, kind: str, column: pd.Series, present: pd.Series) 
         and _integral(present)
         and present.is_unique
         and float(pd.to_numeric(present).abs().max()) < 2**53  # ids, not overflowing numbers
+        and not _years(present)
     ):
         notes.append(
             f"a different whole number in each of its {len(present)} rows, like an identifier "
@@ -1256,14 +1257,23 @@ def _feature_notes(name: str, kind: str, column: pd.Series, present: pd.Series) 
     return notes
 
 
+def _years(present: pd.Series) -> bool:
+    """Whole numbers that all read as years of the calendar (1800 to 2100)."""
+    if not len(present) or not _integral(present):
+        return False
+    values = pd.to_numeric(present)
+    return bool(values.min() >= 1800 and values.max() <= 2100)
+
+
 #: Fewer rows than this, and consecutive distinct integers may well be a real quantity.
 ROW_NUMBER_MIN_ROWS = 50
 
 
 def _row_number(present: pd.Series) -> bool:
     """Integers, each value once, from the smallest to the largest without a gap: the index
-    ``to_csv`` writes (``Unnamed: 0``), ``PassengerId``, ``Id``."""
-    if len(present) < ROW_NUMBER_MIN_ROWS or not _integral(present):
+    ``to_csv`` writes (``Unnamed: 0``), ``PassengerId``, ``Id``; not years (1956 to 2010, one
+    row each, is a time trend: :func:`_years`)."""
+    if len(present) < ROW_NUMBER_MIN_ROWS or not _integral(present) or _years(present):
         return False
     values = pd.to_numeric(present)
     # Python floats: 1e308 - -1e308 is inf without numpy's overflow warning.

@@ -1209,3 +1209,18 @@ def test_infer_drafts_many_text_classes_only_when_each_can_be_split():
         "for 5 distinct rows per class with the default split); if it is a number stored as "
         "text, convert it at the source."
     )
+
+
+def test_one_row_per_year_stays_a_feature():
+    """vega's driving table: gas price by year, 1956 to 2010, one row each. The year was
+    ignored as a row number, and the trend with it."""
+    years = list(range(1956, 2011))
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"year": years, "miles": rng.normal(0, 1, len(years)),
+                          "gas": rng.normal(2, 0.5, len(years))})  # fmt: skip
+    draft = draft_contract(frame, "gas")
+    assert draft.contract.column("year").role == "feature"
+    assert "year" not in draft.notes
+    # the same numbers from 0: a row number, ignored as before
+    rows = draft_contract(frame.assign(year=range(len(years))), "gas")
+    assert rows.contract.column("year").role == "ignored"
