@@ -961,7 +961,8 @@ def _sentence(check: Check) -> str:
         o = check.observed
         return (
             f"{o['count']} rows ({_pct(100 * o['share'])}) are exact copies of an earlier row, "
-            f"more than max_duplicates {t['max_duplicates']} allows (copies inflate test "
+            f"more than max_duplicates {t['max_duplicates']} allows (copies usually mean rows "
+            "were appended or joined twice, and each copy counts again in training and in the "
             "metrics; remove them at the source, or raise max_duplicates if they are real)"
         )
     if check.rule == "empty":

@@ -632,7 +632,8 @@ def test_duplicate_rows_beyond_max_duplicates_are_refused(penguins, contract):
     assert report.duplicates == {"share": 0.9, "max": 0.05}
     assert report.failures == (
         "3096 rows (90.0%) are exact copies of an earlier row, more than max_duplicates 0.05 "
-        "allows (copies inflate test metrics; remove them at the source, or raise "
+        "allows (copies usually mean rows were appended or joined twice, and each copy counts "
+        "again in training and in the metrics; remove them at the source, or raise "
         "max_duplicates if they are real)",
     )
     lax = dataclasses.replace(contract, max_duplicates=0.95)
