@@ -82,7 +82,11 @@ def main(argv: list[str] | None = None) -> None:
     if write_if_changed(args.out, frame):
         print(f"ingest: {shape} -> {args.out}")
     else:
-        print(f"ingest: {params.data.source} is unchanged ({shape}); {args.out} left as it was")
+        # The same table, from this source or another one (a CSV and its Parquet copy).
+        print(
+            f"ingest: {params.data.source} holds the table {args.out} already has ({shape}); "
+            f"{args.out} left as it was"
+        )
     if stamp_path is not None:
         fingerprint = source_fingerprint(params.data.source)
         _write_stamp(stamp_path, _stamp(params.data.source, fingerprint, args.out, reading))

@@ -48,7 +48,9 @@ def test_a_changed_local_file_reruns_from_ingest_and_an_unchanged_one_does_not(
     load_penguins().to_csv(source, index=False)
     rewritten = project.dvc("repro", "preprocess")
     assert _ran(rewritten) == ["ingest"]
-    assert "data/mine.csv is unchanged (344 rows x 8 columns)" in rewritten.stdout
+    assert (
+        "data/mine.csv holds the table data/raw/dataset.parquet already has (344 rows x 8 columns)"
+    ) in rewritten.stdout
     assert file_sha256(project.root / RAW) == before
 
     # Overwrite the file in place (same name, same params): everything downstream reruns.
