@@ -3,7 +3,14 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.stages.preprocess import fit_preprocessor, split_data, summary, to_model_frame
+from pipeline.stages.preprocess import (
+    Splits,
+    fit_preprocessor,
+    split_data,
+    summary,
+    to_model_frame,
+    unseen_categories,
+)
 
 
 def test_model_frame_types_and_missing_values(tiny, contract):
@@ -185,3 +192,18 @@ def test_rows_without_a_target_are_counted_in_the_summary(penguins):
     )
     full = split_data(penguins, "species", 42, 0.2, 0.2)
     assert summary(full, 9, penguins, "species").endswith("rows; 9 model features")
+
+
+def test_categories_outside_the_training_split_are_named(penguins, contract):
+    """iowa electricity: one feature of three values, each value's rows in one split whole;
+    the test value was never seen in training and nothing said so."""
+    torgersen = penguins["island"].eq("Torgersen")
+    train, held = penguins[~torgersen], penguins[torgersen]
+    splits = Splits(train.iloc[:-20], train.iloc[-20:], held)
+    assert unseen_categories(splits, contract) == (
+        "preprocess: note: the validation or test split holds categories no training row has, "
+        "which the model can only read as unknown: 'island' 'Torgersen'. Rows with equal inputs "
+        "stay in one split, so on a small table a rare category can land outside train; add "
+        "rows, or merge rare categories at the source."
+    )
+    assert unseen_categories(split_data(penguins, "species", 42, 0.2, 0.2), contract) == ""
