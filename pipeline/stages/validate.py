@@ -1054,6 +1054,8 @@ MAX_CATEGORIES = 50
 #: A text target with more than MAX_CATEGORIES values is drafted as classes only when every
 #: one has this many rows, what the default split (0.2 / 0.2) needs of each class.
 MANY_CLASSES_MIN_ROWS = 5
+#: ... and at most this many: beyond it a draft refuses (a contract written by hand may list more).
+MAX_DRAFTED_CLASSES = 200
 #: An integer-coded target with at most this many distinct values is drafted as class labels
 #: (classification); with more, as a quantity (regression).
 MAX_INTEGER_CLASSES = 20
@@ -1379,6 +1381,14 @@ def _infer_target(column: pd.Series, name: str) -> tuple[str, str | None]:
     if distinct > MAX_CATEGORIES:
         counts = present.map(_label).value_counts()
         rare = int((counts < MANY_CLASSES_MIN_ROWS).sum())
+        if distinct > MAX_DRAFTED_CLASSES:
+            raise PipelineError(
+                f"target column '{name}' holds text with {distinct} distinct values, more than "
+                f"the {MAX_DRAFTED_CLASSES} classes a draft takes (each class adds trees or "
+                "outputs to every model): more like free text or an identifier. If it is a "
+                "class label, write its categories in the contract yourself; if it is a number "
+                "stored as text, convert it at the source."
+            )
         if rare:
             raise PipelineError(
                 f"target column '{name}' holds text with {distinct} distinct values, {rare} of "

@@ -1210,6 +1210,11 @@ def test_infer_drafts_many_text_classes_only_when_each_can_be_split():
         "for 5 distinct rows per class with the default split); if it is a number stored as "
         "text, convert it at the source."
     )
+    x = np.random.default_rng(1).normal(0, 1, 1005)
+    huge = pd.DataFrame({"x": x, "y": [f"c{i % 201}" for i in range(1005)]})
+    with pytest.raises(PipelineError, match="holds text with 201 distinct values, more than the "
+                       "200 classes a draft takes"):  # fmt: skip
+        draft_contract(huge, "y")
 
 
 def test_one_row_per_year_stays_a_feature():
