@@ -419,6 +419,18 @@ def build_descriptor(
     )
 
 
+def range_text(low: float | None, high: float | None) -> str:
+    """A numeric input's range for the model card; a contract may give one bound or none (a
+    column turned from ignored into a feature read "None to None")."""
+    if low is not None and high is not None:
+        return f"{low} to {high}"
+    if low is not None:
+        return f"at least {low}"
+    if high is not None:
+        return f"at most {high}"
+    return "any number (no range in the contract)"
+
+
 def render_model_card(descriptor: ModelDescriptor, parity: dict[str, Any]) -> str:
     """Markdown model card from the descriptor and the parity report."""
     d = descriptor.to_dict()
@@ -453,7 +465,7 @@ def render_model_card(descriptor: ModelDescriptor, parity: dict[str, Any]) -> st
     ]
     for entry in d["inputs"]:
         if entry["kind"] == "numeric":
-            allowed = f"{entry['min']} to {entry['max']}"
+            allowed = range_text(entry["min"], entry["max"])
         else:
             allowed = ", ".join(entry["categories"])
         nullable = "yes" if entry["nullable"] else "no"

@@ -41,6 +41,7 @@ from pipeline.stages.export import (
     log_export,
     main,
     parity_failure,
+    range_text,
 )
 from pipeline.stages.preprocess import fit_preprocessor, split_data, to_model_frame
 from pipeline.stages.train import NativeModel, train_model
@@ -338,6 +339,13 @@ def test_model_card_has_every_section(exported, native):
     assert "run-123" in card and "| onnxruntime |" in card
     assert f"`{native.estimator_name}`" in card
     assert ("TensorFlow SavedModel" in card) == (native.family == "keras")
+
+
+def test_the_model_card_says_what_range_a_contract_without_bounds_gives():
+    assert range_text(25.0, 70.0) == "25.0 to 70.0"
+    assert range_text(0.0, None) == "at least 0.0"
+    assert range_text(None, 9.5) == "at most 9.5"
+    assert range_text(None, None) == "any number (no range in the contract)"  # was "None to None"
 
 
 GOLDEN_REPLAY = r"""
