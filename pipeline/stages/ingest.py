@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         # The same table, from this source or another one (a CSV and its Parquet copy).
         print(
-            f"ingest: {params.data.source} holds the table {args.out} already has ({shape}); "
-            f"{args.out} left as it was"
+            f"ingest: the table is unchanged: {params.data.source} holds what {args.out} "
+            f"already has ({shape}); left as it was"
         )
     if stamp_path is not None:
         fingerprint = source_fingerprint(params.data.source)

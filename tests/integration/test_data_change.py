@@ -49,7 +49,8 @@ def test_a_changed_local_file_reruns_from_ingest_and_an_unchanged_one_does_not(
     rewritten = project.dvc("repro", "preprocess")
     assert _ran(rewritten) == ["ingest"]
     assert (
-        "data/mine.csv holds the table data/raw/dataset.parquet already has (344 rows x 8 columns)"
+        "the table is unchanged: data/mine.csv holds what data/raw/dataset.parquet already has "
+        "(344 rows x 8 columns)"
     ) in rewritten.stdout
     assert file_sha256(project.root / RAW) == before
 

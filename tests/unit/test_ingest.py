@@ -85,8 +85,8 @@ def test_cli_says_when_the_source_is_unchanged(tmp_path, repo_root, capsys):
     args = ["--params", str(repo_root / "params.yaml"), "--out", str(out)]
     assert main(args) == 0 and main(args) == 0
     assert capsys.readouterr().out.splitlines()[-1] == (
-        f"ingest: builtin:penguins holds the table {out} already has (344 rows x 8 columns); "
-        f"{out} left as it was"
+        f"ingest: the table is unchanged: builtin:penguins holds what {out} already has (344 "
+        "rows x 8 columns); left as it was"
     )
 
 
