@@ -164,6 +164,12 @@ class Estimator:
     mlflow_flavor: str = "sklearn"
     #: Distributions (PyPI names) the logged model needs, pinned to the installed versions.
     requirements: tuple[str, ...] = ("scikit-learn",)
+    #: Its settings in ``train.<name>`` that make it less sure of itself (the gate names them
+    #: for overconfident probabilities).
+    regularisers: str = ""
+    #: Its setting for the least training rows a leaf holds: on a small table it can forbid
+    #: every split, and the model is a constant (the gate names it then).
+    leaf_param: str | None = None
 
     def describe(self) -> str:
         return f"{self.name} ({self.family}: {', '.join(sorted(t.value for t in self.tasks))})"
@@ -279,6 +285,8 @@ class SklearnApiEstimator(Estimator):
     saved_model: bool = False
     mlflow_flavor: str = "sklearn"
     requirements: tuple[str, ...] = ("scikit-learn",)
+    regularisers: str = ""
+    leaf_param: str | None = None
 
     def refuse(self, params: Any, task: Task) -> str | None:
         reason = super().refuse(params, task)
@@ -389,6 +397,7 @@ class KerasMLPEstimator(Estimator):
     saved_model: bool = True
     mlflow_flavor: str = "tensorflow"
     requirements: tuple[str, ...] = ("tensorflow-cpu", "keras")
+    regularisers: str = "dropout, epochs"
 
     def fit(
         self, params: Any, task: Task, seed: int, x_train, y_train, x_val, y_val, classes
@@ -752,6 +761,7 @@ _ENTRIES: tuple[Estimator, ...] = (
         tasks=CLASSIFICATION,
         params_type=LogisticRegressionParams,
         build=_logistic_regression,
+        regularisers="a smaller C",
     ),
     SklearnApiEstimator(
         name="ridge",
@@ -767,6 +777,8 @@ _ENTRIES: tuple[Estimator, ...] = (
         params_type=RandomForestParams,
         build=_random_forest,
         float32_trees=True,
+        regularisers="min_samples_leaf, max_depth",
+        leaf_param="min_samples_leaf",
     ),
     SklearnApiEstimator(
         name="hist_gradient_boosting",
@@ -776,6 +788,8 @@ _ENTRIES: tuple[Estimator, ...] = (
         build=_hist_gradient_boosting,
         float32_trees=True,
         register_converter=_register_hist_gradient_boosting,
+        regularisers="min_samples_leaf, max_leaf_nodes, l2_regularization",
+        leaf_param="min_samples_leaf",
     ),
     SklearnApiEstimator(
         name="lightgbm",
@@ -786,6 +800,8 @@ _ENTRIES: tuple[Estimator, ...] = (
         float32_trees=True,
         register_converter=_register_lightgbm,
         requirements=("scikit-learn", "lightgbm"),
+        regularisers="min_child_samples, num_leaves, reg_lambda",
+        leaf_param="min_child_samples",
     ),
     SklearnApiEstimator(
         name="xgboost",
@@ -797,6 +813,7 @@ _ENTRIES: tuple[Estimator, ...] = (
         register_converter=_register_xgboost,
         refuse_params=_refuse_xgboost,
         requirements=("scikit-learn", "xgboost-cpu"),
+        regularisers="max_depth, reg_lambda",
     ),
     KerasMLPEstimator(),
 )

@@ -62,6 +62,7 @@ from model_spec.feed import FeedError, build_feed
 from model_spec.task import Task
 from pipeline.config import GateParams, load_params
 from pipeline.errors import PipelineError, cli
+from pipeline.estimators import ESTIMATORS
 from pipeline.frames import category_text
 from pipeline.io import (
     atomic_path,
@@ -282,29 +283,12 @@ def baseline_checks(
 #: model gives every row the same output. Real improvements are orders of magnitude larger.
 TIE_RTOL = 1e-6
 
-#: Per estimator, the settings in ``train.<estimator>`` that make it less sure of itself.
-_REGULARISERS = {
-    "random_forest": "min_samples_leaf, max_depth",
-    "hist_gradient_boosting": "min_samples_leaf, max_leaf_nodes, l2_regularization",
-    "lightgbm": "min_child_samples, num_leaves, reg_lambda",
-    "xgboost": "max_depth, reg_lambda",
-    "keras_mlp": "dropout, epochs",
-    "logistic_regression": "a smaller C",
-}
-
-#: Per estimator, its setting for the least training rows a leaf holds: on a small table it can
-#: forbid every split, and the model is a constant.
-LEAF_SETTINGS = {
-    "lightgbm": "min_child_samples",
-    "hist_gradient_boosting": "min_samples_leaf",
-    "random_forest": "min_samples_leaf",
-}
-
 
 def leaf_setting(train: Any, estimator: str) -> str:
-    """``'train.lightgbm.min_child_samples is 20'`` for an estimator in LEAF_SETTINGS whose
-    setting is above 1, else ``''``."""
-    name = LEAF_SETTINGS.get(estimator)
+    """``'train.lightgbm.min_child_samples is 20'`` for an estimator with a ``leaf_param``
+    above 1, else ``''``."""
+    entry = ESTIMATORS.get(estimator)
+    name = entry.leaf_param if entry is not None else None
     try:
         value = getattr(train.blocks[estimator], name) if name else None
     except (KeyError, AttributeError):
@@ -353,8 +337,8 @@ def _hint(check: Check, learnt: bool, ranked: bool, improved: bool, estimator: s
             "probabilities are overconfident (near 0 or 1 where the model is wrong; deep trees "
             "with min_samples_leaf: 1 do that). Regularise the estimator in "
             + (
-                f"train.{estimator} ({_REGULARISERS[estimator]})"
-                if estimator in _REGULARISERS
+                f"train.{estimator} ({entry.regularisers})"
+                if (entry := ESTIMATORS.get(estimator)) is not None and entry.regularisers
                 else "train.<estimator> (for trees min_samples_leaf, max_depth)"
             )
             + ", or lower gate.baseline_margin."

@@ -981,7 +981,7 @@ def _sentence(check: Check) -> str:
         )
     if check.rule == "class_spelling":
         return (
-            f"{col}: the target's classes {_spelt_apart(sum(check.observed, []))} differ only "
+            f"{col}: the target's classes {_quoted_groups(check.observed)} differ only "
             "in case, surrounding spaces or a final dot, so a classifier would learn each "
             "spelling as a class of its own; write each class one way at the source (strip "
             "the spaces, one case, no final dot)"
@@ -1301,8 +1301,13 @@ def _spelt_groups(categories: Iterable[str]) -> list[list[str]]:
 
 
 def _spelt_apart(categories: Iterable[str]) -> str:
-    """:func:`_spelt_groups`, quoted (at most three groups), or ``''``."""
-    return "; ".join(" and ".join(repr(_clip(c)) for c in g) for g in _spelt_groups(categories)[:3])
+    """:func:`_spelt_groups`, quoted, or ``''``."""
+    return _quoted_groups(_spelt_groups(categories))
+
+
+def _quoted_groups(groups: list[list[str]]) -> str:
+    """At most three groups, as ``'a' and 'A'; 'b' and 'B'``."""
+    return "; ".join(" and ".join(repr(_clip(c)) for c in g) for g in groups[:3])
 
 
 def _join_notes(first: str | None, second: str) -> str:
